@@ -40,8 +40,10 @@
 
 pub mod codec;
 pub mod context;
+pub mod coordinator;
 pub mod hash;
 pub mod hlc;
+pub mod keys;
 pub mod membership;
 pub mod merkle;
 pub mod object;

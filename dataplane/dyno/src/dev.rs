@@ -1,0 +1,307 @@
+//! `dyno dev`: a local cluster on 127.0.0.1, one OS process per node.
+//!
+//! The first run picks ports, starts the nodes, creates the table `demo`
+//! (N=3, R=2, W=2, or N=R=W=nodes when fewer than 3) and writes
+//! `DIR/cluster.json`. A later run on the same directory restarts exactly
+//! the same nodes (same ids, ports and data) from the `argv` recorded there.
+//! Ctrl-C stops every node cleanly (SIGTERM, then SIGKILL after 10 s).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+/// Options of `dyno dev`.
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Number of nodes (first run only; later runs reuse cluster.json).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=32))]
+    nodes: u16,
+    /// Directory for the nodes' data, logs and cluster.json.
+    #[arg(long, default_value = ".dyno/dev")]
+    data_dir: PathBuf,
+    /// First HTTP port; node i uses BASE+i for HTTP and BASE+100+i for RPC.
+    /// 0 picks free ports.
+    #[arg(long, default_value_t = 7000)]
+    base_port: u16,
+}
+
+/// One node of `cluster.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevNode {
+    /// Its id.
+    pub id: String,
+    /// Its HTTP URL.
+    pub http: String,
+    /// Its process id (of the last run).
+    pub pid: u32,
+    /// The command line that restarts exactly this node.
+    pub argv: Vec<String>,
+}
+
+/// `cluster.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterFile {
+    /// The nodes.
+    pub nodes: Vec<DevNode>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn plan(args: &DevArgs, exe: &str, dir: &Path) -> anyhow::Result<Vec<DevNode>> {
+    let n = usize::from(args.nodes);
+    let mut ports = Vec::with_capacity(n);
+    for i in 0..n as u16 {
+        ports.push(if args.base_port == 0 {
+            (free_port()?, free_port()?)
+        } else {
+            let http = args
+                .base_port
+                .checked_add(i)
+                .context("--base-port too high")?;
+            (http, http.checked_add(100).context("--base-port too high")?)
+        });
+    }
+    let members: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (h, r))| format!("n{}=127.0.0.1:{h},127.0.0.1:{r}", i + 1))
+        .collect();
+    Ok(ports
+        .iter()
+        .enumerate()
+        .map(|(i, (h, r))| {
+            let id = format!("n{}", i + 1);
+            let mut argv = vec![
+                exe.to_owned(),
+                "node".into(),
+                "--id".into(),
+                id.clone(),
+                "--data-dir".into(),
+                dir.join(&id).display().to_string(),
+                "--http-addr".into(),
+                format!("127.0.0.1:{h}"),
+                "--rpc-addr".into(),
+                format!("127.0.0.1:{r}"),
+            ];
+            for m in &members {
+                argv.push("--member".into());
+                argv.push(m.clone());
+            }
+            DevNode {
+                id,
+                http: format!("http://127.0.0.1:{h}"),
+                pid: 0,
+                argv,
+            }
+        })
+        .collect())
+}
+
+fn spawn(node: &DevNode, dir: &Path) -> anyhow::Result<Child> {
+    let log_path = dir.join(format!("{}.log", node.id));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let (program, rest) = node
+        .argv
+        .split_first()
+        .context("empty argv in cluster.json")?;
+    Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting node {}", node.id))
+}
+
+async fn wait_healthy(
+    client: &reqwest::Client,
+    node: &DevNode,
+    child: &mut Child,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "node {} exited ({status}) during start-up; see {}",
+                node.id,
+                dir.join(format!("{}.log", node.id)).display()
+            );
+        }
+        let url = format!("{}/admin/v1/health", node.http);
+        if client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("node {} did not become healthy within 60 s", node.id);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn ensure_demo_table(client: &reqwest::Client, nodes: &[DevNode]) -> anyhow::Result<()> {
+    let first = nodes.first().context("no nodes")?;
+    let url = format!("{}/admin/v1/tables/demo", first.http);
+    if !client.get(&url).send().await?.status().is_success() {
+        let n = nodes.len().min(3);
+        let q = if n == 3 { 2 } else { n };
+        let resp = client
+            .put(&url)
+            .json(&serde_json::json!({"n": n, "r": q, "w": q, "conflict": "siblings"}))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!(
+                "creating table demo failed: {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+    }
+    // Wait until every node knows the table.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in nodes {
+        let url = format!("{}/admin/v1/tables/demo", node.http);
+        while !client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if Instant::now() > deadline {
+                bail!("node {} did not learn about table demo", node.id);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+async fn stop_all(children: &mut [(DevNode, Child)]) {
+    for (_, child) in children.iter() {
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+    for (node, child) in children.iter_mut() {
+        match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+            Ok(_) => println!("stopped {}", node.id),
+            Err(_) => {
+                let _ = child.kill().await;
+                println!("killed {} (it did not stop within 10 s)", node.id);
+            }
+        }
+    }
+}
+
+/// Runs `dyno dev`.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let dir = std::fs::canonicalize(&args.data_dir)?;
+    let file = dir.join("cluster.json");
+    let mut nodes = if file.exists() {
+        let c: ClusterFile =
+            serde_json::from_slice(&std::fs::read(&file)?).context("reading cluster.json")?;
+        println!(
+            "restarting the {}-node cluster in {}",
+            c.nodes.len(),
+            dir.display()
+        );
+        c.nodes
+    } else {
+        let exe = std::env::current_exe()?.display().to_string();
+        println!(
+            "starting a {}-node cluster in {}",
+            args.nodes,
+            dir.display()
+        );
+        plan(&args, &exe, &dir)?
+    };
+
+    let mut children = Vec::with_capacity(nodes.len());
+    for node in &mut nodes {
+        let child = spawn(node, &dir)?;
+        node.pid = child.id().unwrap_or(0);
+        children.push((node.clone(), child));
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let started = async {
+        for (node, child) in children.iter_mut() {
+            wait_healthy(&client, node, child, &dir).await?;
+        }
+        ensure_demo_table(&client, &nodes).await
+    };
+    if let Err(e) = started.await {
+        stop_all(&mut children).await;
+        return Err(e);
+    }
+    std::fs::write(
+        &file,
+        serde_json::to_vec_pretty(&ClusterFile {
+            nodes: nodes.clone(),
+        })?,
+    )?;
+
+    println!("cluster is up; table demo is ready. Nodes:");
+    for n in &nodes {
+        println!(
+            "  {}  {}  (pid {}, log {})",
+            n.id,
+            n.http,
+            n.pid,
+            dir.join(format!("{}.log", n.id)).display()
+        );
+    }
+    if let Some(first) = nodes.first() {
+        println!(
+            "try:  curl -X PUT --data hello {}/v1/tables/demo/items/greeting",
+            first.http
+        );
+        println!("      curl {}/v1/tables/demo/items/greeting", first.http);
+    }
+    println!("cluster.json: {}", file.display());
+    println!("press Ctrl-C to stop");
+
+    // Wait for Ctrl-C/SIGTERM, and report nodes that exit on their own.
+    let mut watch = tokio::time::interval(Duration::from_millis(500));
+    let mut reported = vec![false; children.len()];
+    let stop = crate::stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = watch.tick() => {
+                for ((node, child), seen) in children.iter_mut().zip(reported.iter_mut()) {
+                    if !*seen && let Ok(Some(status)) = child.try_wait() {
+                        *seen = true;
+                        println!("node {} exited ({status}); restart it with: {}", node.id, node.argv.join(" "));
+                    }
+                }
+            }
+        }
+    }
+    println!("stopping the cluster");
+    stop_all(&mut children).await;
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! The `dyno` command: one binary for running nodes and local clusters and
+//! for talking to a cluster.
+
+mod client;
+mod dev;
+mod smoke;
+
+use clap::{Parser, Subcommand};
+
+/// Dyno: a Dynamo-style key-value store.
+#[derive(Debug, Parser)]
+#[command(name = "dyno", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
+enum Command {
+    /// Runs one storage node.
+    Node(dyno_node::NodeConfig),
+    /// Starts a local cluster on 127.0.0.1, one process per node.
+    Dev(dev::DevArgs),
+    /// Reads a key: prints every sibling and the context.
+    Get(client::GetArgs),
+    /// Writes a key.
+    Put(client::PutArgs),
+    /// Deletes a key (writes a tombstone).
+    Delete(client::DeleteArgs),
+    /// Writes, reads back and verifies objects on one node's storage engine,
+    /// across a reopen, and reports throughput.
+    Smoke(smoke::SmokeArgs),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DYNO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("DYNO_LOG_FORMAT").is_ok_and(|f| f == "json");
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Node(config) => {
+            init_logging();
+            runtime()?.block_on(dyno_node::run(config, stop_signal()))?;
+            Ok(())
+        }
+        Command::Dev(args) => runtime()?.block_on(dev::run(args)),
+        Command::Get(args) => runtime()?.block_on(client::get(args)),
+        Command::Put(args) => runtime()?.block_on(client::put(args)),
+        Command::Delete(args) => runtime()?.block_on(client::delete(args)),
+        Command::Smoke(args) => smoke::run(&args),
+    }
+}

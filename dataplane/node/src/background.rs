@@ -1,0 +1,131 @@
+//! Background loops: hint replay and catalog exchange.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::metrics::TargetLabels;
+use crate::node::Node;
+use crate::replica::wall_ms;
+use crate::rpc::{catalog_from_pb, catalog_to_pb};
+
+/// Hint replay settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HintPolicy {
+    /// Hints older than this are dropped.
+    pub max_age: Duration,
+    /// Deliveries per second per target, at most.
+    pub per_sec: u32,
+}
+
+/// Every second: for each node with hints, if it answers a ping, deliver up
+/// to `per_sec` hints, removing each one only after the node acknowledged
+/// it. Hints past `max_age` are dropped (anti-entropy repairs them).
+pub async fn replay_hints(
+    node: Arc<Node>,
+    policy: HintPolicy,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        for (target, backlog) in node.replica.backlog() {
+            let labels = TargetLabels {
+                target: target.to_string(),
+            };
+            node.metrics
+                .hint_backlog
+                .get_or_create(&labels)
+                .set(backlog.hints as i64);
+            node.metrics
+                .hint_backlog_bytes
+                .get_or_create(&labels)
+                .set(backlog.bytes as i64);
+            if backlog.hints == 0 {
+                continue;
+            }
+            let Some(peer) = node.peers.get(&target) else {
+                continue;
+            };
+            let ping = tokio::time::timeout(
+                node.timeout,
+                peer.client().ping(dyno_proto::internal::PingRequest {}),
+            )
+            .await;
+            match ping {
+                Ok(Ok(_)) => peer.mark_up(),
+                _ => continue,
+            }
+            let (replica, t) = (Arc::clone(&node.replica), target.clone());
+            let limit = policy.per_sec.max(1) as usize;
+            let Ok(Ok(hints)) =
+                tokio::task::spawn_blocking(move || replica.hints_for(&t, limit)).await
+            else {
+                continue;
+            };
+            for hint in hints {
+                let expired =
+                    wall_ms().saturating_sub(hint.created_ms) > policy.max_age.as_millis() as u64;
+                if !expired
+                    && node
+                        .send_replica_put(
+                            &target,
+                            &hint.table,
+                            &hint.key,
+                            &hint.object,
+                            hint.mode,
+                            None,
+                        )
+                        .await
+                        .is_err()
+                {
+                    break; // the target went away again; retry next tick
+                }
+                let (replica, t) = (Arc::clone(&node.replica), target.clone());
+                let removed =
+                    tokio::task::spawn_blocking(move || replica.remove_hint(&t, &hint)).await;
+                if matches!(removed, Ok(Ok(true))) {
+                    let counter = if expired {
+                        &node.metrics.hints_dropped
+                    } else {
+                        &node.metrics.hints_delivered
+                    };
+                    counter.get_or_create(&labels).inc();
+                }
+            }
+        }
+    }
+}
+
+/// Every few seconds, exchange catalogs with each peer, so that a node that
+/// was down when a table was created learns of it.
+pub async fn sync_catalog(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        push_catalog_to_all(&node).await;
+    }
+}
+
+/// Pushes this node's catalog to every peer that is up, merging theirs.
+pub async fn push_catalog_to_all(node: &Arc<Node>) {
+    let mine = catalog_to_pb(&node.catalog.list());
+    for peer in node.peers.iter().filter(|p| p.is_up()) {
+        let res =
+            tokio::time::timeout(node.timeout, peer.client().push_catalog(mine.clone())).await;
+        if let Ok(Ok(theirs)) = res {
+            for entry in catalog_from_pb(&theirs.into_inner()) {
+                if let Err(e) = node.catalog.merge(entry) {
+                    tracing::warn!(error = %e, "could not store a catalog entry");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Node configuration: typed, documented, validated at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dyno_core::NodeId;
+use thiserror::Error;
+
+/// How the write-ahead log is made durable (see `dyno-storage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// fsync before every acknowledgement.
+    Sync,
+    /// fsync every 100 ms.
+    Periodic,
+}
+
+/// A cluster member given on the command line: `ID=HTTP_ADDR,RPC_ADDR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// The node's name.
+    pub id: NodeId,
+    /// Its public HTTP address.
+    pub http: SocketAddr,
+    /// Its internal RPC address.
+    pub rpc: SocketAddr,
+}
+
+/// Why a configuration was rejected.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A `--member` value does not parse.
+    #[error(
+        "--member {value:?}: expected ID=HTTP_HOST:PORT,RPC_HOST:PORT, e.g. n1=127.0.0.1:7000,127.0.0.1:7100 ({reason})"
+    )]
+    BadMember {
+        /// The value given.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The node's own id is not among the members.
+    #[error("--id {id} is not one of the --member entries")]
+    SelfNotMember {
+        /// The id.
+        id: String,
+    },
+    /// Two members share an id.
+    #[error("member {id} is listed twice")]
+    DuplicateMember {
+        /// The id.
+        id: String,
+    },
+    /// Something else is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl std::str::FromStr for PeerSpec {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |reason: &str| ConfigError::BadMember {
+            value: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (id, addrs) = s.split_once('=').ok_or_else(|| bad("missing '='"))?;
+        let (http, rpc) = addrs
+            .split_once(',')
+            .ok_or_else(|| bad("missing ',' between the two addresses"))?;
+        Ok(PeerSpec {
+            id: NodeId::new(id).map_err(|e| bad(&e.to_string()))?,
+            http: http.parse().map_err(|_| bad("bad HTTP address"))?,
+            rpc: rpc.parse().map_err(|_| bad("bad RPC address"))?,
+        })
+    }
+}
+
+/// Options of `dyno node`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeConfig {
+    /// This node's name (1 to 64 characters of A-Z a-z 0-9 . _ -).
+    #[arg(long, env = "DYNO_ID")]
+    pub id: String,
+    /// Data directory (RocksDB files, identity, catalog, hints).
+    #[arg(long, env = "DYNO_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Address for the public HTTP API, admin API and /metrics.
+    #[arg(long, env = "DYNO_HTTP_ADDR", default_value = "127.0.0.1:7000")]
+    pub http_addr: SocketAddr,
+    /// Address for the internal node-to-node gRPC protocol.
+    #[arg(long, env = "DYNO_RPC_ADDR", default_value = "127.0.0.1:7100")]
+    pub rpc_addr: SocketAddr,
+    /// A cluster member, `ID=HTTP_ADDR,RPC_ADDR`. Repeat for every member,
+    /// this node included. Membership is static until gossip arrives.
+    #[arg(long = "member", required = true)]
+    pub members: Vec<PeerSpec>,
+    /// log2 of the number of ring partitions. Every member must agree.
+    #[arg(long, default_value_t = dyno_core::ring::DEFAULT_PARTITION_BITS, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub partition_bits: u8,
+    /// When writes are made durable on this node's disk.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Periodic)]
+    pub durability: DurabilityArg,
+    /// How long the coordinator waits for one replica, in milliseconds.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub replica_timeout_ms: u64,
+    /// Hints older than this many seconds are dropped (anti-entropy repairs
+    /// what they carried).
+    #[arg(long, default_value_t = 3 * 3600)]
+    pub hint_max_age_secs: u64,
+    /// The most hint bytes kept for one unreachable node.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub hint_max_bytes_per_target: u64,
+    /// Hints delivered per second to a node that is back, at most.
+    #[arg(long, default_value_t = 2000)]
+    pub hint_replay_per_sec: u32,
+}
+
+impl NodeConfig {
+    /// Checks the configuration and returns this node's id.
+    pub fn validate(&self) -> Result<NodeId, ConfigError> {
+        let me = NodeId::new(&self.id).map_err(|e| ConfigError::Invalid(format!("--id: {e}")))?;
+        for (i, m) in self.members.iter().enumerate() {
+            if self.members.iter().skip(i + 1).any(|o| o.id == m.id) {
+                return Err(ConfigError::DuplicateMember {
+                    id: m.id.to_string(),
+                });
+            }
+        }
+        if !self.members.iter().any(|m| m.id == me) {
+            return Err(ConfigError::SelfNotMember {
+                id: self.id.clone(),
+            });
+        }
+        if self.members.len() > (1usize << self.partition_bits) {
+            return Err(ConfigError::Invalid(format!(
+                "{} members cannot share 2^{} partitions; raise --partition-bits",
+                self.members.len(),
+                self.partition_bits
+            )));
+        }
+        Ok(me)
+    }
+
+    /// The per-replica timeout.
+    pub fn replica_timeout(&self) -> Duration {
+        Duration::from_millis(self.replica_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_specs_parse_with_clear_errors() {
+        let p: PeerSpec = "n1=127.0.0.1:7000,127.0.0.1:7100".parse().expect("valid");
+        assert_eq!(p.id.as_str(), "n1");
+        assert_eq!(p.rpc.port(), 7100);
+        for bad in [
+            "n1",
+            "n1=127.0.0.1:7000",
+            "n1=nope,127.0.0.1:1",
+            "bad id=1.1.1.1:1,1.1.1.1:2",
+        ] {
+            let err = bad.parse::<PeerSpec>().expect_err(bad).to_string();
+            assert!(err.contains("--member"), "{err}");
+        }
+    }
+}

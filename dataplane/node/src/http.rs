@@ -1,0 +1,393 @@
+//! The public HTTP/JSON API and the admin API (see the README for the
+//! contract). Handlers validate input, call the node, and shape responses;
+//! all error mapping goes through `ApiError`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use dyno_core::coordinator::Condition;
+use dyno_core::hash::key_position;
+use dyno_core::{Object, VersionVector};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::{self, context_string};
+use crate::catalog::{ConflictArg, TableConfig, TableEntry, validate_table_name};
+use crate::error::ApiError;
+use crate::grpc::PublicApi;
+use crate::node::{Node, PutRequest};
+use dyno_proto::public::dyno_server::DynoServer;
+
+pub use crate::api::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+
+/// The context header.
+pub const CONTEXT_HEADER: &str = "x-dyno-context";
+
+type AppState = Arc<Node>;
+
+/// The router for the public and admin APIs.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/v1/tables/{table}/items/{key}", get(get_item).put(put_item).delete(delete_item))
+        .route("/admin/v1/tables", get(list_tables))
+        .route("/admin/v1/tables/{table}", get(describe_table).put(create_table))
+        .route("/admin/v1/tables/{table}/keys/{key}/preference-list", get(preference_list))
+        .route("/admin/v1/tables/{table}/keys/{key}/replica", get(local_replica))
+        .route("/admin/v1/hints", get(hints))
+        .route("/admin/v1/cluster", get(cluster))
+        .route("/admin/v1/health", get(health))
+        .route("/metrics", get(metrics))
+        .route_service(
+            &format!("/{}/{{*rest}}", <DynoServer<PublicApi> as tonic::server::NamedService>::NAME),
+            DynoServer::new(PublicApi::new(Arc::clone(&node)))
+                .max_decoding_message_size(4 << 20)
+                .max_encoding_message_size(64 << 20),
+        )
+        .fallback(|| async {
+            let body = json!({ "error": { "code": "NotFound", "message": "no such endpoint; see the README for the API" } });
+            (StatusCode::NOT_FOUND, Json(body))
+        })
+        .layer(DefaultBodyLimit::max(MAX_VALUE_BYTES))
+        .with_state(node)
+}
+
+fn check_key(key: &str) -> Result<Vec<u8>, ApiError> {
+    api::check_key(key.as_bytes())?;
+    Ok(key.as_bytes().to_vec())
+}
+
+type PathParams = Result<Path<(String, String)>, axum::extract::rejection::PathRejection>;
+
+fn table_and_key(p: PathParams) -> Result<(String, Vec<u8>), ApiError> {
+    let Path((table, key)) =
+        p.map_err(|e| ApiError::bad("InvalidKey", format!("bad path: {e}")))?;
+    Ok((table, check_key(&key)?))
+}
+
+/// Reads `?r=` or `?w=` from the query string (see `api::quorum`).
+fn quorum_param(
+    query: &Option<String>,
+    name: &str,
+    n: u32,
+    default: u32,
+) -> Result<usize, ApiError> {
+    let value = query.as_deref().and_then(|q| {
+        // The last occurrence wins, as with most query parsers.
+        q.split('&').rev().filter(|p| !p.is_empty()).find_map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k == name).then_some(v)
+        })
+    });
+    api::quorum(name, value, n, default)
+}
+
+fn context_header(headers: &HeaderMap, name: &str) -> Result<Option<VersionVector>, ApiError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => {
+            let s = v
+                .to_str()
+                .map_err(|_| ApiError::bad("InvalidContext", format!("{name} is not ASCII")))?;
+            api::parse_context(name, s).map(Some)
+        }
+    }
+}
+
+fn condition(headers: &HeaderMap) -> Result<Option<Condition>, ApiError> {
+    if let Some(ctx) = context_header(headers, "if-match")? {
+        return Ok(Some(Condition::IfMatch(ctx)));
+    }
+    match headers.get(header::IF_NONE_MATCH).map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok("*")) => Ok(Some(Condition::IfNoneMatch)),
+        Some(_) => Err(ApiError::bad(
+            "InvalidCondition",
+            "If-None-Match only supports \"*\"",
+        )),
+    }
+}
+
+fn record(
+    node: &Node,
+    op: &'static str,
+    table: &str,
+    started: Instant,
+    res: &Result<Response, ApiError>,
+) {
+    api::record(node, op, table, started, res.as_ref().err());
+}
+
+async fn get_item(
+    State(node): State<AppState>,
+    path: PathParams,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let (table, key) = table_and_key(path)?;
+    let res = get_item_inner(&node, &table, &key, q, &headers).await;
+    record(&node, "get", &table, started, &res);
+    res
+}
+
+async fn get_item_inner(
+    node: &Arc<Node>,
+    table: &str,
+    key: &[u8],
+    q: Option<String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let cfg = node.table(table)?;
+    let r = quorum_param(&q, "r", cfg.n, cfg.r)?;
+    let state = node.get(table, key, r).await?;
+    let values: Vec<&Bytes> = state
+        .as_ref()
+        .map(|o| o.live_values().collect())
+        .unwrap_or_default();
+    let context = context_string(state.as_ref());
+    let raw = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/octet-stream"));
+    let body = json!({ "context": context, "values": values.iter().map(|v| B64.encode(v)).collect::<Vec<_>>() });
+    let status = match values.len() {
+        0 => StatusCode::NOT_FOUND,
+        1 => StatusCode::OK,
+        _ if raw => StatusCode::MULTIPLE_CHOICES,
+        _ => StatusCode::OK,
+    };
+    if raw && let [only] = values.as_slice() {
+        let mut resp = (StatusCode::OK, (*only).clone()).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        if let Some(c) = context
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
+            resp.headers_mut().insert(CONTEXT_HEADER, c);
+        }
+        return Ok(resp);
+    }
+    Ok((status, Json(body)).into_response())
+}
+
+async fn put_item(
+    State(node): State<AppState>,
+    path: PathParams,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let (table, key) = table_and_key(path)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            let size = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(MAX_VALUE_BYTES + 1);
+            ApiError::ValueTooLarge {
+                size,
+                limit: MAX_VALUE_BYTES,
+            }
+        } else {
+            ApiError::bad("InvalidBody", e.body_text())
+        }
+    })?;
+    let res = write_inner(&node, table.clone(), key, Some(body), q, &headers).await;
+    record(&node, "put", &table, started, &res);
+    res
+}
+
+async fn delete_item(
+    State(node): State<AppState>,
+    path: PathParams,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let (table, key) = table_and_key(path)?;
+    let res = write_inner(&node, table.clone(), key, None, q, &headers).await;
+    record(&node, "delete", &table, started, &res);
+    res
+}
+
+async fn write_inner(
+    node: &Arc<Node>,
+    table: String,
+    key: Vec<u8>,
+    value: Option<Bytes>,
+    q: Option<String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let cfg = node.table(&table)?;
+    let w = quorum_param(&q, "w", cfg.n, cfg.w)?;
+    let context = context_header(headers, CONTEXT_HEADER)?.unwrap_or_default();
+    let condition = condition(headers)?;
+    let result = node
+        .put(PutRequest {
+            table,
+            key,
+            value,
+            context,
+            w,
+            condition,
+        })
+        .await?;
+    Ok(Json(json!({ "context": result.context })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTable {
+    n: u32,
+    r: u32,
+    w: u32,
+    #[serde(default)]
+    conflict: ConflictArg,
+}
+
+fn describe(e: &TableEntry) -> serde_json::Value {
+    json!({ "name": e.name, "n": e.config.n, "r": e.config.r, "w": e.config.w, "conflict": e.config.conflict, "version": e.version })
+}
+
+async fn create_table(
+    State(node): State<AppState>,
+    Path(table): Path<String>,
+    body: Result<Json<CreateTable>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    validate_table_name(&table)?;
+    let Json(spec) = body.map_err(|e| ApiError::bad("InvalidTableConfig", e.body_text()))?;
+    let config = TableConfig {
+        n: spec.n,
+        r: spec.r,
+        w: spec.w,
+        conflict: spec.conflict,
+    };
+    config.validate(node.members.len())?;
+    let entry = TableEntry {
+        name: table,
+        config,
+        version: node.replica.now().0,
+    };
+    let catalog = Arc::clone(&node.catalog);
+    let e = entry.clone();
+    tokio::task::spawn_blocking(move || catalog.merge(e))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    // Tell the other nodes now; the periodic exchange covers any that miss it.
+    crate::background::push_catalog_to_all(&node).await;
+    Ok(Json(describe(&entry)).into_response())
+}
+
+async fn list_tables(State(node): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "tables": node.catalog.list().iter().map(describe).collect::<Vec<_>>() }))
+}
+
+async fn describe_table(
+    State(node): State<AppState>,
+    Path(table): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    node.catalog
+        .list()
+        .into_iter()
+        .find(|e| e.name == table)
+        .map(|e| Json(describe(&e)))
+        .ok_or(ApiError::TableNotFound { table })
+}
+
+async fn preference_list(
+    State(node): State<AppState>,
+    path: PathParams,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (table, key) = table_and_key(path)?;
+    let cfg = node.table(&table)?;
+    let pos = key_position(&table, &key);
+    let pl = node.ring.preference_list_for(pos, cfg.n as usize);
+    let nodes: Vec<_> = pl
+        .all()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = if i < pl.primaries().len() {
+                "primary"
+            } else {
+                "fallback"
+            };
+            json!({ "id": m.id.as_str(), "role": role, "up": node.is_up(&m.id) })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "partition": pl.partition.0, "position": format!("{pos:016x}"), "nodes": nodes }),
+    ))
+}
+
+async fn local_replica(
+    State(node): State<AppState>,
+    path: PathParams,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (table, key) = table_and_key(path)?;
+    node.table(&table)?;
+    let replica = Arc::clone(&node.replica);
+    let state = tokio::task::spawn_blocking(move || replica.get_item(&table, &key))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let values: Vec<String> = state
+        .as_ref()
+        .map(|o| o.live_values().map(|v| B64.encode(v)).collect())
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "node": node.me.as_str(),
+        "exists": state.is_some(),
+        "tombstone": state.as_ref().is_some_and(Object::is_tombstone),
+        "context": context_string(state.as_ref()),
+        "values": values,
+    })))
+}
+
+async fn hints(State(node): State<AppState>) -> Json<serde_json::Value> {
+    let targets: Vec<_> = node
+        .replica
+        .backlog()
+        .into_iter()
+        .map(|(t, b)| json!({ "node": t.as_str(), "hints": b.hints, "bytes": b.bytes }))
+        .collect();
+    Json(json!({ "targets": targets }))
+}
+
+async fn cluster(State(node): State<AppState>) -> Json<serde_json::Value> {
+    let mut nodes = vec![
+        json!({ "id": node.me.as_str(), "status": "up", "self": true, "generation": node.generation }),
+    ];
+    for p in node.peers.iter() {
+        nodes.push(json!({ "id": p.id.as_str(), "http": format!("http://{}", p.http), "rpc": p.rpc.to_string(), "status": p.status(), "self": false }));
+    }
+    Json(json!({
+        "node": node.me.as_str(),
+        "ring": { "version": node.ring.version(), "partitions": node.ring.partition_count() },
+        "nodes": nodes,
+    }))
+}
+
+async fn health(State(node): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok", "node": node.me.as_str(), "generation": node.generation }))
+}
+
+async fn metrics(State(node): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.metrics.render(),
+    )
+}

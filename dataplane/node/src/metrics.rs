@@ -1,0 +1,139 @@
+//! Prometheus metrics: request latency per operation and table, replica RPC
+//! errors per peer and kind, and the hint backlog per target.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of a request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// get, put or delete.
+    pub op: &'static str,
+    /// The table.
+    pub table: String,
+    /// ok, or the error code.
+    pub outcome: &'static str,
+}
+
+/// Labels of a replica RPC error.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// The peer.
+    pub peer: String,
+    /// unreachable, timeout or failed.
+    pub kind: &'static str,
+}
+
+/// Labels of per-target hint figures.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// The node the hints are for.
+    pub target: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~3.3 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 16,
+    ))
+}
+
+/// The node's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Request latency in seconds.
+    pub requests: Family<OpLabels, Histogram, fn() -> Histogram>,
+    /// Replica RPC errors.
+    pub rpc_errors: Family<RpcLabels, Counter>,
+    /// Hints held per target.
+    pub hint_backlog: Family<TargetLabels, Gauge>,
+    /// Hint bytes held per target.
+    pub hint_backlog_bytes: Family<TargetLabels, Gauge>,
+    /// Hints delivered per target.
+    pub hints_delivered: Family<TargetLabels, Counter>,
+    /// Hints dropped (too old, or backlog full) per target.
+    pub hints_dropped: Family<TargetLabels, Counter>,
+    /// Read repairs sent.
+    pub read_repairs: Counter,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("dyno");
+        let requests = Family::<OpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Client request latency by operation, table and outcome",
+            requests.clone(),
+        );
+        let rpc_errors = Family::default();
+        registry.register(
+            "replica_rpc_errors",
+            "Failed replica RPCs by peer and kind",
+            rpc_errors.clone(),
+        );
+        let hint_backlog = Family::default();
+        registry.register(
+            "hint_backlog",
+            "Hints held for each unreachable node",
+            hint_backlog.clone(),
+        );
+        let hint_backlog_bytes = Family::default();
+        registry.register(
+            "hint_backlog_bytes",
+            "Bytes of hints held for each node",
+            hint_backlog_bytes.clone(),
+        );
+        let hints_delivered = Family::default();
+        registry.register(
+            "hints_delivered",
+            "Hints delivered to their node",
+            hints_delivered.clone(),
+        );
+        let hints_dropped = Family::default();
+        registry.register(
+            "hints_dropped",
+            "Hints dropped (expired or backlog full)",
+            hints_dropped.clone(),
+        );
+        let read_repairs = Counter::default();
+        registry.register(
+            "read_repairs",
+            "Stale replicas repaired after a read",
+            read_repairs.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            rpc_errors,
+            hint_backlog,
+            hint_backlog_bytes,
+            hints_delivered,
+            hints_dropped,
+            read_repairs,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

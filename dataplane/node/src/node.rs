@@ -1,0 +1,547 @@
+//! The node: runs the core's coordination machines over tokio and tonic.
+//!
+//! A PUT arrives at any node. If this node is not a primary for the key it
+//! forwards the write to the first primary it believes up
+//! (`choose_coordinator`). The coordinator applies the write locally (under
+//! the key's lock, so each write gets a unique dot), sends the new state to
+//! the other targets of the `WriteCoordinator`, replaces unreachable ones as
+//! the machine says, and answers after W acks. A GET asks the read targets,
+//! answers after R replies, and keeps listening for the remaining replies
+//! to repair stale replicas in the background.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dyno_core::codec::{decode_object, encode_object};
+use dyno_core::context::{MAX_CONTEXT_ENTRIES, encode_context};
+use dyno_core::coordinator::{
+    Condition, Coordinator, ReadCoordinator, ReplicaFailure, WriteCoordinator, WriteEffect,
+    check_condition, choose_coordinator, read_targets,
+};
+use dyno_core::hash::key_position;
+use dyno_core::{ConflictMode, NodeId, Object, QuorumOutcome, Ring, VersionVector};
+use dyno_proto::internal as pb;
+use tokio::sync::mpsc;
+
+use crate::catalog::{Catalog, TableConfig};
+use crate::cluster::{Peers, classify};
+use crate::error::ApiError;
+use crate::metrics::{Metrics, RpcLabels};
+use crate::replica::{Replica, ReplicaError};
+
+/// Everything a node is made of.
+#[derive(Debug)]
+pub struct Node {
+    /// This node's name.
+    pub me: NodeId,
+    /// Incremented on every start.
+    pub generation: u64,
+    /// The ring (static until join/leave arrive).
+    pub ring: Ring,
+    /// The other members.
+    pub peers: Peers,
+    /// Local data.
+    pub replica: Arc<Replica>,
+    /// The tables.
+    pub catalog: Arc<Catalog>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Per-replica timeout.
+    pub timeout: Duration,
+    /// Every member, this node included.
+    pub members: Vec<NodeId>,
+}
+
+/// A write as a client asked for it.
+#[derive(Debug, Clone)]
+pub struct PutRequest {
+    /// The table.
+    pub table: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value, or `None` to delete.
+    pub value: Option<Bytes>,
+    /// The client's context.
+    pub context: VersionVector,
+    /// Write quorum for this request.
+    pub w: usize,
+    /// An optional precondition.
+    pub condition: Option<Condition>,
+}
+
+/// The result of a write.
+#[derive(Debug, Clone)]
+pub struct PutResult {
+    /// The context of the new version.
+    pub context: String,
+}
+
+fn mode_to_pb(mode: ConflictMode) -> i32 {
+    match mode {
+        ConflictMode::Siblings => pb::ConflictMode::Siblings as i32,
+        ConflictMode::Lww => pb::ConflictMode::Lww as i32,
+    }
+}
+
+/// The conflict mode sent by a peer.
+pub fn mode_from_pb(v: i32) -> ConflictMode {
+    if v == pb::ConflictMode::Lww as i32 {
+        ConflictMode::Lww
+    } else {
+        ConflictMode::Siblings
+    }
+}
+
+impl From<ReplicaError> for ApiError {
+    fn from(e: ReplicaError) -> Self {
+        match e {
+            ReplicaError::Update(u) => ApiError::TooManySiblings {
+                message: u.to_string(),
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))
+}
+
+enum Reply {
+    Ack(NodeId),
+    Fail(NodeId, ReplicaFailure),
+}
+
+impl Node {
+    /// A table's settings, or 404.
+    pub fn table(&self, name: &str) -> Result<TableConfig, ApiError> {
+        self.catalog
+            .get(name)
+            .ok_or_else(|| ApiError::TableNotFound {
+                table: name.to_owned(),
+            })
+    }
+
+    /// True when `id` is this node or a peer believed up.
+    pub fn is_up(&self, id: &NodeId) -> bool {
+        id == &self.me || self.peers.get(id).is_some_and(|p| p.is_up())
+    }
+
+    fn note_failure(&self, peer: &NodeId, why: ReplicaFailure) {
+        if let Some(p) = self.peers.get(peer) {
+            p.mark_failure(why);
+        }
+        let kind = match why {
+            ReplicaFailure::Unreachable => "unreachable",
+            ReplicaFailure::Timeout => "timeout",
+            ReplicaFailure::Failed => "failed",
+        };
+        self.metrics
+            .rpc_errors
+            .get_or_create(&RpcLabels {
+                peer: peer.to_string(),
+                kind,
+            })
+            .inc();
+    }
+
+    fn note_success(&self, peer: &NodeId) {
+        if let Some(p) = self.peers.get(peer) {
+            p.mark_up();
+        }
+    }
+
+    /// Sends a state to a replica (or a hint to a stand-in).
+    pub async fn send_replica_put(
+        self: &Arc<Self>,
+        to: &NodeId,
+        table: &str,
+        key: &[u8],
+        object: &Object,
+        mode: ConflictMode,
+        hint_for: Option<&NodeId>,
+    ) -> Result<(), ReplicaFailure> {
+        let Some(peer) = self.peers.get(to) else {
+            return Err(ReplicaFailure::Failed);
+        };
+        let req = pb::ReplicaPutRequest {
+            table: table.to_owned(),
+            key: key.to_vec(),
+            object: encode_object(object),
+            hint_for: hint_for.map(ToString::to_string),
+            conflict: mode_to_pb(mode),
+        };
+        let res = tokio::time::timeout(self.timeout, peer.client().put(req)).await;
+        self.settle(
+            to,
+            res.map_err(|_| ReplicaFailure::Timeout)
+                .and_then(|r| r.map(|_| ()).map_err(|s| classify(&s))),
+        )
+    }
+
+    fn settle<T>(
+        &self,
+        peer: &NodeId,
+        res: Result<T, ReplicaFailure>,
+    ) -> Result<T, ReplicaFailure> {
+        match &res {
+            Ok(_) => self.note_success(peer),
+            Err(why) => self.note_failure(peer, *why),
+        }
+        res
+    }
+
+    async fn replica_get(
+        self: &Arc<Self>,
+        from: &NodeId,
+        table: &str,
+        key: &[u8],
+        mode: ConflictMode,
+    ) -> Result<Option<Object>, ReplicaFailure> {
+        if from == &self.me {
+            let (r, t, k, m) = (
+                Arc::clone(&self.replica),
+                table.to_owned(),
+                key.to_vec(),
+                self.members.clone(),
+            );
+            return tokio::task::spawn_blocking(move || r.get_with_hints(&t, &k, mode, &m))
+                .await
+                .map_err(|_| ReplicaFailure::Failed)?
+                .map_err(|_| ReplicaFailure::Failed);
+        }
+        let Some(peer) = self.peers.get(from) else {
+            return Err(ReplicaFailure::Failed);
+        };
+        let req = pb::ReplicaGetRequest {
+            table: table.to_owned(),
+            key: key.to_vec(),
+            conflict: mode_to_pb(mode),
+        };
+        let res = tokio::time::timeout(self.timeout, peer.client().get(req)).await;
+        let res = res
+            .map_err(|_| ReplicaFailure::Timeout)
+            .and_then(|r| r.map_err(|s| classify(&s)));
+        let resp = self.settle(from, res)?.into_inner();
+        match resp.object {
+            None => Ok(None),
+            Some(bytes) => decode_object(&bytes)
+                .map(Some)
+                .map_err(|_| ReplicaFailure::Failed),
+        }
+    }
+
+    /// Reads a key at quorum `r`. Returns the merged state (`None` when no
+    /// replica knows the key). Stale replicas are repaired in the background.
+    pub async fn get(
+        self: &Arc<Self>,
+        table: &str,
+        key: &[u8],
+        r: usize,
+    ) -> Result<Option<Object>, ApiError> {
+        let cfg = self.table(table)?;
+        let mode = cfg.mode();
+        let pl = self
+            .ring
+            .preference_list_for(key_position(table, key), cfg.n as usize);
+        let mut targets = read_targets(&pl, r, |n| self.is_up(n));
+        if targets.len() < r {
+            // Too few replicas believed up: ask the suspected ones too rather
+            // than refuse outright. A node in back-off may well be back.
+            targets = read_targets(&pl, r, |_| true);
+        }
+        let mut rc = ReadCoordinator::new(&targets, r, mode);
+        if rc.outcome() == QuorumOutcome::Failed {
+            return Err(ApiError::QuorumNotMet {
+                message: format!(
+                    "only {} of the {r} replicas needed are reachable",
+                    targets.len()
+                ),
+            });
+        }
+        let (tx, mut rx) = mpsc::channel(targets.len().max(1));
+        for t in targets {
+            let (node, tx, table, key) =
+                (Arc::clone(self), tx.clone(), table.to_owned(), key.to_vec());
+            tokio::spawn(async move {
+                let res = node.replica_get(&t, &table, &key, mode).await;
+                let _ = tx.send((t, res)).await;
+            });
+        }
+        drop(tx);
+        while let Some((from, res)) = rx.recv().await {
+            let outcome = match res {
+                Ok(state) => rc.on_reply(&from, state),
+                Err(_) => rc.on_failure(&from),
+            };
+            match outcome {
+                QuorumOutcome::Pending => continue,
+                QuorumOutcome::Failed => {
+                    return Err(ApiError::QuorumNotMet {
+                        message: format!("{} of the {r} replies needed arrived", rc.replies()),
+                    });
+                }
+                QuorumOutcome::Met => break,
+            }
+        }
+        if rc.outcome() != QuorumOutcome::Met {
+            return Err(ApiError::QuorumNotMet {
+                message: format!("{} of the {r} replies needed arrived", rc.replies()),
+            });
+        }
+        let answer = rc.result().merged;
+        // Keep listening for the other replicas, then repair the stale ones.
+        let node = Arc::clone(self);
+        let (table, key) = (table.to_owned(), key.to_vec());
+        tokio::spawn(async move {
+            while !rc.all_answered() {
+                match rx.recv().await {
+                    Some((from, Ok(state))) => {
+                        rc.on_reply(&from, state);
+                    }
+                    Some((from, Err(_))) => {
+                        rc.on_failure(&from);
+                    }
+                    None => break,
+                }
+            }
+            let result = rc.result();
+            if let Some(merged) = result.merged {
+                for stale in result.stale {
+                    node.metrics.read_repairs.inc();
+                    if stale == node.me {
+                        let (r, t, k, m) = (
+                            Arc::clone(&node.replica),
+                            table.clone(),
+                            key.clone(),
+                            merged.clone(),
+                        );
+                        let _ = tokio::task::spawn_blocking(move || r.merge_item(&t, &k, &m, mode))
+                            .await;
+                    } else {
+                        let _ = node
+                            .send_replica_put(&stale, &table, &key, &merged, mode, None)
+                            .await;
+                    }
+                }
+            }
+        });
+        Ok(answer)
+    }
+
+    /// Writes (or deletes) a key, forwarding to a primary when needed.
+    pub async fn put(self: &Arc<Self>, req: PutRequest) -> Result<PutResult, ApiError> {
+        let cfg = self.table(&req.table)?;
+        let pl = self
+            .ring
+            .preference_list_for(key_position(&req.table, &req.key), cfg.n as usize);
+        let mut tried: Vec<NodeId> = Vec::new();
+        loop {
+            let choice = choose_coordinator(&pl, &self.me, |n| self.is_up(n) && !tried.contains(n));
+            let target = match choice {
+                Coordinator::Local => return self.coordinate_put(req, false).await,
+                Coordinator::LocalAsFallback => return self.coordinate_put(req, true).await,
+                Coordinator::Forward(t) => t,
+            };
+            match self.forward_put(&target, &req).await {
+                Ok(result) => return result,
+                Err(_) => tried.push(target),
+            }
+        }
+    }
+
+    async fn forward_put(
+        self: &Arc<Self>,
+        to: &NodeId,
+        req: &PutRequest,
+    ) -> Result<Result<PutResult, ApiError>, ReplicaFailure> {
+        let Some(peer) = self.peers.get(to) else {
+            return Err(ReplicaFailure::Failed);
+        };
+        let (if_match, if_none_match) = match &req.condition {
+            Some(Condition::IfMatch(ctx)) => (Some(encode_context(ctx)), false),
+            Some(Condition::IfNoneMatch) => (None, true),
+            None => (None, false),
+        };
+        let msg = pb::CoordinatePutRequest {
+            table: req.table.clone(),
+            key: req.key.clone(),
+            value: req.value.as_ref().map(|v| v.to_vec()),
+            context: (!req.context.is_empty()).then(|| encode_context(&req.context)),
+            w: req.w as u32,
+            if_match,
+            if_none_match,
+        };
+        // The coordinator waits up to one timeout per replica round.
+        let res = tokio::time::timeout(self.timeout * 3, peer.client().coordinate_put(msg)).await;
+        let res = res
+            .map_err(|_| ReplicaFailure::Timeout)
+            .and_then(|r| r.map_err(|s| classify(&s)));
+        let resp = self.settle(to, res)?.into_inner();
+        Ok(match resp.error_code {
+            Some(code) => Err(ApiError::from_code(
+                &code,
+                resp.error_message.unwrap_or_default(),
+            )),
+            None => Ok(PutResult {
+                context: resp.context,
+            }),
+        })
+    }
+
+    /// Coordinates a write on this node.
+    pub async fn coordinate_put(
+        self: &Arc<Self>,
+        req: PutRequest,
+        as_fallback: bool,
+    ) -> Result<PutResult, ApiError> {
+        let cfg = self.table(&req.table)?;
+        let mode = cfg.mode();
+        if let Some(cond) = &req.condition {
+            let current = self.get(&req.table, &req.key, cfg.r as usize).await?;
+            check_condition(cond, current.as_ref(), MAX_CONTEXT_ENTRIES).map_err(|e| {
+                ApiError::PreconditionFailed {
+                    message: e.to_string(),
+                }
+            })?;
+        }
+        let pl = self
+            .ring
+            .preference_list_for(key_position(&req.table, &req.key), cfg.n as usize);
+        let (mut machine, effects) =
+            WriteCoordinator::start(&self.me, &pl, req.w, |n| self.is_up(n));
+
+        // The local write comes first: it mints the dot.
+        let local_hint_for = effects.iter().find_map(|e| match e {
+            WriteEffect::Send { to, hint_for } if to == &self.me => Some(hint_for.clone()),
+            _ => None,
+        });
+        // A primary is always among its own targets; a fallback coordinator
+        // always stands in for someone (the machine puts it first in line).
+        let Some(local_hint_for) = local_hint_for else {
+            return Err(ApiError::Internal(format!(
+                "coordinator is not among the write targets (as fallback: {as_fallback})"
+            )));
+        };
+        let (replica, table, key, members) = (
+            Arc::clone(&self.replica),
+            req.table.clone(),
+            req.key.clone(),
+            self.members.clone(),
+        );
+        let (context, value, hf) = (
+            req.context.clone(),
+            req.value.clone(),
+            local_hint_for.clone(),
+        );
+        let (object, warning) = blocking(move || {
+            replica.coordinate(&table, &key, &context, value, mode, hf.as_ref(), &members)
+        })
+        .await??;
+        if let Some(count) = warning {
+            tracing::warn!(table = %req.table, siblings = count, "key has many siblings; clients should resolve them");
+        }
+        machine.on_ack(&self.me);
+
+        let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
+        let mut pending = effects;
+        loop {
+            for effect in pending.drain(..) {
+                self.carry_out(effect, &req.table, &req.key, &object, mode, &tx);
+            }
+            if machine.outcome() != QuorumOutcome::Pending {
+                break;
+            }
+            match tokio::time::timeout(self.timeout * 2, rx.recv()).await {
+                Ok(Some(Reply::Ack(from))) => {
+                    machine.on_ack(&from);
+                }
+                Ok(Some(Reply::Fail(from, why))) => pending = machine.on_failure(&from, why),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let (acks, _) = machine.acks();
+        let result = if machine.outcome() == QuorumOutcome::Met {
+            Ok(PutResult {
+                context: encode_context(&object.client_context(MAX_CONTEXT_ENTRIES)),
+            })
+        } else {
+            Err(ApiError::QuorumNotMet {
+                message: format!(
+                    "{acks} of the {} acknowledgements needed arrived in time",
+                    machine.required()
+                ),
+            })
+        };
+        // The client has its answer; finish the fan-out in the background so
+        // that replicas failing after the quorum was decided still get hints.
+        // Every send answers exactly once (each RPC has a timeout).
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            while machine.has_outstanding() {
+                match rx.recv().await {
+                    Some(Reply::Ack(from)) => {
+                        machine.on_ack(&from);
+                    }
+                    Some(Reply::Fail(from, why)) => {
+                        for effect in machine.on_failure(&from, why) {
+                            node.carry_out(effect, &req.table, &req.key, &object, mode, &tx);
+                        }
+                    }
+                    None => break,
+                }
+            }
+        });
+        result
+    }
+
+    fn carry_out(
+        self: &Arc<Self>,
+        effect: WriteEffect,
+        table: &str,
+        key: &[u8],
+        object: &Object,
+        mode: ConflictMode,
+        tx: &mpsc::UnboundedSender<Reply>,
+    ) {
+        let (node, table, key, object, tx) = (
+            Arc::clone(self),
+            table.to_owned(),
+            key.to_vec(),
+            object.clone(),
+            tx.clone(),
+        );
+        match effect {
+            WriteEffect::Send { to, .. } if to == self.me => {} // done first, above
+            WriteEffect::Send { to, hint_for } => {
+                tokio::spawn(async move {
+                    let reply = match node
+                        .send_replica_put(&to, &table, &key, &object, mode, hint_for.as_ref())
+                        .await
+                    {
+                        Ok(()) => Reply::Ack(to),
+                        Err(why) => Reply::Fail(to, why),
+                    };
+                    let _ = tx.send(reply);
+                });
+            }
+            WriteEffect::StoreLocalHint { for_node } => {
+                tokio::spawn(async move {
+                    let r = Arc::clone(&node.replica);
+                    let res = tokio::task::spawn_blocking(move || {
+                        r.store_hint(&for_node, &table, &key, &object, mode)
+                    })
+                    .await;
+                    if let Ok(Err(e)) = res {
+                        tracing::warn!(error = %e, "could not store a hint");
+                    }
+                });
+            }
+        }
+    }
+}

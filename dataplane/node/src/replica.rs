@@ -1,0 +1,448 @@
+//! This node's replica data and hints, on top of the `Store`.
+//!
+//! All methods block (they touch RocksDB); the async layer calls them on
+//! tokio's blocking pool. Writes to one key are serialised by a striped
+//! lock, so a coordinator's read-modify-write can never hand out one dot
+//! twice, and a merge never overwrites a concurrent merge.
+//!
+//! Hints live in the `hints` keyspace under
+//! `len(target) ‖ target ‖ item key`, so the hints for one node are one
+//! range, and the hints for one key are N point lookups. A hint's value is
+//! `conflict mode ‖ created (ms, u64 LE) ‖ object`. A second hint for the
+//! same key and target is merged into the first: the backlog holds one
+//! entry per key, whatever the write rate.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use dyno_core::codec::{decode_object, encode_object};
+use dyno_core::keys::encode_item_key;
+use dyno_core::{
+    ActorId, ConflictMode, HlcClock, NodeId, Object, SiblingLimits, UpdateError, VersionVector,
+    Write,
+};
+use dyno_storage::{Keyspace, Store, StoreError, WriteBatch};
+use thiserror::Error;
+
+const STRIPES: usize = 256;
+
+/// Why a local replica operation failed.
+#[derive(Debug, Error)]
+pub enum ReplicaError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Stored bytes do not decode: corruption or a newer format.
+    #[error("stored object for {what} is unreadable: {detail}")]
+    Corrupt {
+        /// Which record.
+        what: &'static str,
+        /// The decoder's message.
+        detail: String,
+    },
+    /// The write was refused (too many siblings).
+    #[error(transparent)]
+    Update(#[from] UpdateError),
+    /// The hint backlog for a node is full.
+    #[error("hint backlog for {target} is full ({bytes} bytes)")]
+    HintsFull {
+        /// The node.
+        target: NodeId,
+        /// Its backlog.
+        bytes: u64,
+    },
+}
+
+/// A hint read back for delivery.
+#[derive(Debug, Clone)]
+pub struct Hint {
+    /// The storage key in the `hints` keyspace.
+    pub hint_key: Vec<u8>,
+    /// Table and key of the item.
+    pub table: String,
+    /// The user's key.
+    pub key: Vec<u8>,
+    /// The table's conflict mode.
+    pub mode: ConflictMode,
+    /// When the hint was first stored (ms since the epoch).
+    pub created_ms: u64,
+    /// The state to deliver.
+    pub object: Object,
+}
+
+/// The hint backlog for one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Backlog {
+    /// Hints held.
+    pub hints: u64,
+    /// Their size in bytes.
+    pub bytes: u64,
+}
+
+/// The node's local data.
+#[derive(Debug)]
+pub struct Replica {
+    store: Arc<dyn Store>,
+    stripes: Vec<Mutex<()>>,
+    actor: ActorId,
+    clock: Mutex<HlcClock>,
+    backlog: Mutex<BTreeMap<NodeId, Backlog>>,
+    hint_cap: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A random 64-bit number from the OS-seeded hasher keys (no extra crate).
+pub fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(wall_ms());
+    h.finish()
+}
+
+fn hint_key(target: &NodeId, item_key: &[u8]) -> Vec<u8> {
+    let t = target.as_str().as_bytes();
+    let mut k = Vec::with_capacity(1 + t.len() + item_key.len());
+    k.push(t.len() as u8);
+    k.extend_from_slice(t);
+    k.extend_from_slice(item_key);
+    k
+}
+
+fn hint_prefix(target: &NodeId) -> (Vec<u8>, Vec<u8>) {
+    // Every hint for `target` starts with `len ‖ target`. Node names are
+    // ASCII, so bumping the last byte gives the first key past them all;
+    // the length byte keeps "n1" and "n10" apart.
+    let start = hint_key(target, &[]);
+    let mut end = start.clone();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    (start, end)
+}
+
+fn encode_hint(mode: ConflictMode, created_ms: u64, obj: &Object) -> Vec<u8> {
+    let body = encode_object(obj);
+    let mut v = Vec::with_capacity(9 + body.len());
+    v.push(match mode {
+        ConflictMode::Siblings => 0,
+        ConflictMode::Lww => 1,
+    });
+    v.extend_from_slice(&created_ms.to_le_bytes());
+    v.extend_from_slice(&body);
+    v
+}
+
+fn decode_hint(raw: &[u8]) -> Result<(ConflictMode, u64, Object), ReplicaError> {
+    let corrupt = |detail: String| ReplicaError::Corrupt {
+        what: "hint",
+        detail,
+    };
+    let (mode, rest) = raw.split_first().ok_or_else(|| corrupt("empty".into()))?;
+    let mode = if *mode == 1 {
+        ConflictMode::Lww
+    } else {
+        ConflictMode::Siblings
+    };
+    let (ts, body) = rest
+        .split_at_checked(8)
+        .ok_or_else(|| corrupt("truncated".into()))?;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(ts);
+    let obj = decode_object(body).map_err(|e| corrupt(e.to_string()))?;
+    Ok((mode, u64::from_le_bytes(b), obj))
+}
+
+impl Replica {
+    /// Opens the replica layer; loads or creates this data directory's
+    /// actor id, and counts the hint backlog.
+    pub fn open(store: Arc<dyn Store>, hint_cap: u64) -> Result<Replica, ReplicaError> {
+        let actor = match store.get(Keyspace::Meta, b"actor")? {
+            Some(v) if v.len() == 8 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&v);
+                ActorId(u64::from_le_bytes(b))
+            }
+            _ => {
+                let a = random_u64();
+                store.put(Keyspace::Meta, b"actor", &a.to_le_bytes())?;
+                ActorId(a)
+            }
+        };
+        let mut backlog: BTreeMap<NodeId, Backlog> = BTreeMap::new();
+        for (k, v) in store.scan(Keyspace::Hints, &[], None, usize::MAX)? {
+            let Some((&len, rest)) = k.split_first() else {
+                continue;
+            };
+            let Some(name) = rest
+                .get(..usize::from(len))
+                .and_then(|n| std::str::from_utf8(n).ok())
+            else {
+                continue;
+            };
+            if let Ok(id) = NodeId::new(name) {
+                let b = backlog.entry(id).or_default();
+                b.hints += 1;
+                b.bytes += (k.len() + v.len()) as u64;
+            }
+        }
+        Ok(Replica {
+            store,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            actor,
+            clock: Mutex::new(HlcClock::default()),
+            backlog: Mutex::new(backlog),
+            hint_cap,
+        })
+    }
+
+    /// This storage incarnation's actor id.
+    pub fn actor(&self) -> ActorId {
+        self.actor
+    }
+
+    /// The next generation number for this node (incremented per start).
+    pub fn bump_generation(&self) -> Result<u64, StoreError> {
+        let g = match self.store.get(Keyspace::Meta, b"generation")? {
+            Some(v) if v.len() == 8 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&v);
+                u64::from_le_bytes(b) + 1
+            }
+            _ => 1,
+        };
+        self.store
+            .put(Keyspace::Meta, b"generation", &g.to_le_bytes())?;
+        Ok(g)
+    }
+
+    /// A fresh hybrid timestamp.
+    pub fn now(&self) -> dyno_core::Hlc {
+        lock(&self.clock).now(wall_ms())
+    }
+
+    fn stripe(&self, item_key: &[u8]) -> MutexGuard<'_, ()> {
+        let i = (dyno_core::hash::digest_bytes(item_key) as usize) % STRIPES;
+        lock(&self.stripes[i])
+    }
+
+    fn read_item(&self, item_key: &[u8]) -> Result<Option<Object>, ReplicaError> {
+        match self.store.get(Keyspace::Items, item_key)? {
+            Some(raw) => decode_object(&raw)
+                .map(Some)
+                .map_err(|e| ReplicaError::Corrupt {
+                    what: "item",
+                    detail: e.to_string(),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// What this node stores for a key as a replica (no hints).
+    pub fn get_item(&self, table: &str, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
+        self.read_item(&encode_item_key(table, key))
+    }
+
+    /// This node's knowledge of a key: its replica merged with any hints it
+    /// holds for it (`members` are the possible hint targets).
+    pub fn get_with_hints(
+        &self,
+        table: &str,
+        key: &[u8],
+        mode: ConflictMode,
+        members: &[NodeId],
+    ) -> Result<Option<Object>, ReplicaError> {
+        let item_key = encode_item_key(table, key);
+        let mut state = self.read_item(&item_key)?;
+        for m in members {
+            if let Some(raw) = self.store.get(Keyspace::Hints, &hint_key(m, &item_key))? {
+                let (_, _, h) = decode_hint(&raw)?;
+                state = Some(match state {
+                    Some(s) => s.merged(&h, mode),
+                    None => h,
+                });
+            }
+        }
+        Ok(state)
+    }
+
+    /// Merges a state into this node's replica of a key.
+    pub fn merge_item(
+        &self,
+        table: &str,
+        key: &[u8],
+        incoming: &Object,
+        mode: ConflictMode,
+    ) -> Result<(), ReplicaError> {
+        let item_key = encode_item_key(table, key);
+        let _g = self.stripe(&item_key);
+        let merged = match self.read_item(&item_key)? {
+            Some(old) => {
+                let m = old.merged(incoming, mode);
+                if m == old {
+                    return Ok(());
+                }
+                m
+            }
+            None => incoming.clone(),
+        };
+        self.store
+            .put(Keyspace::Items, &item_key, &encode_object(&merged))?;
+        Ok(())
+    }
+
+    /// Applies a client write as its coordinator and stores the result: in
+    /// the replica when this node is a primary (`hint_for` is `None`), or as
+    /// a hint for `hint_for` when it stands in for that node. A stand-in
+    /// writes under a fresh actor id (see `dyno_core::coordinator`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn coordinate(
+        &self,
+        table: &str,
+        key: &[u8],
+        context: &VersionVector,
+        value: Option<Bytes>,
+        mode: ConflictMode,
+        hint_for: Option<&NodeId>,
+        members: &[NodeId],
+    ) -> Result<(Object, Option<usize>), ReplicaError> {
+        let item_key = encode_item_key(table, key);
+        let _g = self.stripe(&item_key);
+        let (mut obj, actor) = match hint_for {
+            None => (self.read_item(&item_key)?.unwrap_or_default(), self.actor),
+            Some(_) => (
+                self.get_with_hints(table, key, mode, members)?
+                    .unwrap_or_default(),
+                ActorId(random_u64()),
+            ),
+        };
+        let write = Write {
+            context,
+            actor,
+            value,
+            timestamp: self.now(),
+        };
+        let outcome = obj.update(write, mode, SiblingLimits::default())?;
+        match hint_for {
+            None => self
+                .store
+                .put(Keyspace::Items, &item_key, &encode_object(&obj))?,
+            Some(target) => self.put_hint_locked(target, &item_key, &obj, mode)?,
+        }
+        Ok((obj, outcome.sibling_warning))
+    }
+
+    /// Stores (merges) a hint for `target`.
+    pub fn store_hint(
+        &self,
+        target: &NodeId,
+        table: &str,
+        key: &[u8],
+        obj: &Object,
+        mode: ConflictMode,
+    ) -> Result<(), ReplicaError> {
+        let item_key = encode_item_key(table, key);
+        let _g = self.stripe(&item_key);
+        self.put_hint_locked(target, &item_key, obj, mode)
+    }
+
+    fn put_hint_locked(
+        &self,
+        target: &NodeId,
+        item_key: &[u8],
+        obj: &Object,
+        mode: ConflictMode,
+    ) -> Result<(), ReplicaError> {
+        let hk = hint_key(target, item_key);
+        let (merged, created, old_len) = match self.store.get(Keyspace::Hints, &hk)? {
+            Some(raw) => {
+                let (_, created, old) = decode_hint(&raw)?;
+                (old.merged(obj, mode), created, Some(raw.len() + hk.len()))
+            }
+            None => (obj.clone(), wall_ms(), None),
+        };
+        let value = encode_hint(mode, created, &merged);
+        let mut backlog = lock(&self.backlog);
+        let b = backlog.entry(target.clone()).or_default();
+        if old_len.is_none() && b.bytes + (hk.len() + value.len()) as u64 > self.hint_cap {
+            return Err(ReplicaError::HintsFull {
+                target: target.clone(),
+                bytes: b.bytes,
+            });
+        }
+        let new_len = (hk.len() + value.len()) as u64;
+        self.store.put(Keyspace::Hints, &hk, &value)?;
+        match old_len {
+            Some(old) => b.bytes = b.bytes + new_len - old as u64,
+            None => {
+                b.hints += 1;
+                b.bytes += new_len;
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` hints held for `target`.
+    pub fn hints_for(&self, target: &NodeId, limit: usize) -> Result<Vec<Hint>, ReplicaError> {
+        let (start, end) = hint_prefix(target);
+        let mut out = Vec::new();
+        for (k, v) in self
+            .store
+            .scan(Keyspace::Hints, &start, Some(&end), limit)?
+        {
+            let item_key = k.get(start.len()..).unwrap_or_default();
+            let Ok(ik) = dyno_core::keys::decode_item_key(item_key) else {
+                continue;
+            };
+            let (mode, created_ms, object) = decode_hint(&v)?;
+            out.push(Hint {
+                hint_key: k.clone(),
+                table: ik.table.to_owned(),
+                key: ik.key.to_vec(),
+                mode,
+                created_ms,
+                object,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes a delivered hint, unless it changed since it was read (then
+    /// the newer state is delivered next time).
+    pub fn remove_hint(&self, target: &NodeId, hint: &Hint) -> Result<bool, ReplicaError> {
+        let item_key = encode_item_key(&hint.table, &hint.key);
+        let _g = self.stripe(&item_key);
+        let Some(raw) = self.store.get(Keyspace::Hints, &hint.hint_key)? else {
+            return Ok(false);
+        };
+        let (_, _, current) = decode_hint(&raw)?;
+        if current != hint.object {
+            return Ok(false);
+        }
+        let mut b = WriteBatch::new();
+        b.delete(Keyspace::Hints, hint.hint_key.clone());
+        self.store.write(b)?;
+        let mut backlog = lock(&self.backlog);
+        let e = backlog.entry(target.clone()).or_default();
+        e.hints = e.hints.saturating_sub(1);
+        e.bytes = e
+            .bytes
+            .saturating_sub((hint.hint_key.len() + raw.len()) as u64);
+        Ok(true)
+    }
+
+    /// The backlog per target.
+    pub fn backlog(&self) -> BTreeMap<NodeId, Backlog> {
+        lock(&self.backlog).clone()
+    }
+}

@@ -1,0 +1,85 @@
+//! The in-memory backend, for simulation and tests. It frames values with
+//! the format byte like RocksDB does, so both behave the same.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::{BatchOp, Entry, Keyspace, Store, StoreError, WriteBatch, frame, unframe};
+
+type Maps = BTreeMap<Keyspace, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+/// A store that lives in memory and is lost when dropped.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    maps: Mutex<Maps>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Maps> {
+        // A panic while holding the lock cannot leave a map half-updated
+        // (batches are applied to a copy first), so poisoning is harmless.
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let maps = self.lock();
+        match maps.get(&keyspace).and_then(|m| m.get(key)) {
+            Some(v) => unframe(keyspace, v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut maps = self.lock();
+        for op in batch.ops {
+            match op {
+                BatchOp::Put {
+                    keyspace,
+                    key,
+                    value,
+                } => {
+                    maps.entry(keyspace).or_default().insert(key, frame(&value));
+                }
+                BatchOp::Delete { keyspace, key } => {
+                    if let Some(m) = maps.get_mut(&keyspace) {
+                        m.remove(&key);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let maps = self.lock();
+        let Some(m) = maps.get(&keyspace) else {
+            return Ok(Vec::new());
+        };
+        if end.is_some_and(|e| e <= start) {
+            return Ok(Vec::new());
+        }
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        m.range::<[u8], _>((Bound::Included(start), upper))
+            .take(limit)
+            .map(|(k, v)| Ok((k.clone(), unframe(keyspace, v)?)))
+            .collect()
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! The RocksDB backend.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
+    Direction, IteratorMode, Options, ReadOptions, WriteOptions,
+};
+
+use crate::{BatchOp, Durability, Entry, Keyspace, Store, StoreError, WriteBatch, frame, unframe};
+
+/// Settings of a [`RocksStore`].
+#[derive(Debug, Clone)]
+pub struct RocksConfig {
+    /// The data directory; created when missing.
+    pub path: PathBuf,
+    /// When writes are made durable.
+    pub durability: Durability,
+    /// Size of the shared block cache, in bytes. Default 64 MiB.
+    pub block_cache_bytes: usize,
+    /// Bloom filter bits per key. Default 10 (about 1% false positives).
+    pub bloom_bits_per_key: f64,
+}
+
+impl RocksConfig {
+    /// Defaults for a data directory.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        RocksConfig {
+            path: path.into(),
+            durability: Durability::default(),
+            block_cache_bytes: 64 << 20,
+            bloom_bits_per_key: 10.0,
+        }
+    }
+}
+
+/// A store backed by RocksDB.
+pub struct RocksStore {
+    db: Arc<DB>,
+    write_opts: WriteOptions,
+    syncer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn engine(e: rocksdb::Error) -> StoreError {
+    StoreError::Engine {
+        message: e.into_string(),
+    }
+}
+
+impl RocksStore {
+    /// Opens (or creates) the store.
+    pub fn open(config: &RocksConfig) -> Result<RocksStore, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: config.path.display().to_string(),
+            message,
+        };
+        std::fs::create_dir_all(&config.path).map_err(|e| open_err(e.to_string()))?;
+
+        let cache = Cache::new_lru_cache(config.block_cache_bytes);
+        let cf_opts = |ks: Keyspace| {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            table.set_bloom_filter(config.bloom_bits_per_key, false);
+            table.set_cache_index_and_filter_blocks(true);
+            let mut o = Options::default();
+            o.set_block_based_table_factory(&table);
+            o.set_compression_type(DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(ks.name(), o)
+        };
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_keep_log_file_num(4);
+        let cfs = Keyspace::ALL.map(cf_opts);
+        let db = DB::open_cf_descriptors(&db_opts, &config.path, cfs)
+            .map_err(|e| open_err(e.into_string()))?;
+        let db = Arc::new(db);
+
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(config.durability == Durability::Sync);
+        let syncer = match config.durability {
+            Durability::Sync => None,
+            Durability::Periodic { interval } => Some(spawn_syncer(Arc::clone(&db), interval)),
+        };
+        Ok(RocksStore {
+            db,
+            write_opts,
+            syncer: Mutex::new(syncer),
+            path: config.path.clone(),
+        })
+    }
+
+    fn cf(&self, ks: Keyspace) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(ks.name())
+            .ok_or_else(|| StoreError::Engine {
+                message: format!("column family {} is missing", ks.name()),
+            })
+    }
+
+    /// Flushes memtables to SST files (used to build fixtures and by tests).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for ks in Keyspace::ALL {
+            self.db.flush_cf(self.cf(ks)?).map_err(engine)?;
+        }
+        Ok(())
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// An estimate of the live data size, in bytes, per keyspace.
+    pub fn approximate_bytes(&self, ks: Keyspace) -> Result<u64, StoreError> {
+        let sst = self
+            .db
+            .property_int_value_cf(self.cf(ks)?, "rocksdb.estimate-live-data-size")
+            .map_err(engine)?;
+        let mem = self
+            .db
+            .property_int_value_cf(self.cf(ks)?, "rocksdb.cur-size-all-mem-tables")
+            .map_err(engine)?;
+        Ok(sst.unwrap_or(0) + mem.unwrap_or(0))
+    }
+}
+
+/// fsyncs the WAL every `interval` until the sender is dropped.
+fn spawn_syncer(db: Arc<DB>, interval: std::time::Duration) -> (mpsc::Sender<()>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("dyno-wal-sync".into())
+        .spawn(move || {
+            // Ticks until the store is dropped (the sender goes away).
+            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
+                // A failed fsync is retried at the next tick; the WAL data is
+                // still in the OS page cache meanwhile.
+                let _ = db.flush_wal(true);
+            }
+            let _ = db.flush_wal(true);
+        })
+        .ok();
+    match handle {
+        Some(h) => (tx, h),
+        // Could not start a thread: fall back to syncing on every stop only.
+        None => (tx, std::thread::spawn(|| {})),
+    }
+}
+
+impl Drop for RocksStore {
+    fn drop(&mut self) {
+        let taken = self.syncer.lock().map(|mut s| s.take()).unwrap_or(None);
+        if let Some((tx, handle)) = taken {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Store for RocksStore {
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(keyspace)?, key)
+            .map_err(engine)?
+        {
+            Some(v) => unframe(keyspace, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut b = rocksdb::WriteBatch::default();
+        for op in batch.ops {
+            match op {
+                BatchOp::Put {
+                    keyspace,
+                    key,
+                    value,
+                } => b.put_cf(self.cf(keyspace)?, key, frame(&value)),
+                BatchOp::Delete { keyspace, key } => b.delete_cf(self.cf(keyspace)?, key),
+            }
+        }
+        self.db.write_opt(b, &self.write_opts).map_err(engine)
+    }
+
+    fn scan(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if end.is_some_and(|e| e <= start) {
+            return Ok(Vec::new());
+        }
+        let mut ro = ReadOptions::default();
+        if let Some(e) = end {
+            ro.set_iterate_upper_bound(e.to_vec());
+        }
+        let iter = self.db.iterator_cf_opt(
+            self.cf(keyspace)?,
+            ro,
+            IteratorMode::From(start, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
+            let (k, v) = item.map_err(engine)?;
+            out.push((k.to_vec(), unframe(keyspace, &v)?));
+        }
+        Ok(out)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true).map_err(engine)
+    }
+}

@@ -1,0 +1,196 @@
+//! One conformance suite, run against every backend: the behaviour callers
+//! rely on must not depend on which store is underneath.
+
+use std::sync::Arc;
+
+use dyno_storage::{Keyspace, MemoryStore, RocksConfig, RocksStore, Store, WriteBatch};
+
+fn get(s: &dyn Store, ks: Keyspace, k: &[u8]) -> Option<Vec<u8>> {
+    s.get(ks, k).expect("get")
+}
+
+fn missing_key_is_none(s: &dyn Store) {
+    assert_eq!(get(s, Keyspace::Items, b"nope"), None);
+}
+
+fn put_get_overwrite_delete(s: &dyn Store) {
+    s.put(Keyspace::Items, b"k", b"v1").expect("put");
+    assert_eq!(get(s, Keyspace::Items, b"k"), Some(b"v1".to_vec()));
+    s.put(Keyspace::Items, b"k", b"v2").expect("put");
+    assert_eq!(get(s, Keyspace::Items, b"k"), Some(b"v2".to_vec()));
+    s.delete(Keyspace::Items, b"k").expect("delete");
+    assert_eq!(get(s, Keyspace::Items, b"k"), None);
+    // Deleting what is not there is not an error.
+    s.delete(Keyspace::Items, b"k").expect("delete again");
+}
+
+fn keyspaces_are_separate(s: &dyn Store) {
+    s.put(Keyspace::Items, b"k", b"item").expect("put");
+    s.put(Keyspace::Hints, b"k", b"hint").expect("put");
+    assert_eq!(get(s, Keyspace::Meta, b"k"), None);
+    assert_eq!(get(s, Keyspace::Items, b"k"), Some(b"item".to_vec()));
+    assert_eq!(get(s, Keyspace::Hints, b"k"), Some(b"hint".to_vec()));
+    s.delete(Keyspace::Hints, b"k").expect("delete");
+    assert_eq!(get(s, Keyspace::Items, b"k"), Some(b"item".to_vec()));
+}
+
+fn batches_apply_in_order(s: &dyn Store) {
+    let mut b = WriteBatch::new();
+    b.put(Keyspace::Items, b"a".to_vec(), b"1".to_vec())
+        .put(Keyspace::Items, b"b".to_vec(), b"2".to_vec())
+        .delete(Keyspace::Items, b"a".to_vec())
+        .put(Keyspace::Meta, b"m".to_vec(), b"3".to_vec());
+    s.write(b).expect("batch");
+    assert_eq!(get(s, Keyspace::Items, b"a"), None);
+    assert_eq!(get(s, Keyspace::Items, b"b"), Some(b"2".to_vec()));
+    assert_eq!(get(s, Keyspace::Meta, b"m"), Some(b"3".to_vec()));
+    s.write(WriteBatch::new()).expect("empty batch");
+}
+
+fn binary_keys_and_values_and_sizes(s: &dyn Store) {
+    let key = [0u8, 0xff, 0, 0x80];
+    s.put(Keyspace::Items, &key, b"").expect("empty value");
+    assert_eq!(get(s, Keyspace::Items, &key), Some(Vec::new()));
+    let big: Vec<u8> = (0..(1 << 20) + 512).map(|i| (i % 251) as u8).collect();
+    s.put(Keyspace::Items, b"big", &big).expect("1 MiB value");
+    assert_eq!(get(s, Keyspace::Items, b"big"), Some(big));
+}
+
+fn scans_are_ordered_bounded_and_limited(s: &dyn Store) {
+    for i in [5u8, 1, 9, 3, 7] {
+        s.put(Keyspace::Items, &[i], &[i * 10]).expect("put");
+    }
+    s.put(Keyspace::Hints, &[4], b"other keyspace")
+        .expect("put");
+    let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| k[0]).collect::<Vec<_>>();
+    assert_eq!(
+        keys(s.scan(Keyspace::Items, &[0], None, 100).expect("scan")),
+        vec![1, 3, 5, 7, 9]
+    );
+    assert_eq!(
+        keys(
+            s.scan(Keyspace::Items, &[3], Some(&[7]), 100)
+                .expect("scan")
+        ),
+        vec![3, 5]
+    );
+    assert_eq!(
+        keys(s.scan(Keyspace::Items, &[2], None, 2).expect("scan")),
+        vec![3, 5]
+    );
+    assert!(
+        s.scan(Keyspace::Items, &[7], Some(&[3]), 100)
+            .expect("scan")
+            .is_empty()
+    );
+    let with_values = s.scan(Keyspace::Items, &[9], None, 10).expect("scan");
+    assert_eq!(with_values, vec![(vec![9], vec![90])]);
+}
+
+fn concurrent_writers_all_land(s: Arc<dyn Store>) {
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                for i in 0..200u8 {
+                    s.put(Keyspace::Items, &[t, i], &[i]).expect("put");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer");
+    }
+    assert_eq!(
+        s.scan(Keyspace::Items, &[], None, 10_000)
+            .expect("scan")
+            .len(),
+        800
+    );
+    s.sync().expect("sync");
+}
+
+macro_rules! conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[test]
+            fn missing_key() {
+                let (s, _guard) = $make;
+                missing_key_is_none(&*s);
+            }
+            #[test]
+            fn put_get_delete() {
+                let (s, _guard) = $make;
+                put_get_overwrite_delete(&*s);
+            }
+            #[test]
+            fn keyspaces() {
+                let (s, _guard) = $make;
+                keyspaces_are_separate(&*s);
+            }
+            #[test]
+            fn batches() {
+                let (s, _guard) = $make;
+                batches_apply_in_order(&*s);
+            }
+            #[test]
+            fn binary_and_large() {
+                let (s, _guard) = $make;
+                binary_keys_and_values_and_sizes(&*s);
+            }
+            #[test]
+            fn scans() {
+                let (s, _guard) = $make;
+                scans_are_ordered_bounded_and_limited(&*s);
+            }
+            #[test]
+            fn concurrency() {
+                let (s, _guard) = $make;
+                concurrent_writers_all_land(s);
+            }
+        }
+    };
+}
+
+fn rocks() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = RocksStore::open(&RocksConfig::new(dir.path())).expect("open");
+    (Arc::new(s), dir)
+}
+
+conformance!(memory, (Arc::new(MemoryStore::new()) as Arc<dyn Store>, ()));
+conformance!(rocksdb, rocks());
+
+#[test]
+fn rocksdb_data_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = RocksStore::open(&RocksConfig::new(dir.path())).expect("open");
+        s.put(Keyspace::Items, b"k", b"v").expect("put");
+        s.put(Keyspace::Hints, b"h", b"x").expect("put");
+    }
+    let s = RocksStore::open(&RocksConfig::new(dir.path())).expect("reopen");
+    assert_eq!(get(&s, Keyspace::Items, b"k"), Some(b"v".to_vec()));
+    assert_eq!(get(&s, Keyspace::Hints, b"h"), Some(b"x".to_vec()));
+}
+
+#[test]
+fn rocksdb_open_errors_are_typed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _held = RocksStore::open(&RocksConfig::new(dir.path())).expect("open");
+    // A second open of the same directory fails on RocksDB's lock file.
+    let err = RocksStore::open(&RocksConfig::new(dir.path())).expect_err("locked");
+    assert!(
+        matches!(err, dyno_storage::StoreError::Open { .. }),
+        "{err}"
+    );
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    let err = RocksStore::open(&RocksConfig::new(&file)).expect_err("not a directory");
+    assert!(
+        matches!(err, dyno_storage::StoreError::Open { .. }),
+        "{err}"
+    );
+}

@@ -1,0 +1,857 @@
+//! System tests: real `dyno node` processes on loopback.
+//!
+//! Each test starts its own cluster on free ports in a temporary directory
+//! and tears it down at the end. Fault tests kill nodes with SIGKILL.
+
+mod support;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use support::{Cluster, NodeOpts};
+
+fn values(body: &Value) -> Vec<String> {
+    body["values"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|v| {
+                    String::from_utf8(B64.decode(v.as_str().unwrap_or("")).unwrap_or_default())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_contract() {
+    let c = Cluster::start(3, NodeOpts::default()).await;
+    c.create_table("t", json!({"n": 3, "r": 2, "w": 2})).await;
+    let n1 = c.url(0);
+
+    // PUT then GET, from different nodes.
+    let (s, b) = c.put(0, "t", "k", b"v1", &[]).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let ctx1 = b["context"].as_str().expect("context").to_owned();
+    let (s, b) = c.get(1, "t", "k", "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(values(&b), vec!["v1"]);
+    assert_eq!(b["context"].as_str(), Some(ctx1.as_str()));
+
+    // Raw bytes with Accept: application/octet-stream.
+    let resp = c
+        .http
+        .get(format!("{}/v1/tables/t/items/k", c.url(2)))
+        .header("accept", "application/octet-stream")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().get("x-dyno-context").is_some());
+    assert_eq!(resp.bytes().await.expect("body").as_ref(), b"v1");
+
+    // A write with the context replaces; per-request R and W work.
+    let (s, b) = c
+        .put(2, "t", "k", b"v2", &[("x-dyno-context", &ctx1)])
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, b) = c.get(0, "t", "k", "?r=3").await;
+    assert_eq!(values(&b), vec!["v2"]);
+    let ctx2 = b["context"].as_str().expect("context").to_owned();
+
+    // Conditional writes.
+    let (s, b) = c.put(0, "t", "k", b"stale", &[("if-match", &ctx1)]).await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{b}");
+    assert_eq!(b["error"]["code"], "PreconditionFailed");
+    let (s, _) = c
+        .put(
+            0,
+            "t",
+            "k",
+            b"v3",
+            &[("if-match", &ctx2), ("x-dyno-context", &ctx2)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = c
+        .put(1, "t", "k", b"again", &[("if-none-match", "*")])
+        .await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+    let (s, _) = c
+        .put(1, "t", "fresh", b"new", &[("if-none-match", "*")])
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    // DELETE leaves a tombstone: 404 with a context, and no values.
+    let (_, b) = c.get(0, "t", "k", "").await;
+    let ctx3 = b["context"].as_str().expect("context").to_owned();
+    let resp = c
+        .http
+        .delete(format!("{n1}/v1/tables/t/items/k"))
+        .header("x-dyno-context", &ctx3)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (s, b) = c.get(2, "t", "k", "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(b["values"].as_array().is_some_and(Vec::is_empty));
+    assert!(
+        b["context"].is_string(),
+        "a deleted key still has a context: {b}"
+    );
+    let (s, b) = c.get(2, "t", "never-written", "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(b["context"].is_null());
+
+    // Unknown table.
+    let (s, b) = c.get(0, "nope", "k", "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(b["error"]["code"], "TableNotFound");
+
+    // Admin: tables, preference list, local replica, hints, cluster, health, metrics.
+    let tables: Value = c
+        .http
+        .get(format!("{n1}/admin/v1/tables"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        tables["tables"]
+            .as_array()
+            .expect("tables")
+            .iter()
+            .any(|t| t["name"] == "t" && t["n"] == 3)
+    );
+    let pl: Value = c
+        .http
+        .get(format!("{n1}/admin/v1/tables/t/keys/fresh/preference-list"))
+        .send()
+        .await
+        .expect("pl")
+        .json()
+        .await
+        .expect("json");
+    let roles: Vec<&str> = pl["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["role"].as_str())
+        .collect();
+    assert_eq!(roles, vec!["primary", "primary", "primary"]);
+    for i in 0..3 {
+        let r: Value = c
+            .http
+            .get(format!("{}/admin/v1/tables/t/keys/fresh/replica", c.url(i)))
+            .send()
+            .await
+            .expect("replica")
+            .json()
+            .await
+            .expect("json");
+        // W=2: the third replica may still be on its way; wait for it.
+        if r["exists"] != true {
+            let cr = &c;
+            c.wait_for(
+                move || async move { cr.local_values(i, "t", "fresh").await == vec!["new"] },
+                "replica of fresh",
+            )
+            .await;
+        }
+    }
+    let hints: Value = c
+        .http
+        .get(format!("{n1}/admin/v1/hints"))
+        .send()
+        .await
+        .expect("hints")
+        .json()
+        .await
+        .expect("json");
+    assert!(hints["targets"].is_array());
+    let cl: Value = c
+        .http
+        .get(format!("{n1}/admin/v1/cluster"))
+        .send()
+        .await
+        .expect("cluster")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(cl["nodes"].as_array().map(Vec::len), Some(3));
+    let h = c
+        .http
+        .get(format!("{n1}/admin/v1/health"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(h.status(), StatusCode::OK);
+    let m = c
+        .http
+        .get(format!("{n1}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(m.contains("dyno_request_duration_seconds_bucket"), "{m}");
+    assert!(m.contains("table=\"t\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_clear_errors() {
+    let c = Cluster::start(3, NodeOpts::default()).await;
+    c.create_table("t", json!({"n": 3, "r": 2, "w": 2})).await;
+    let url = c.url(0);
+
+    let limit = 1 << 20;
+    let (s, b) = c.put(0, "t", "big", &vec![b'x'; limit], &[]).await;
+    assert_eq!(s, StatusCode::OK, "exactly 1 MiB is allowed: {b}");
+    let (s, b) = c.put(0, "t", "big", &vec![b'x'; limit + 1], &[]).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(b["error"]["code"], "ValueTooLarge");
+    // The stored value is untouched by the rejected write.
+    let (_, b) = c.get(1, "t", "big", "").await;
+    assert_eq!(values(&b).first().map(String::len), Some(limit));
+
+    let long_key = "k".repeat(2049);
+    let (s, b) = c.put(0, "t", &long_key, b"v", &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["error"]["code"], "InvalidKey");
+    let (s, _) = c.put(0, "t", &"k".repeat(2048), b"v", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+
+    for bad in ["not-a-context", "AAAA", "%%%"] {
+        let (s, b) = c.put(0, "t", "k", b"v", &[("x-dyno-context", bad)]).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(b["error"]["code"], "InvalidContext");
+    }
+    let (s, _) = c
+        .put(0, "t", "k", b"v", &[("if-none-match", "\"etag\"")])
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    for q in ["?r=0", "?r=4", "?r=abc", "?r=-1", "?r="] {
+        let (s, b) = c.get(0, "t", "k", q).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{q}");
+        assert_eq!(b["error"]["code"], "InvalidR");
+    }
+    for q in ["?w=0", "?w=4", "?w=two"] {
+        let resp = c
+            .http
+            .put(format!("{url}/v1/tables/t/items/k{q}"))
+            .body("v")
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{q}");
+        let b: Value = resp.json().await.expect("json");
+        assert_eq!(b["error"]["code"], "InvalidW");
+    }
+    let (s, _) = c.put(0, "missing", "k", b"v", &[]).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Table creation errors.
+    for (name, spec) in [
+        ("t2", json!({"n": 0, "r": 1, "w": 1})),
+        ("t2", json!({"n": 3, "r": 4, "w": 1})),
+        ("t2", json!({"n": 4, "r": 1, "w": 1})),
+        ("t2", json!({"n": 3, "r": 1})),
+        ("bad name!", json!({"n": 1, "r": 1, "w": 1})),
+    ] {
+        let resp = c
+            .http
+            .put(format!(
+                "{url}/admin/v1/tables/{}",
+                name.replace(' ', "%20")
+            ))
+            .json(&spec)
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{name} {spec}");
+    }
+    // Nodes are still healthy after all of it.
+    for i in 0..3 {
+        let (s, _) = c.get(i, "t", "k", "").await;
+        assert!(s == StatusCode::OK || s == StatusCode::NOT_FOUND);
+    }
+}
+
+/// Section 6.3 end to end: two clients write from the same context, a read
+/// shows both values, a write with the merged context leaves one.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_become_siblings_and_resolve() {
+    let c = Cluster::start(3, NodeOpts::default()).await;
+    c.create_table("cart", json!({"n": 3, "r": 2, "w": 2}))
+        .await;
+    let (_, b) = c.put(0, "cart", "alice", b"v1", &[]).await;
+    let ctx = b["context"].as_str().expect("ctx").to_owned();
+    let headers = [("x-dyno-context", ctx.as_str())];
+    let (a, b2) = tokio::join!(
+        c.put(1, "cart", "alice", b"v2", &headers),
+        c.put(2, "cart", "alice", b"v3", &headers)
+    );
+    assert_eq!((a.0, b2.0), (StatusCode::OK, StatusCode::OK));
+    let (_, read) = c.get(0, "cart", "alice", "?r=3").await;
+    let mut vs = values(&read);
+    vs.sort();
+    assert_eq!(vs, vec!["v2", "v3"], "{read}");
+    // The raw form answers 300 for siblings.
+    let resp = c
+        .http
+        .get(format!("{}/v1/tables/cart/items/alice?r=3", c.url(1)))
+        .header("accept", "application/octet-stream")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::MULTIPLE_CHOICES);
+    let merged = read["context"].as_str().expect("ctx").to_owned();
+    let (s, _) = c
+        .put(1, "cart", "alice", b"v4", &[("x-dyno-context", &merged)])
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, read) = c.get(2, "cart", "alice", "?r=3").await;
+    assert_eq!(values(&read), vec!["v4"]);
+}
+
+/// Kill a node: W=2 writes go on, hints pile up for it; restart it: the
+/// hints are delivered and its own replica holds every write.
+#[tokio::test(flavor = "multi_thread")]
+async fn hinted_handoff_after_sigkill() {
+    let mut c = Cluster::start(3, NodeOpts::default()).await;
+    c.create_table("t", json!({"n": 3, "r": 2, "w": 2})).await;
+    c.kill(2);
+    let mut written = BTreeMap::new();
+    for i in 0..40 {
+        let key = format!("key{i}");
+        let val = format!("value{i}");
+        let (s, b) = c.put(i % 2, "t", &key, val.as_bytes(), &[]).await;
+        assert_eq!(s, StatusCode::OK, "write {i} with one node down: {b}");
+        written.insert(key, val);
+    }
+    // Hints are stored as the write fans out; wait for the last ones.
+    {
+        let cr = &c;
+        c.wait_for(
+            move || async move { cr.hint_backlog("n3").await >= 40 },
+            "a hint for n3 per write",
+        )
+        .await;
+    }
+    println!(
+        "hints held for n3 while it was down: {}",
+        c.hint_backlog("n3").await
+    );
+
+    c.restart(2).await;
+    let cr = &c;
+    c.wait_for(
+        move || async move { cr.hint_backlog("n3").await == 0 },
+        "hints for n3 to drain",
+    )
+    .await;
+    for (k, v) in &written {
+        assert_eq!(
+            c.local_values(2, "t", k).await,
+            vec![v.clone()],
+            "n3's replica of {k}"
+        );
+    }
+}
+
+/// A replica that missed a write (hints disabled) is brought up to date by
+/// a read that sees it stale.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_repair_fixes_a_stale_replica() {
+    let opts = NodeOpts {
+        hint_max_bytes: Some(0),
+        ..NodeOpts::default()
+    };
+    let mut c = Cluster::start(3, opts).await;
+    c.create_table("t", json!({"n": 3, "r": 2, "w": 2})).await;
+    let (s, _) = c.put(0, "t", "k", b"old", &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    {
+        let cr = &c;
+        c.wait_for(
+            move || async move { cr.local_values(2, "t", "k").await == vec!["old"] },
+            "n3 to have the first write",
+        )
+        .await;
+    }
+    c.kill(2);
+    let (_, b) = c.get(0, "t", "k", "").await;
+    let ctx = b["context"].as_str().expect("ctx").to_owned();
+    let (s, _) = c
+        .put(0, "t", "k", b"new", &[("x-dyno-context", &ctx)])
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    c.restart(2).await;
+    assert_eq!(
+        c.local_values(2, "t", "k").await,
+        vec!["old"],
+        "n3 missed the write (no hints)"
+    );
+    let (_, b) = c.get(0, "t", "k", "?r=3").await;
+    assert_eq!(values(&b), vec!["new"]);
+    let cr = &c;
+    c.wait_for(
+        move || async move { cr.local_values(2, "t", "k").await == vec!["new"] },
+        "read repair of n3",
+    )
+    .await;
+    let m = c
+        .http
+        .get(format!("{}/metrics", c.url(0)))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("dyno_read_repairs_total") && !l.ends_with(" 0")),
+        "{m}"
+    );
+}
+
+/// SIGKILL under continuous load: every write acknowledged at W=2 is
+/// readable at R=2 afterwards. The node to kill and the kill points come
+/// from a seed, printed; rerun one with DYNO_TEST_SEED.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_acknowledged_write_is_lost_under_sigkill() {
+    let seed: u64 = std::env::var("DYNO_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64)
+        });
+    let victim = (seed % 3) as usize;
+    let kill_at = 50 + (seed / 3 % 100) as usize;
+    println!(
+        "seed {seed}: killing n{} after {kill_at} acknowledged writes",
+        victim + 1
+    );
+    let mut c = Cluster::start(3, NodeOpts::default()).await;
+    c.create_table("t", json!({"n": 3, "r": 2, "w": 2})).await;
+
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    let mut acks = 0usize;
+    let mut failed = 0;
+    let mut i = 0usize;
+    let mut killed = false;
+    let mut restarted = false;
+    // Bounded: stop after enough acknowledged writes, or far too many tries.
+    while acks < kill_at + 250 && i < 3000 {
+        if acks == kill_at && !killed {
+            c.kill(victim);
+            killed = true;
+        }
+        if killed && !restarted && acks == kill_at + 150 {
+            c.restart(victim).await;
+            restarted = true;
+        }
+        // Rotate through the nodes, skipping a dead one as a client would
+        // after a connection error.
+        let via = (i % 3 + usize::from(killed && i % 3 == victim)) % 3;
+        let key = format!("k{}", i % 120);
+        let value = format!("v{i}");
+        // Read-modify-write with the context, as a careful client does, so
+        // each acknowledged value supersedes the previous one.
+        let (_, cur) = c.get(via, "t", &key, "").await;
+        let ctx = cur["context"].as_str().unwrap_or("").to_owned();
+        let headers: Vec<(&str, &str)> = if ctx.is_empty() {
+            vec![]
+        } else {
+            vec![("x-dyno-context", ctx.as_str())]
+        };
+        let (s, _) = c.put(via, "t", &key, value.as_bytes(), &headers).await;
+        if s == StatusCode::OK {
+            acked.insert(key, value);
+            acks += 1;
+        } else {
+            failed += 1;
+        }
+        i += 1;
+    }
+    println!(
+        "{acks} writes acknowledged over {} keys, {failed} refused",
+        acked.len()
+    );
+    assert!(
+        restarted,
+        "seed {seed}: the run ended before the restart ({acks} acks in {i} tries)"
+    );
+    for (k, v) in &acked {
+        for node in 0..3 {
+            let (s, b) = c.get(node, "t", k, "?r=2").await;
+            assert_eq!(s, StatusCode::OK, "seed {seed}: {k} via n{}", node + 1);
+            let vs = values(&b);
+            assert!(
+                vs.contains(v),
+                "seed {seed}: {k} via n{}: acknowledged {v}, read {vs:?}",
+                node + 1
+            );
+        }
+    }
+}
+
+/// A partition cuts n3 off. W=1 writes on both sides are acknowledged; once
+/// healed, the hints flow and a read shows both values as siblings.
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_makes_siblings_and_loses_nothing() {
+    let opts = NodeOpts {
+        proxies: true,
+        ..NodeOpts::default()
+    };
+    let c = Cluster::start(3, opts).await;
+    c.create_table("t", json!({"n": 3, "r": 2, "w": 2})).await;
+    c.isolate(2, true);
+    let (s1, b1) = c.put(0, "t", "k", b"left", &[]).await;
+    let (s2, b2) = c.put(2, "t", "k", b"right", &[]).await;
+    assert_eq!(s1, StatusCode::OK, "majority side accepts W=2: {b1}");
+    assert_eq!(
+        s2,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "minority side cannot reach W=2: {b2}"
+    );
+    assert_eq!(b2["error"]["code"], "QuorumNotMet", "{b2}");
+    assert!(
+        b2["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 of the 2")),
+        "{b2}"
+    );
+    // With W=1 the minority side is writable too.
+    let resp = c
+        .http
+        .put(format!("{}/v1/tables/t/items/k?w=1", c.url(2)))
+        .body("right")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = c
+        .http
+        .put(format!("{}/v1/tables/t/items/k?w=1", c.url(1)))
+        .body("left-again")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), StatusCode::OK);
+    c.isolate(2, false);
+    // Hints flow both ways; then every replica holds every write.
+    let cr = &c;
+    c.wait_for(
+        move || async move {
+            let c = cr;
+            let mut all = true;
+            for i in 0..3 {
+                let mut vs = c.local_values(i, "t", "k").await;
+                vs.sort();
+                vs.dedup();
+                // "right" may be there twice: the W=2 attempt that got 503
+                // was still applied on n3 (a failed quorum is not a rollback).
+                all &= vs == vec!["left", "left-again", "right"];
+            }
+            all
+        },
+        "replicas to converge after the partition heals",
+    )
+    .await;
+    let (_, b) = c.get(0, "t", "k", "?r=3").await;
+    let mut vs = values(&b);
+    vs.sort();
+    assert!(
+        vs.contains(&"right".to_owned()) && vs.contains(&"left-again".to_owned()),
+        "siblings from both sides: {vs:?}"
+    );
+}
+
+async fn start_dev(dir: &std::path::Path) -> tokio::process::Child {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dyno"))
+        .args(["dev", "--nodes", "3", "--base-port", "0", "--data-dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn dyno dev");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            println!("dyno dev: {line}");
+            if line.contains("press Ctrl-C") {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(
+        ready.await.unwrap_or(false),
+        "dyno dev did not report ready"
+    );
+    // Keep draining its output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}
+
+fn alive(pid: u64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+/// `dyno dev`: starts a cluster with the table demo, writes cluster.json,
+/// stops every node on Ctrl-C, and comes back with its data.
+#[tokio::test(flavor = "multi_thread")]
+async fn dyno_dev_starts_stops_and_restarts_with_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = reqwest::Client::new();
+    let mut dev = start_dev(dir.path()).await;
+    let cluster: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("cluster.json")).expect("cluster.json"),
+    )
+    .expect("json");
+    let nodes = cluster["nodes"].as_array().expect("nodes").clone();
+    assert_eq!(nodes.len(), 3);
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| n["http"].as_str().expect("http").to_owned())
+        .collect();
+    let pids: Vec<u64> = nodes
+        .iter()
+        .map(|n| n["pid"].as_u64().expect("pid"))
+        .collect();
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["argv"].as_array().is_some_and(|a| a.len() > 5))
+    );
+    assert!(pids.iter().all(|&p| alive(p)));
+    let demo: Value = http
+        .get(format!("{}/admin/v1/tables/demo", urls[2]))
+        .send()
+        .await
+        .expect("demo")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (demo["n"].as_u64(), demo["r"].as_u64(), demo["w"].as_u64()),
+        (Some(3), Some(2), Some(2))
+    );
+    let resp = http
+        .put(format!("{}/v1/tables/demo/items/greeting", urls[0]))
+        .body("hello")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // Ctrl-C stops every node.
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &dev.id().expect("pid").to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), dev.wait())
+        .await
+        .expect("dev exits")
+        .expect("status");
+    assert!(exit.success(), "{exit}");
+    for &p in &pids {
+        assert!(!alive(p), "node process {p} still running after Ctrl-C");
+    }
+
+    // The same cluster comes back, with its data.
+    let mut dev = start_dev(dir.path()).await;
+    let again: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("cluster.json")).expect("cluster.json"),
+    )
+    .expect("json");
+    let urls2: Vec<String> = again["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["http"].as_str().expect("http").to_owned())
+        .collect();
+    assert_eq!(urls, urls2);
+    let body: Value = http
+        .get(format!("{}/v1/tables/demo/items/greeting?r=3", urls[1]))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(values(&body), vec!["hello"]);
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &dev.id().expect("pid").to_string()])
+        .status();
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), dev.wait())
+        .await
+        .expect("dev exits")
+        .expect("status");
+    assert!(exit.success(), "{exit}");
+}
+
+/// The public gRPC API: same data and same errors as the HTTP API.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_api_has_the_http_semantics() {
+    use dyno_proto::public::dyno_client::DynoClient;
+    use dyno_proto::public::{DeleteRequest, GetRequest, PutRequest};
+
+    let c = Cluster::start(3, NodeOpts::default()).await;
+    c.create_table("g", json!({"n": 3, "r": 2, "w": 2})).await;
+    let mut client = DynoClient::connect(c.url(1)).await.expect("connect gRPC");
+    let put = |key: &[u8], value: &[u8]| PutRequest {
+        table: "g".into(),
+        key: key.to_vec(),
+        value: value.to_vec(),
+        context: None,
+        w: None,
+        if_match: None,
+        if_none_match: false,
+    };
+
+    let ctx = client
+        .put(put(b"k", b"via-grpc"))
+        .await
+        .expect("put")
+        .into_inner()
+        .context;
+    assert!(!ctx.is_empty());
+    // Visible over HTTP, with the same context.
+    let (s, b) = c.get(0, "g", "k", "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(values(&b), vec!["via-grpc"]);
+    assert_eq!(b["context"].as_str(), Some(ctx.as_str()));
+    // Written over HTTP, read over gRPC.
+    let (_, hb) = c.put(2, "g", "h", b"via-http", &[]).await;
+    let got = client
+        .get(GetRequest {
+            table: "g".into(),
+            key: b"h".to_vec(),
+            r: Some(3),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(got.found);
+    assert_eq!(got.values, vec![b"via-http".to_vec()]);
+    assert_eq!(got.context.as_deref(), hb["context"].as_str());
+
+    // Siblings, then resolution with the merged context.
+    let blind = client.put(put(b"k", b"concurrent")).await.expect("put");
+    assert!(!blind.into_inner().context.is_empty());
+    let read = client
+        .get(GetRequest {
+            table: "g".into(),
+            key: b"k".to_vec(),
+            r: Some(3),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(read.values.len(), 2);
+    let mut resolve = put(b"k", b"resolved");
+    resolve.context = read.context.clone();
+    client.put(resolve).await.expect("resolve");
+    let read = client
+        .get(GetRequest {
+            table: "g".into(),
+            key: b"k".to_vec(),
+            r: Some(3),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(read.values, vec![b"resolved".to_vec()]);
+
+    // Delete, then not found with a context.
+    client
+        .delete(DeleteRequest {
+            table: "g".into(),
+            key: b"k".to_vec(),
+            context: read.context.clone(),
+            w: None,
+        })
+        .await
+        .expect("delete");
+    let gone = client
+        .get(GetRequest {
+            table: "g".into(),
+            key: b"k".to_vec(),
+            r: None,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(!gone.found && gone.values.is_empty() && gone.context.is_some());
+
+    // Errors: the gRPC code, and the Dyno code in metadata.
+    let code_of = |s: &tonic::Status| {
+        s.metadata()
+            .get("dyno-error-code")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let e = client
+        .get(GetRequest {
+            table: "nope".into(),
+            key: b"k".to_vec(),
+            r: None,
+        })
+        .await
+        .expect_err("unknown table");
+    assert_eq!(
+        (e.code(), code_of(&e).as_deref()),
+        (tonic::Code::NotFound, Some("TableNotFound"))
+    );
+    let e = client
+        .get(GetRequest {
+            table: "g".into(),
+            key: b"k".to_vec(),
+            r: Some(4),
+        })
+        .await
+        .expect_err("r > n");
+    assert_eq!(
+        (e.code(), code_of(&e).as_deref()),
+        (tonic::Code::InvalidArgument, Some("InvalidR"))
+    );
+    let e = client.put(put(b"", b"v")).await.expect_err("empty key");
+    assert_eq!(code_of(&e).as_deref(), Some("InvalidKey"));
+    let e = client
+        .put(put(b"big", &vec![0u8; (1 << 20) + 1]))
+        .await
+        .expect_err("too large");
+    assert_eq!(
+        (e.code(), code_of(&e).as_deref()),
+        (tonic::Code::InvalidArgument, Some("ValueTooLarge"))
+    );
+    let mut bad_ctx = put(b"k", b"v");
+    bad_ctx.context = Some("garbage".into());
+    let e = client.put(bad_ctx).await.expect_err("bad context");
+    assert_eq!(code_of(&e).as_deref(), Some("InvalidContext"));
+    let mut cond = put(b"h", b"v");
+    cond.if_none_match = true;
+    let e = client.put(cond).await.expect_err("exists");
+    assert_eq!(
+        (e.code(), code_of(&e).as_deref()),
+        (tonic::Code::FailedPrecondition, Some("PreconditionFailed"))
+    );
+}

@@ -1,0 +1,339 @@
+//! A cluster of real `dyno node` processes for system tests.
+
+pub mod proxy;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// Options for every node of a test cluster.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOpts {
+    /// `--hint-max-bytes-per-target` (0 disables hints).
+    pub hint_max_bytes: Option<u64>,
+    /// Route every node-to-node link through its own cuttable proxy.
+    pub proxies: bool,
+}
+
+struct Proc {
+    id: String,
+    http: String,
+    argv: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running test cluster. Dropping it kills every node.
+pub struct Cluster {
+    /// A client with a short timeout.
+    pub http: reqwest::Client,
+    /// With `NodeOpts::proxies`: the proxy of each link `(from, to)`.
+    pub links: std::collections::BTreeMap<(usize, usize), proxy::Proxy>,
+    nodes: Vec<Proc>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Cluster {
+    /// Starts `n` nodes and waits until each answers its health check.
+    pub async fn start(n: usize, opts: NodeOpts) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let mut links = std::collections::BTreeMap::new();
+        if opts.proxies {
+            for from in 0..n {
+                for to in (0..n).filter(|&t| t != from) {
+                    let target: std::net::SocketAddr =
+                        format!("127.0.0.1:{}", ports[to].1).parse().expect("addr");
+                    links.insert((from, to), proxy::Proxy::start(target).await);
+                }
+            }
+        }
+        // Node `from` reaches node `to` through the link's proxy, if any.
+        let member = |from: usize, to: usize| {
+            let (h, r) = ports[to];
+            let rpc = links
+                .get(&(from, to))
+                .map_or(format!("127.0.0.1:{r}"), |p: &proxy::Proxy| {
+                    p.addr.to_string()
+                });
+            format!("n{}=127.0.0.1:{h},{rpc}", to + 1)
+        };
+        let mut nodes = Vec::new();
+        for (i, (h, r)) in ports.iter().enumerate() {
+            let id = format!("n{}", i + 1);
+            let mut argv = vec![
+                "node".to_owned(),
+                "--id".into(),
+                id.clone(),
+                "--data-dir".into(),
+                dir.path().join(&id).display().to_string(),
+                "--http-addr".into(),
+                format!("127.0.0.1:{h}"),
+                "--rpc-addr".into(),
+                format!("127.0.0.1:{r}"),
+                "--replica-timeout-ms".into(),
+                "1000".into(),
+            ];
+            if let Some(b) = opts.hint_max_bytes {
+                argv.extend(["--hint-max-bytes-per-target".into(), b.to_string()]);
+            }
+            for to in 0..n {
+                argv.extend(["--member".into(), member(i, to)]);
+            }
+            let log = dir.path().join(format!("{id}.log"));
+            nodes.push(Proc {
+                id,
+                http: format!("http://127.0.0.1:{h}"),
+                argv,
+                log,
+                child: None,
+            });
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        let mut c = Cluster {
+            http,
+            links,
+            nodes,
+            _dir: dir,
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        for i in 0..n {
+            c.wait_healthy(i).await;
+        }
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let p = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p.log)
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_dyno"))
+            .args(&p.argv)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn dyno node");
+        p.child = Some(child);
+    }
+
+    async fn wait_healthy(&self, i: usize) {
+        let url = &format!("{}/admin/v1/health", self.nodes[i].http);
+        let http = &self.http;
+        let what = format!("{} to be healthy", self.nodes[i].id);
+        self.wait_for(
+            move || async move {
+                http.get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            },
+            &what,
+        )
+        .await;
+    }
+
+    /// Cuts node `i` off from every other node (both directions), or heals.
+    pub fn isolate(&self, i: usize, cut: bool) {
+        for ((from, to), p) in &self.links {
+            if *from == i || *to == i {
+                p.set_cut(cut);
+            }
+        }
+    }
+
+    /// Node `i`'s HTTP base URL.
+    pub fn url(&self, i: usize) -> String {
+        self.nodes[i].http.clone()
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            child.kill().expect("kill");
+            child.wait().expect("wait");
+        }
+    }
+
+    /// Restarts node `i` with the same arguments and waits for it.
+    pub async fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        self.wait_healthy(i).await;
+    }
+
+    /// Polls `cond` every 50 ms until it holds, for up to 30 s.
+    pub async fn wait_for<F, Fut>(&self, mut cond: F, what: &str)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond().await {
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("timed out waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn dump_logs(&self) {
+        for p in &self.nodes {
+            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            eprintln!("---- last lines of {} ----", p.id);
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+
+    /// Creates a table through node 0 and waits until every running node
+    /// knows it.
+    pub async fn create_table(&self, name: &str, spec: Value) {
+        let resp = self
+            .http
+            .put(format!("{}/admin/v1/tables/{name}", self.url(0)))
+            .json(&spec)
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{}",
+            resp.text().await.unwrap_or_default()
+        );
+        for p in self.nodes.iter().filter(|p| p.child.is_some()) {
+            let url = &format!("{}/admin/v1/tables/{name}", p.http);
+            let http = &self.http;
+            self.wait_for(
+                move || async move {
+                    http.get(url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                },
+                "the table everywhere",
+            )
+            .await;
+        }
+    }
+
+    async fn json(resp: reqwest::Response) -> (StatusCode, Value) {
+        let s = resp.status();
+        (s, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// PUT through node `i`.
+    pub async fn put(
+        &self,
+        i: usize,
+        table: &str,
+        key: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .put(format!("{}/v1/tables/{table}/items/{key}", self.url(i)))
+            .body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::json(req.send().await.expect("put")).await
+    }
+
+    /// GET through node `i`, with a query string such as `?r=3`.
+    pub async fn get(&self, i: usize, table: &str, key: &str, query: &str) -> (StatusCode, Value) {
+        Self::json(
+            self.http
+                .get(format!(
+                    "{}/v1/tables/{table}/items/{key}{query}",
+                    self.url(i)
+                ))
+                .send()
+                .await
+                .expect("get"),
+        )
+        .await
+    }
+
+    /// The live values node `i` stores itself for a key.
+    pub async fn local_values(&self, i: usize, table: &str, key: &str) -> Vec<String> {
+        let url = format!("{}/admin/v1/tables/{table}/keys/{key}/replica", self.url(i));
+        let Ok(resp) = self.http.get(url).send().await else {
+            return vec![];
+        };
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        body["values"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| {
+                        String::from_utf8(B64.decode(v.as_str().unwrap_or("")).unwrap_or_default())
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Hints held for `target` across the running nodes.
+    pub async fn hint_backlog(&self, target: &str) -> u64 {
+        let mut total = 0;
+        for p in self.nodes.iter().filter(|p| p.child.is_some()) {
+            let Ok(resp) = self
+                .http
+                .get(format!("{}/admin/v1/hints", p.http))
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            for t in body["targets"].as_array().into_iter().flatten() {
+                if t["node"] == target {
+                    total += t["hints"].as_u64().unwrap_or(0);
+                }
+            }
+        }
+        total
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for p in &mut self.nodes {
+            if let Some(mut c) = p.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
