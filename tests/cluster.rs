@@ -5,26 +5,10 @@
 
 mod support;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use support::{Cluster, NodeOpts};
-
-fn values(body: &Value) -> Vec<String> {
-    body["values"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|v| {
-                    String::from_utf8(B64.decode(v.as_str().unwrap_or("")).unwrap_or_default())
-                        .unwrap_or_default()
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use support::{Cluster, NodeOpts, values};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http_contract() {

@@ -12,6 +12,21 @@ use base64::engine::general_purpose::STANDARD as B64;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+/// The `values` of an item or replica body, decoded from base64 as UTF-8.
+pub fn values(body: &Value) -> Vec<String> {
+    body["values"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|v| {
+                    String::from_utf8(B64.decode(v.as_str().unwrap_or("")).unwrap_or_default())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Options for every node of a test cluster.
 #[derive(Debug, Clone, Default)]
 pub struct NodeOpts {
@@ -288,17 +303,7 @@ impl Cluster {
             return vec![];
         };
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        body["values"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|v| {
-                        String::from_utf8(B64.decode(v.as_str().unwrap_or("")).unwrap_or_default())
-                            .unwrap_or_default()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        values(&body)
     }
 
     /// Hints held for `target` across the running nodes.
