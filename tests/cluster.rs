@@ -839,3 +839,63 @@ async fn grpc_api_has_the_http_semantics() {
         (tonic::Code::FailedPrecondition, Some("PreconditionFailed"))
     );
 }
+
+/// `dyno put|get|delete`: the client prints values, siblings and contexts
+/// readably, and errors clearly.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_client_prints_values_siblings_and_contexts() {
+    let c = Cluster::start(3, NodeOpts::default()).await;
+    c.create_table("t", json!({"n": 3, "r": 2, "w": 2})).await;
+    let dyno = |args: &[&str], url: String| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dyno"))
+            .args(args)
+            .args(["--url", &url])
+            .output()
+            .expect("run dyno");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let context_of = |out: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix("context: "))
+            .expect("a context line")
+            .to_owned()
+    };
+
+    let (ok, out, err) = dyno(&["put", "t", "cart", "milk"], c.url(0));
+    assert!(ok, "{err}");
+    let ctx = context_of(&out);
+    let (ok, out, _) = dyno(&["get", "t", "cart"], c.url(1));
+    assert!(ok);
+    assert!(out.contains("value: \"milk\""), "{out}");
+    // A blind write makes a sibling; get shows both and says how to resolve.
+    assert!(dyno(&["put", "t", "cart", "eggs"], c.url(2)).0);
+    let (_, out, _) = dyno(&["get", "t", "cart", "--r", "3"], c.url(0));
+    assert!(
+        out.contains("2 siblings") && out.contains("\"milk\"") && out.contains("\"eggs\""),
+        "{out}"
+    );
+    let merged = context_of(&out);
+    assert_ne!(merged, ctx);
+    assert!(
+        dyno(
+            &["put", "t", "cart", "milk+eggs", "--context", &merged],
+            c.url(1)
+        )
+        .0
+    );
+    let (_, out, _) = dyno(&["get", "t", "cart", "--r", "3"], c.url(2));
+    assert!(out.contains("value: \"milk+eggs\""), "{out}");
+    let resolved = context_of(&out);
+    assert!(dyno(&["delete", "t", "cart", "--context", &resolved], c.url(0)).0);
+    let (_, out, _) = dyno(&["get", "t", "cart"], c.url(0));
+    assert!(out.contains("not found"), "{out}");
+    // Errors exit non-zero with the code.
+    let (ok, _, err) = dyno(&["get", "missing", "k"], c.url(0));
+    assert!(!ok && err.contains("TableNotFound"), "{err}");
+    let (ok, _, err) = dyno(&["put", "t", "k", "v", "--if-match", "garbage"], c.url(0));
+    assert!(!ok && err.contains("InvalidContext"), "{err}");
+}

@@ -136,7 +136,17 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     if !(status.is_success() || status == reqwest::StatusCode::NOT_FOUND) {
         return fail(resp).await;
     }
-    let body: ItemBody = resp.json().await.context("reading the response")?;
+    let body: serde_json::Value = resp.json().await.context("reading the response")?;
+    // A 404 is either a missing item (an item body) or an error such as an
+    // unknown table (an error body).
+    if let Some(err) = body.get("error") {
+        bail!(
+            "{status}: {}: {}",
+            err["code"].as_str().unwrap_or("Error"),
+            err["message"].as_str().unwrap_or("")
+        );
+    }
+    let body: ItemBody = serde_json::from_value(body).context("reading the response")?;
     match body.values.len() {
         0 => println!("not found"),
         1 => println!("value: {}", show(&body.values[0])),
