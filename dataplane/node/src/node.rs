@@ -484,16 +484,18 @@ impl Node {
         let node = Arc::clone(self);
         tokio::spawn(async move {
             while machine.has_outstanding() {
-                match rx.recv().await {
-                    Some(Reply::Ack(from)) => {
+                // Every send answers within its own timeout; the bound here
+                // only guards against a reply task that died.
+                match tokio::time::timeout(node.timeout * 4, rx.recv()).await {
+                    Ok(Some(Reply::Ack(from))) => {
                         machine.on_ack(&from);
                     }
-                    Some(Reply::Fail(from, why)) => {
+                    Ok(Some(Reply::Fail(from, why))) => {
                         for effect in machine.on_failure(&from, why) {
                             node.carry_out(effect, &req.table, &req.key, &object, mode, &tx);
                         }
                     }
-                    None => break,
+                    Ok(None) | Err(_) => break,
                 }
             }
         });
