@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use dyno_core::context::{MAX_CONTEXT_ENTRIES, decode_context, encode_context};
+use dyno_core::coordinator::Condition;
 use dyno_core::{Object, VersionVector};
 
 use crate::error::ApiError;
@@ -56,6 +57,24 @@ pub fn quorum(name: &str, value: Option<&str>, n: u32, default: u32) -> Result<u
 /// Decodes a client context; `what` names where it came from.
 pub fn parse_context(what: &str, s: &str) -> Result<VersionVector, ApiError> {
     decode_context(s).map_err(|e| ApiError::bad("InvalidContext", format!("{what}: {e}")))
+}
+
+/// The write context of a request: empty (a blind write) when absent.
+pub fn write_context(context: Option<&str>) -> Result<VersionVector, ApiError> {
+    context.map_or(Ok(VersionVector::new()), |c| parse_context("context", c))
+}
+
+/// The precondition of a request given as `if_match` / `if_none_match`
+/// fields (the gRPC API and forwarded writes).
+pub fn condition(
+    if_match: Option<&str>,
+    if_none_match: bool,
+) -> Result<Option<Condition>, ApiError> {
+    match (if_match, if_none_match) {
+        (Some(c), _) => Ok(Some(Condition::IfMatch(parse_context("if_match", c)?))),
+        (None, true) => Ok(Some(Condition::IfNoneMatch)),
+        (None, false) => Ok(None),
+    }
 }
 
 /// The context string for a state (`None` when the key was never written).

@@ -50,6 +50,15 @@ impl From<ConflictArg> for ConflictMode {
     }
 }
 
+impl From<ConflictMode> for ConflictArg {
+    fn from(m: ConflictMode) -> Self {
+        match m {
+            ConflictMode::Siblings => ConflictArg::Siblings,
+            ConflictMode::Lww => ConflictArg::Lww,
+        }
+    }
+}
+
 impl TableConfig {
     /// The conflict mode.
     pub fn mode(&self) -> ConflictMode {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use dyno_core::coordinator::Condition;
 use dyno_proto::public as pb;
 use dyno_proto::public::dyno_server::Dyno;
 use tonic::{Request, Response, Status};
@@ -79,15 +78,8 @@ impl PublicApi {
         }
         let cfg = self.node.table(&req.table)?;
         let w = api::quorum("w", req.w.map(|w| w.to_string()).as_deref(), cfg.n, cfg.w)?;
-        let context = match req.context.as_deref() {
-            Some(c) => api::parse_context("context", c)?,
-            None => Default::default(),
-        };
-        let condition = match (req.if_match.as_deref(), req.if_none_match) {
-            (Some(c), _) => Some(Condition::IfMatch(api::parse_context("if_match", c)?)),
-            (None, true) => Some(Condition::IfNoneMatch),
-            (None, false) => None,
-        };
+        let context = api::write_context(req.context.as_deref())?;
+        let condition = api::condition(req.if_match.as_deref(), req.if_none_match)?;
         self.node
             .put(PutRequest {
                 table: req.table,

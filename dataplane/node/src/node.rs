@@ -77,7 +77,8 @@ pub struct PutResult {
     pub context: String,
 }
 
-fn mode_to_pb(mode: ConflictMode) -> i32 {
+/// The conflict mode in wire form.
+pub fn mode_to_pb(mode: ConflictMode) -> i32 {
     match mode {
         ConflictMode::Siblings => pb::ConflictMode::Siblings as i32,
         ConflictMode::Lww => pb::ConflictMode::Lww as i32,
@@ -115,6 +116,19 @@ async fn blocking<T: Send + 'static>(
 enum Reply {
     Ack(NodeId),
     Fail(NodeId, ReplicaFailure),
+}
+
+impl Reply {
+    /// Feeds the reply to the machine; returns the effects it asks for.
+    fn feed(self, machine: &mut WriteCoordinator) -> Vec<WriteEffect> {
+        match self {
+            Reply::Ack(from) => {
+                machine.on_ack(&from);
+                Vec::new()
+            }
+            Reply::Fail(from, why) => machine.on_failure(&from, why),
+        }
+    }
 }
 
 impl Node {
@@ -458,10 +472,7 @@ impl Node {
                 break;
             }
             match tokio::time::timeout(self.timeout * 2, rx.recv()).await {
-                Ok(Some(Reply::Ack(from))) => {
-                    machine.on_ack(&from);
-                }
-                Ok(Some(Reply::Fail(from, why))) => pending = machine.on_failure(&from, why),
+                Ok(Some(reply)) => pending = reply.feed(&mut machine),
                 Ok(None) | Err(_) => break,
             }
         }
@@ -487,11 +498,8 @@ impl Node {
                 // Every send answers within its own timeout; the bound here
                 // only guards against a reply task that died.
                 match tokio::time::timeout(node.timeout * 4, rx.recv()).await {
-                    Ok(Some(Reply::Ack(from))) => {
-                        machine.on_ack(&from);
-                    }
-                    Ok(Some(Reply::Fail(from, why))) => {
-                        for effect in machine.on_failure(&from, why) {
+                    Ok(Some(reply)) => {
+                        for effect in reply.feed(&mut machine) {
                             node.carry_out(effect, &req.table, &req.key, &object, mode, &tx);
                         }
                     }

@@ -4,14 +4,12 @@ use std::sync::Arc;
 
 use dyno_core::NodeId;
 use dyno_core::codec::{decode_object, encode_object};
-use dyno_core::context::decode_context;
-use dyno_core::coordinator::Condition;
 use dyno_proto::internal as pb;
 use dyno_proto::internal::replica_server::Replica as ReplicaRpc;
 use tonic::{Request, Response, Status};
 
-use crate::catalog::{ConflictArg, TableConfig, TableEntry};
-use crate::node::{Node, PutRequest, mode_from_pb};
+use crate::catalog::{TableConfig, TableEntry};
+use crate::node::{Node, PutRequest, mode_from_pb, mode_to_pb};
 
 /// The tonic service.
 #[derive(Debug, Clone)]
@@ -40,10 +38,7 @@ pub fn catalog_to_pb(entries: &[TableEntry]) -> pb::Catalog {
                 n: e.config.n,
                 r: e.config.r,
                 w: e.config.w,
-                conflict: match e.config.conflict {
-                    ConflictArg::Siblings => pb::ConflictMode::Siblings as i32,
-                    ConflictArg::Lww => pb::ConflictMode::Lww as i32,
-                },
+                conflict: mode_to_pb(e.config.mode()),
                 version: e.version,
                 deleted: false,
             })
@@ -62,11 +57,7 @@ pub fn catalog_from_pb(c: &pb::Catalog) -> Vec<TableEntry> {
                 n: t.n,
                 r: t.r,
                 w: t.w,
-                conflict: if t.conflict == pb::ConflictMode::Lww as i32 {
-                    ConflictArg::Lww
-                } else {
-                    ConflictArg::Siblings
-                },
+                conflict: mode_from_pb(t.conflict).into(),
             },
             version: t.version,
         })
@@ -121,16 +112,8 @@ impl ReplicaRpc for RpcService {
         request: Request<pb::CoordinatePutRequest>,
     ) -> Result<Response<pb::CoordinatePutResponse>, Status> {
         let req = request.into_inner();
-        let bad = |e: &dyn std::fmt::Display| Status::invalid_argument(e.to_string());
-        let context = match req.context.as_deref() {
-            Some(c) => decode_context(c).map_err(|e| bad(&e))?,
-            None => Default::default(),
-        };
-        let condition = match (req.if_match.as_deref(), req.if_none_match) {
-            (Some(c), _) => Some(Condition::IfMatch(decode_context(c).map_err(|e| bad(&e))?)),
-            (None, true) => Some(Condition::IfNoneMatch),
-            (None, false) => None,
-        };
+        let context = crate::api::write_context(req.context.as_deref())?;
+        let condition = crate::api::condition(req.if_match.as_deref(), req.if_none_match)?;
         let put = PutRequest {
             table: req.table,
             key: req.key,
