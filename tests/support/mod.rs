@@ -155,9 +155,14 @@ impl Cluster {
     }
 
     async fn wait_healthy(&self, i: usize) {
-        let url = &format!("{}/admin/v1/health", self.nodes[i].http);
+        let url = format!("{}/admin/v1/health", self.nodes[i].http);
+        self.wait_ok(&url, &format!("{} to be healthy", self.nodes[i].id))
+            .await;
+    }
+
+    /// Waits until a GET of `url` answers 2xx.
+    async fn wait_ok(&self, url: &str, what: &str) {
         let http = &self.http;
-        let what = format!("{} to be healthy", self.nodes[i].id);
         self.wait_for(
             move || async move {
                 http.get(url)
@@ -165,7 +170,7 @@ impl Cluster {
                     .await
                     .is_ok_and(|r| r.status().is_success())
             },
-            &what,
+            what,
         )
         .await;
     }
@@ -242,15 +247,8 @@ impl Cluster {
             resp.text().await.unwrap_or_default()
         );
         for p in self.nodes.iter().filter(|p| p.child.is_some()) {
-            let url = &format!("{}/admin/v1/tables/{name}", p.http);
-            let http = &self.http;
-            self.wait_for(
-                move || async move {
-                    http.get(url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
-                },
+            self.wait_ok(
+                &format!("{}/admin/v1/tables/{name}", p.http),
                 "the table everywhere",
             )
             .await;

@@ -163,17 +163,22 @@ fn decode_hint(raw: &[u8]) -> Result<(ConflictMode, u64, Object), ReplicaError> 
     Ok((mode, u64::from_le_bytes(b), obj))
 }
 
+/// A little-endian u64 stored under `key` in the meta keyspace (`None`
+/// when absent or not 8 bytes long).
+fn read_meta_u64(store: &dyn Store, key: &[u8]) -> Result<Option<u64>, StoreError> {
+    Ok(store
+        .get(Keyspace::Meta, key)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(u64::from_le_bytes))
+}
+
 impl Replica {
     /// Opens the replica layer; loads or creates this data directory's
     /// actor id, and counts the hint backlog.
     pub fn open(store: Arc<dyn Store>, hint_cap: u64) -> Result<Replica, ReplicaError> {
-        let actor = match store.get(Keyspace::Meta, b"actor")? {
-            Some(v) if v.len() == 8 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&v);
-                ActorId(u64::from_le_bytes(b))
-            }
-            _ => {
+        let actor = match read_meta_u64(store.as_ref(), b"actor")? {
+            Some(a) => ActorId(a),
+            None => {
                 let a = random_u64();
                 store.put(Keyspace::Meta, b"actor", &a.to_le_bytes())?;
                 ActorId(a)
@@ -213,14 +218,7 @@ impl Replica {
 
     /// The next generation number for this node (incremented per start).
     pub fn bump_generation(&self) -> Result<u64, StoreError> {
-        let g = match self.store.get(Keyspace::Meta, b"generation")? {
-            Some(v) if v.len() == 8 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&v);
-                u64::from_le_bytes(b) + 1
-            }
-            _ => 1,
-        };
+        let g = read_meta_u64(self.store.as_ref(), b"generation")?.map_or(1, |g| g + 1);
         self.store
             .put(Keyspace::Meta, b"generation", &g.to_le_bytes())?;
         Ok(g)
