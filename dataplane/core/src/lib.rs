@@ -52,6 +52,7 @@ pub mod planner;
 pub mod quorum;
 pub mod reconcile;
 pub mod ring;
+pub mod topology;
 pub mod version;
 
 pub use hlc::{Hlc, HlcClock};

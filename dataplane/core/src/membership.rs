@@ -62,6 +62,8 @@ pub struct NodeState {
     pub addresses: Addresses,
     /// How much it stores.
     pub load: Load,
+    /// Its part in the ring change under way.
+    pub handoff: crate::topology::HandoffProgress,
 }
 
 /// A node's view of the cluster.
@@ -139,6 +141,7 @@ mod tests {
                 rpc: String::new(),
             },
             load: Load::default(),
+            handoff: Default::default(),
         }
     }
 

@@ -55,6 +55,23 @@ pub fn item_hash(table: &str, key: &[u8], object_digest: u64) -> u64 {
     digest_bytes(&buf)
 }
 
+/// The key positions that fall in `leaf` of `partition` for trees of
+/// `shape` over `2^partition_bits` partitions, as an inclusive range.
+pub fn leaf_range(
+    shape: MerkleShape,
+    partition_bits: u8,
+    partition: u32,
+    leaf: usize,
+) -> (u64, u64) {
+    let pb = u32::from(partition_bits);
+    let lb = shape.leaf_bits();
+    let base = u64::from(partition).checked_shl(64 - pb).unwrap_or(0);
+    let span_bits = 64 - pb - lb;
+    let start = base | (leaf as u64).checked_shl(span_bits).unwrap_or(0);
+    let end = start | 1u64.checked_shl(span_bits).map_or(u64::MAX, |s| s - 1);
+    (start, end)
+}
+
 /// A range of leaves, `first..=last`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeafRange {
@@ -183,13 +200,7 @@ impl MerkleTree {
     /// The key positions that fall in `leaf` of partition `partition`, as an
     /// inclusive range.
     pub fn leaf_range(&self, partition: u32, leaf: usize) -> (u64, u64) {
-        let pb = u32::from(self.partition_bits);
-        let lb = self.shape.leaf_bits();
-        let base = u64::from(partition).checked_shl(64 - pb).unwrap_or(0);
-        let span_bits = 64 - pb - lb;
-        let start = base | (leaf as u64).checked_shl(span_bits).unwrap_or(0);
-        let end = start | 1u64.checked_shl(span_bits).map_or(u64::MAX, |s| s - 1);
-        (start, end)
+        leaf_range(self.shape, self.partition_bits, partition, leaf)
     }
 }
 

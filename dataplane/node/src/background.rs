@@ -19,9 +19,11 @@ pub struct HintPolicy {
     pub per_sec: u32,
 }
 
-/// Every second: for each node with hints, if it answers a ping, deliver up
-/// to `per_sec` hints, removing each one only after the node acknowledged
-/// it. Hints past `max_age` are dropped (anti-entropy repairs them).
+/// Every second: for each node with hints that the failure detector sees
+/// up, deliver up to `per_sec` hints, removing each one only after the node
+/// acknowledged it. Hints past `max_age` are dropped (anti-entropy repairs
+/// them). Hints for a node that has left the ring go to the key's current
+/// replicas instead.
 pub async fn replay_hints(
     node: Arc<Node>,
     policy: HintPolicy,
@@ -48,17 +50,15 @@ pub async fn replay_hints(
             if backlog.hints == 0 {
                 continue;
             }
-            let Some(peer) = node.peers.get(&target) else {
+            let departed = !node.cluster.topology().involves(&target)
+                && node.cluster.topology().epoch > 0
+                && node
+                    .cluster
+                    .view()
+                    .get(&target)
+                    .is_some_and(|s| s.status == dyno_core::NodeStatus::Left);
+            if !departed && !node.is_up(&target) {
                 continue;
-            };
-            let ping = tokio::time::timeout(
-                node.timeout,
-                peer.client().ping(dyno_proto::internal::PingRequest {}),
-            )
-            .await;
-            match ping {
-                Ok(Ok(_)) => peer.mark_up(),
-                _ => continue,
             }
             let (replica, t) = (Arc::clone(&node.replica), target.clone());
             let limit = policy.per_sec.max(1) as usize;
@@ -70,19 +70,23 @@ pub async fn replay_hints(
             for hint in hints {
                 let expired =
                     wall_ms().saturating_sub(hint.created_ms) > policy.max_age.as_millis() as u64;
-                if !expired
-                    && node
-                        .send_replica_put(
-                            &target,
-                            &hint.table,
-                            &hint.key,
-                            &hint.object,
-                            hint.mode,
-                            None,
-                        )
-                        .await
-                        .is_err()
-                {
+                let delivered = if expired {
+                    true
+                } else if departed {
+                    redirect(&node, &hint).await
+                } else {
+                    node.send_replica_put(
+                        &target,
+                        &hint.table,
+                        &hint.key,
+                        &hint.object,
+                        hint.mode,
+                        None,
+                    )
+                    .await
+                    .is_ok()
+                };
+                if !delivered {
                     break; // the target went away again; retry next tick
                 }
                 let (replica, t) = (Arc::clone(&node.replica), target.clone());
@@ -101,6 +105,37 @@ pub async fn replay_hints(
     }
 }
 
+/// Delivers a hint for a node that left to the key's current replicas.
+async fn redirect(node: &Arc<Node>, hint: &crate::replica::Hint) -> bool {
+    let Some(cfg) = node.catalog.get(&hint.table) else {
+        return false;
+    };
+    let topology = node.cluster.topology();
+    let pl = topology.current.preference_list_for(
+        dyno_core::hash::key_position(&hint.table, &hint.key),
+        cfg.n as usize,
+    );
+    let mut ok = true;
+    for m in pl.primaries() {
+        if m.id == node.me {
+            let (r, h) = (Arc::clone(&node.replica), hint.clone());
+            ok &= matches!(
+                tokio::task::spawn_blocking(
+                    move || r.merge_item(&h.table, &h.key, &h.object, h.mode)
+                )
+                .await,
+                Ok(Ok(_))
+            );
+        } else {
+            ok &= node
+                .send_replica_put(&m.id, &hint.table, &hint.key, &hint.object, hint.mode, None)
+                .await
+                .is_ok();
+        }
+    }
+    ok
+}
+
 /// Every few seconds, exchange catalogs with each peer, so that a node that
 /// was down when a table was created learns of it.
 pub async fn sync_catalog(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
@@ -117,7 +152,12 @@ pub async fn sync_catalog(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) 
 /// Pushes this node's catalog to every peer that is up, merging theirs.
 pub async fn push_catalog_to_all(node: &Arc<Node>) {
     let mine = catalog_to_pb(&node.catalog.list());
-    for peer in node.peers.iter().filter(|p| p.is_up()) {
+    for peer in node
+        .cluster
+        .peers()
+        .into_iter()
+        .filter(|p| node.is_up(&p.id))
+    {
         let res =
             tokio::time::timeout(node.timeout, peer.client().push_catalog(mine.clone())).await;
         if let Ok(Ok(theirs)) = res {

@@ -1,79 +1,75 @@
-//! The other nodes: addresses, RPC clients, and what this node believes
-//! about their health.
+//! The other nodes: membership (learnt by gossip), addresses, RPC clients,
+//! failure detection, and the topology (ring) this node routes by.
 //!
-//! Until gossip arrives, membership is the static list given at start-up,
-//! and health is learnt from RPC outcomes: a refused or reset connection
-//! marks a peer down for a back-off period (1 s, doubling up to 30 s); a
-//! success marks it up again. When the back-off ends the peer is tried
-//! again, by real traffic or by the hint replayer's ping.
+//! * **Membership** is the core's [`Membership`] view, merged on every gossip
+//!   exchange (`gossip.rs`). Each entry whose heartbeat advanced feeds that
+//!   peer's [`PhiDetector`]; a new generation (a restart) starts a fresh one.
+//! * **Liveness.** A peer is *up* unless its φ has reached the threshold, or
+//!   a connection to it was refused since its last heartbeat: a refusal is
+//!   direct evidence and is acted on at once, and the next heartbeat clears
+//!   it. A peer never heard from is presumed up (it may be starting).
+//! * **Addresses.** A peer is reached at the address it gossips, unless the
+//!   operator pinned one with `--member ID=HTTP,RPC` (tests use this to put
+//!   proxies between nodes).
+//! * **Topology.** The newest [`Topology`] seen (by `supersedes`), persisted
+//!   in the meta keyspace so that a restarted node routes as it did before.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use dyno_core::NodeId;
 use dyno_core::coordinator::ReplicaFailure;
+use dyno_core::membership::{Addresses, Load};
+use dyno_core::topology::{HandoffProgress, Topology};
+use dyno_core::{Membership, NodeId, NodeState, NodeStatus, PhiConfig, PhiDetector};
 use dyno_proto::internal::replica_client::ReplicaClient;
+use dyno_storage::{Keyspace, Store, StoreError};
 use tonic::transport::{Channel, Endpoint};
 
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const TOPOLOGY_KEY: &[u8] = b"topology";
 
-#[derive(Debug, Clone, Copy)]
-struct Health {
-    down_until: Option<Instant>,
-    backoff: Duration,
-    failures: u64,
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Another node.
+/// Milliseconds since this process started (monotonic, for the detectors).
+fn mono_ms(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+/// A client for an RPC address (connects lazily).
+pub fn rpc_client(rpc: &str, timeout: Duration) -> ReplicaClient<Channel> {
+    let channel = Endpoint::from_shared(rpc.to_owned())
+        .map(|e| {
+            e.connect_timeout(Duration::from_millis(500))
+                .timeout(timeout)
+                .tcp_nodelay(true)
+        })
+        .map(|e| e.connect_lazy())
+        .unwrap_or_else(|_| Endpoint::from_static("http://127.0.0.1:1").connect_lazy());
+    ReplicaClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
+/// Another node, as far as this node can reach it.
 #[derive(Debug)]
 pub struct Peer {
     /// Its name.
     pub id: NodeId,
-    /// Its public HTTP address.
-    pub http: SocketAddr,
-    /// Its RPC address.
-    pub rpc: SocketAddr,
+    /// Its addresses.
+    pub addresses: Addresses,
     client: ReplicaClient<Channel>,
-    health: Mutex<Health>,
-}
-
-/// What this node believes about a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PeerStatus {
-    /// Answering.
-    Up,
-    /// Refused connections recently; routed around.
-    Down,
 }
 
 impl Peer {
-    fn new(id: NodeId, http: SocketAddr, rpc: SocketAddr, timeout: Duration) -> Peer {
-        // Building an endpoint from a socket address cannot fail; connect
-        // lazily so a node starts even when its peers are not up yet.
-        let channel = Endpoint::from_shared(format!("http://{rpc}"))
-            .map(|e| {
-                e.connect_timeout(Duration::from_millis(500))
-                    .timeout(timeout)
-                    .tcp_nodelay(true)
-            })
-            .map(|e| e.connect_lazy())
-            .unwrap_or_else(|_| Endpoint::from_static("http://127.0.0.1:1").connect_lazy());
+    fn new(id: NodeId, addresses: Addresses, timeout: Duration) -> Peer {
+        let client = rpc_client(&addresses.rpc, timeout);
         Peer {
             id,
-            http,
-            rpc,
-            client: ReplicaClient::new(channel)
-                .max_decoding_message_size(16 << 20)
-                .max_encoding_message_size(16 << 20),
-            health: Mutex::new(Health {
-                down_until: None,
-                backoff: MIN_BACKOFF,
-                failures: 0,
-            }),
+            addresses,
+            client,
         }
     }
 
@@ -81,87 +77,389 @@ impl Peer {
     pub fn client(&self) -> ReplicaClient<Channel> {
         self.client.clone()
     }
+}
 
-    /// True unless the peer is within a back-off period.
-    pub fn is_up(&self) -> bool {
-        let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        h.down_until.is_none_or(|t| Instant::now() >= t)
-    }
+#[derive(Debug)]
+struct Health {
+    detector: PhiDetector,
+    generation: u64,
+    /// A connection was refused after the last heartbeat.
+    refused: bool,
+}
 
-    /// The status shown by the admin API.
-    pub fn status(&self) -> PeerStatus {
-        if self.is_up() {
-            PeerStatus::Up
-        } else {
-            PeerStatus::Down
-        }
-    }
+/// What this node believes about a peer's liveness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Liveness {
+    /// Heartbeats arrive.
+    Up,
+    /// φ passed the threshold, or connections are refused.
+    Suspect,
+}
 
-    /// Records a successful exchange.
-    pub fn mark_up(&self) {
-        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        if h.down_until.is_some() {
-            tracing::info!(peer = %self.id, "peer is answering again");
-        }
-        h.down_until = None;
-        h.backoff = MIN_BACKOFF;
-    }
+/// This node's own entry, as it changes.
+#[derive(Debug, Clone)]
+pub struct LocalState {
+    /// Incremented on every start (and past any older self seen in gossip).
+    pub generation: u64,
+    /// Its addresses.
+    pub addresses: Addresses,
+    /// Set once a decommission has finished.
+    pub left: bool,
+    /// Load figures.
+    pub load: Load,
+    /// Its part in the change under way.
+    pub handoff: HandoffProgress,
+}
 
-    /// Records a failed exchange.
-    pub fn mark_failure(&self, why: ReplicaFailure) {
-        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        h.failures += 1;
-        if why == ReplicaFailure::Unreachable {
-            if h.down_until.is_none() {
-                tracing::warn!(peer = %self.id, "peer unreachable; routing around it");
+/// Membership, liveness, addresses and topology.
+#[derive(Debug)]
+pub struct Cluster {
+    /// This node.
+    pub me: NodeId,
+    peers: RwLock<BTreeMap<NodeId, Arc<Peer>>>,
+    pinned: BTreeMap<NodeId, Addresses>,
+    view: Mutex<Membership>,
+    health: Mutex<BTreeMap<NodeId, Health>>,
+    local: Mutex<LocalState>,
+    topology: RwLock<Arc<Topology>>,
+    phi: PhiConfig,
+    started: Instant,
+    timeout: Duration,
+    store: Arc<dyn Store>,
+    /// Bumped whenever the topology changes (the handoff driver waits on it).
+    pub topology_changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Cluster {
+    /// A cluster view: the persisted topology if there is one, else
+    /// `initial`; `pinned` addresses come from the command line.
+    pub fn new(
+        me: NodeId,
+        local: LocalState,
+        pinned: BTreeMap<NodeId, Addresses>,
+        initial: Topology,
+        phi: PhiConfig,
+        timeout: Duration,
+        store: Arc<dyn Store>,
+    ) -> Result<Cluster, StoreError> {
+        let topology = match store.get(Keyspace::Meta, TOPOLOGY_KEY)? {
+            Some(raw) => match Topology::decode(&raw) {
+                Ok(t) => t,
+                Err(e) => {
+                    return Err(StoreError::Engine {
+                        message: format!("stored topology is unreadable: {e}"),
+                    });
+                }
+            },
+            None => {
+                store.put(Keyspace::Meta, TOPOLOGY_KEY, &initial.encode())?;
+                initial
             }
-            h.down_until = Some(Instant::now() + h.backoff);
-            h.backoff = (h.backoff * 2).min(MAX_BACKOFF);
+        };
+        let peers = pinned
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, a)| {
+                (
+                    id.clone(),
+                    Arc::new(Peer::new(id.clone(), a.clone(), timeout)),
+                )
+            })
+            .collect();
+        let (tx, _) = tokio::sync::watch::channel(topology.epoch);
+        let c = Cluster {
+            me,
+            peers: RwLock::new(peers),
+            pinned,
+            view: Mutex::new(Membership::new()),
+            health: Mutex::new(BTreeMap::new()),
+            local: Mutex::new(local),
+            topology: RwLock::new(Arc::new(topology)),
+            phi,
+            started: Instant::now(),
+            timeout,
+            store,
+            topology_changed: tx,
+        };
+        c.refresh_local(0);
+        Ok(c)
+    }
+
+    /// The topology this node routes by.
+    pub fn topology(&self) -> Arc<Topology> {
+        Arc::clone(&self.topology.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Adopts `t` if it supersedes the current topology; persists it first.
+    /// Returns true when adopted.
+    pub fn offer_topology(&self, t: Topology) -> Result<bool, StoreError> {
+        let mut cur = self.topology.write().unwrap_or_else(|e| e.into_inner());
+        if !t.supersedes(&cur) {
+            return Ok(false);
         }
+        crate::handoff::note_commit(self.store.as_ref(), &cur, &t, &self.me);
+        self.store.put(Keyspace::Meta, TOPOLOGY_KEY, &t.encode())?;
+        tracing::info!(
+            epoch = t.epoch,
+            changing = t.next.is_some(),
+            "topology changed"
+        );
+        let epoch = t.epoch;
+        *cur = Arc::new(t);
+        drop(cur);
+        self.topology_changed.send_replace(epoch);
+        self.refresh_local(0);
+        Ok(true)
+    }
+
+    /// A peer by id.
+    pub fn peer(&self, id: &NodeId) -> Option<Arc<Peer>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Every peer this node can address.
+    pub fn peers(&self) -> Vec<Arc<Peer>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// True when `id` is this node, or a peer believed up.
+    pub fn is_up(&self, id: &NodeId) -> bool {
+        if id == &self.me {
+            return true;
+        }
+        if self.peer(id).is_none() {
+            return false;
+        }
+        self.liveness(id).0 == Liveness::Up
+    }
+
+    /// A peer's liveness and φ.
+    pub fn liveness(&self, id: &NodeId) -> (Liveness, f64) {
+        if id == &self.me {
+            return (Liveness::Up, 0.0);
+        }
+        let now = mono_ms(self.started);
+        let health = lock(&self.health);
+        match health.get(id) {
+            None => (Liveness::Up, 0.0),
+            Some(h) => {
+                let phi = h.detector.phi(now);
+                let suspect = h.refused || phi >= self.phi.threshold;
+                let l = if suspect {
+                    Liveness::Suspect
+                } else {
+                    Liveness::Up
+                };
+                (l, phi)
+            }
+        }
+    }
+
+    /// Records an RPC outcome: a refused connection is evidence of death.
+    pub fn note_rpc(&self, id: &NodeId, res: Result<(), ReplicaFailure>) {
+        let mut health = lock(&self.health);
+        match res {
+            Err(ReplicaFailure::Unreachable) => {
+                let h = health.entry(id.clone()).or_insert_with(|| Health {
+                    detector: PhiDetector::new(self.phi),
+                    generation: 0,
+                    refused: false,
+                });
+                if !h.refused {
+                    tracing::warn!(peer = %id, "peer refuses connections; routing around it");
+                }
+                h.refused = true;
+            }
+            Ok(()) => {
+                if let Some(h) = health.get_mut(id)
+                    && h.refused
+                {
+                    tracing::info!(peer = %id, "peer is answering again");
+                    h.refused = false;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Updates this node's own entry (status, ring version, load, handoff)
+    /// and bumps its heartbeat by `beats`.
+    pub fn refresh_local(&self, beats: u64) {
+        let t = self.topology();
+        let local = lock(&self.local).clone();
+        let status = if local.left {
+            NodeStatus::Left
+        } else if t.current.member(&self.me).is_none() {
+            NodeStatus::Joining
+        } else if t
+            .next
+            .as_ref()
+            .is_some_and(|n| n.member(&self.me).is_none())
+        {
+            NodeStatus::Leaving
+        } else {
+            NodeStatus::Up
+        };
+        let mut view = lock(&self.view);
+        let heartbeat = view
+            .get(&self.me)
+            .filter(|s| s.generation == local.generation)
+            .map_or(0, |s| s.heartbeat)
+            + beats;
+        view.set_local(
+            self.me.clone(),
+            NodeState {
+                generation: local.generation,
+                heartbeat,
+                status,
+                ring_version: t.epoch,
+                addresses: local.addresses,
+                load: local.load,
+                handoff: local.handoff,
+            },
+        );
+    }
+
+    /// Changes this node's own entry.
+    pub fn update_local(&self, f: impl FnOnce(&mut LocalState)) {
+        f(&mut lock(&self.local));
+        self.refresh_local(0);
+    }
+
+    /// This node's own entry.
+    pub fn local(&self) -> LocalState {
+        lock(&self.local).clone()
+    }
+
+    /// A copy of the membership view.
+    pub fn view(&self) -> Membership {
+        lock(&self.view).clone()
+    }
+
+    /// Merges a view received by gossip. Returns the generation this node
+    /// must move past, if the view holds a newer self (a wiped data
+    /// directory restarts at generation 1, but its peers remember more).
+    pub fn merge_view(&self, other: &Membership) -> Option<u64> {
+        let mine = lock(&self.local).generation;
+        let newer_self = other
+            .get(&self.me)
+            .filter(|s| s.generation >= mine)
+            .map(|s| s.generation);
+        let mut theirs = other.clone();
+        // Only this node speaks for itself.
+        theirs.set_local(
+            self.me.clone(),
+            lock(&self.view).get(&self.me).cloned().unwrap_or_else(|| {
+                other
+                    .get(&self.me)
+                    .cloned()
+                    .unwrap_or_else(|| empty_state(mine))
+            }),
+        );
+        let changed = lock(&self.view).merge(&theirs);
+        let now = mono_ms(self.started);
+        for id in changed {
+            if id == self.me {
+                continue;
+            }
+            let Some(state) = lock(&self.view).get(&id).cloned() else {
+                continue;
+            };
+            {
+                let mut health = lock(&self.health);
+                let h = health.entry(id.clone()).or_insert_with(|| Health {
+                    detector: PhiDetector::new(self.phi),
+                    generation: state.generation,
+                    refused: false,
+                });
+                if h.generation != state.generation {
+                    h.detector = PhiDetector::new(self.phi);
+                    h.generation = state.generation;
+                }
+                h.detector.heartbeat(now);
+                h.refused = false;
+            }
+            self.learn_address(&id, &state.addresses);
+        }
+        newer_self
+    }
+
+    /// Moves this node's generation past `seen`.
+    pub fn move_past_generation(&self, seen: u64) {
+        let mut local = lock(&self.local);
+        if local.generation <= seen {
+            tracing::warn!(
+                seen,
+                "gossip remembers a newer incarnation of this node (was its data wiped?); moving past it"
+            );
+            local.generation = seen + 1;
+        }
+        drop(local);
+        self.refresh_local(0);
+    }
+
+    fn learn_address(&self, id: &NodeId, addresses: &Addresses) {
+        if id == &self.me || self.pinned.contains_key(id) || addresses.rpc.is_empty() {
+            return;
+        }
+        let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
+        if peers.get(id).is_some_and(|p| &p.addresses == addresses) {
+            return;
+        }
+        tracing::info!(peer = %id, rpc = %addresses.rpc, "learnt a peer's address");
+        peers.insert(
+            id.clone(),
+            Arc::new(Peer::new(id.clone(), addresses.clone(), self.timeout)),
+        );
+    }
+
+    /// The per-RPC timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// True when every live node of the view has applied at least `epoch`
+    /// (read from the gossiped ring versions): none routes by an older ring.
+    pub fn all_live_applied(&self, epoch: u64) -> bool {
+        let view = self.view();
+        view.nodes().iter().all(|(id, s)| {
+            s.status == NodeStatus::Left || s.ring_version >= epoch || !self.is_up(id)
+        })
+    }
+}
+
+fn empty_state(generation: u64) -> NodeState {
+    NodeState {
+        generation,
+        heartbeat: 0,
+        status: NodeStatus::Joining,
+        ring_version: 0,
+        addresses: Addresses::default(),
+        load: Load::default(),
+        handoff: HandoffProgress::default(),
     }
 }
 
 /// Classifies an RPC failure.
 pub fn classify(status: &tonic::Status) -> ReplicaFailure {
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown if status.message().contains("connect") => {
-            ReplicaFailure::Unreachable
-        }
         tonic::Code::Unavailable => ReplicaFailure::Unreachable,
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ReplicaFailure::Timeout,
         _ => ReplicaFailure::Failed,
     }
 }
 
-/// The static cluster membership.
-#[derive(Debug)]
-pub struct Peers {
-    peers: BTreeMap<NodeId, Peer>,
-}
-
-impl Peers {
-    /// Builds the peer table from the configured members, excluding `me`.
-    pub fn new(me: &NodeId, members: &[crate::config::PeerSpec], timeout: Duration) -> Peers {
-        let peers = members
-            .iter()
-            .filter(|m| &m.id != me)
-            .map(|m| {
-                (
-                    m.id.clone(),
-                    Peer::new(m.id.clone(), m.http, m.rpc, timeout),
-                )
-            })
-            .collect();
-        Peers { peers }
-    }
-
-    /// A peer by id.
-    pub fn get(&self, id: &NodeId) -> Option<&Peer> {
-        self.peers.get(id)
-    }
-
-    /// All peers.
-    pub fn iter(&self) -> impl Iterator<Item = &Peer> {
-        self.peers.values()
-    }
+/// Parses a socket address into an RPC URL.
+pub fn rpc_url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
 }

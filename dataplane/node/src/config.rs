@@ -16,15 +16,14 @@ pub enum DurabilityArg {
     Periodic,
 }
 
-/// A cluster member given on the command line: `ID=HTTP_ADDR,RPC_ADDR`.
+/// An initial cluster member given on the command line: `ID`, or
+/// `ID=HTTP_ADDR,RPC_ADDR` to pin the addresses this node uses for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSpec {
     /// The node's name.
     pub id: NodeId,
-    /// Its public HTTP address.
-    pub http: SocketAddr,
-    /// Its internal RPC address.
-    pub rpc: SocketAddr,
+    /// Its public HTTP and internal RPC addresses, when pinned.
+    pub addrs: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// Why a configuration was rejected.
@@ -32,7 +31,7 @@ pub struct PeerSpec {
 pub enum ConfigError {
     /// A `--member` value does not parse.
     #[error(
-        "--member {value:?}: expected ID=HTTP_HOST:PORT,RPC_HOST:PORT, e.g. n1=127.0.0.1:7000,127.0.0.1:7100 ({reason})"
+        "--member {value:?}: expected ID or ID=HTTP_HOST:PORT,RPC_HOST:PORT, e.g. n1=127.0.0.1:7000,127.0.0.1:7100 ({reason})"
     )]
     BadMember {
         /// The value given.
@@ -65,14 +64,21 @@ impl std::str::FromStr for PeerSpec {
             value: s.to_owned(),
             reason: reason.to_owned(),
         };
-        let (id, addrs) = s.split_once('=').ok_or_else(|| bad("missing '='"))?;
+        let Some((id, addrs)) = s.split_once('=') else {
+            return Ok(PeerSpec {
+                id: NodeId::new(s).map_err(|e| bad(&e.to_string()))?,
+                addrs: None,
+            });
+        };
         let (http, rpc) = addrs
             .split_once(',')
             .ok_or_else(|| bad("missing ',' between the two addresses"))?;
         Ok(PeerSpec {
             id: NodeId::new(id).map_err(|e| bad(&e.to_string()))?,
-            http: http.parse().map_err(|_| bad("bad HTTP address"))?,
-            rpc: rpc.parse().map_err(|_| bad("bad RPC address"))?,
+            addrs: Some((
+                http.parse().map_err(|_| bad("bad HTTP address"))?,
+                rpc.parse().map_err(|_| bad("bad RPC address"))?,
+            )),
         })
     }
 }
@@ -92,10 +98,49 @@ pub struct NodeConfig {
     /// Address for the internal node-to-node gRPC protocol.
     #[arg(long, env = "DYNO_RPC_ADDR", default_value = "127.0.0.1:7100")]
     pub rpc_addr: SocketAddr,
-    /// A cluster member, `ID=HTTP_ADDR,RPC_ADDR`. Repeat for every member,
-    /// this node included. Membership is static until gossip arrives.
-    #[arg(long = "member", required = true)]
+    /// A member of the cluster's first ring, `ID` or `ID=HTTP_ADDR,RPC_ADDR`
+    /// (pins the addresses this node uses for it; otherwise they are learnt
+    /// by gossip). Repeat for every initial member, this node included.
+    /// Used only when the data directory holds no ring yet. Without
+    /// `--member` and `--seed`, the node forms a one-node cluster; with
+    /// only `--seed`, it waits to be joined (`dyno cluster join`).
+    #[arg(long = "member")]
     pub members: Vec<PeerSpec>,
+    /// The RPC address of a node to gossip with at start (repeatable).
+    #[arg(long = "seed")]
+    pub seeds: Vec<SocketAddr>,
+    /// The HTTP address other nodes and clients should use for this node
+    /// (default: --http-addr).
+    #[arg(long)]
+    pub advertise_http_addr: Option<SocketAddr>,
+    /// The RPC address other nodes should use for this node (default:
+    /// --rpc-addr).
+    #[arg(long)]
+    pub advertise_rpc_addr: Option<SocketAddr>,
+    /// Milliseconds between gossip rounds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub gossip_interval_ms: u64,
+    /// Peers contacted per gossip round.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub gossip_fanout: u64,
+    /// φ at which a peer is suspected (Cassandra's default is 8).
+    #[arg(long, default_value_t = 8.0)]
+    pub phi_threshold: f64,
+    /// Seconds between scheduled anti-entropy passes (0 disables them;
+    /// POST /admin/v1/repair still works).
+    #[arg(long, default_value_t = 600)]
+    pub aae_interval_secs: u64,
+    /// Anti-entropy budget: partition comparisons per second.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub aae_partitions_per_sec: u32,
+    /// Anti-entropy budget: keys repaired per second.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub aae_keys_per_sec: u32,
+    /// A tombstone is removed this many seconds after the delete, once all
+    /// replicas hold it. Must exceed --hint-max-age-secs, so that no hint
+    /// older than a removed tombstone can bring the value back.
+    #[arg(long, default_value_t = 10 * 24 * 3600)]
+    pub tombstone_grace_secs: u64,
     /// log2 of the number of ring partitions. Every member must agree.
     #[arg(long, default_value_t = dyno_core::ring::DEFAULT_PARTITION_BITS, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub partition_bits: u8,
@@ -121,6 +166,17 @@ impl NodeConfig {
     /// Checks the configuration and returns this node's id.
     pub fn validate(&self) -> Result<NodeId, ConfigError> {
         let me = NodeId::new(&self.id).map_err(|e| ConfigError::Invalid(format!("--id: {e}")))?;
+        if self.tombstone_grace_secs <= self.hint_max_age_secs {
+            return Err(ConfigError::Invalid(format!(
+                "--tombstone-grace-secs ({}) must exceed --hint-max-age-secs ({}), or an old hint could bring a deleted value back",
+                self.tombstone_grace_secs, self.hint_max_age_secs
+            )));
+        }
+        if !(self.phi_threshold > 0.0 && self.phi_threshold.is_finite()) {
+            return Err(ConfigError::Invalid(
+                "--phi-threshold must be a positive number".into(),
+            ));
+        }
         for (i, m) in self.members.iter().enumerate() {
             if self.members.iter().skip(i + 1).any(|o| o.id == m.id) {
                 return Err(ConfigError::DuplicateMember {
@@ -128,7 +184,7 @@ impl NodeConfig {
                 });
             }
         }
-        if !self.members.iter().any(|m| m.id == me) {
+        if !self.members.is_empty() && !self.members.iter().any(|m| m.id == me) {
             return Err(ConfigError::SelfNotMember {
                 id: self.id.clone(),
             });
@@ -157,9 +213,11 @@ mod tests {
     fn member_specs_parse_with_clear_errors() {
         let p: PeerSpec = "n1=127.0.0.1:7000,127.0.0.1:7100".parse().expect("valid");
         assert_eq!(p.id.as_str(), "n1");
-        assert_eq!(p.rpc.port(), 7100);
+        assert_eq!(p.addrs.map(|a| a.1.port()), Some(7100));
+        let bare: PeerSpec = "n2".parse().expect("valid");
+        assert_eq!((bare.id.as_str(), bare.addrs), ("n2", None));
         for bad in [
-            "n1",
+            "n 1",
             "n1=127.0.0.1:7000",
             "n1=nope,127.0.0.1:1",
             "bad id=1.1.1.1:1,1.1.1.1:2",

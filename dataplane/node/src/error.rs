@@ -54,6 +54,30 @@ pub enum ApiError {
         message: String,
     },
     /// A failure inside the node; details are in the node's log.
+    /// The request conflicts with the cluster's state (409).
+    #[error("{message}")]
+    Conflict {
+        /// The error code.
+        code: &'static str,
+        /// What conflicts.
+        message: String,
+    },
+    /// Something named in the request does not exist (404).
+    #[error("{message}")]
+    NotFound {
+        /// The error code.
+        code: &'static str,
+        /// What is missing.
+        message: String,
+    },
+    /// The node cannot serve this now (503).
+    #[error("{message}")]
+    Unavailable {
+        /// The error code.
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -76,6 +100,9 @@ impl ApiError {
             ApiError::PreconditionFailed { .. } => "PreconditionFailed",
             ApiError::TooManySiblings { .. } => "TooManySiblings",
             ApiError::QuorumNotMet { .. } => "QuorumNotMet",
+            ApiError::Conflict { code, .. }
+            | ApiError::NotFound { code, .. }
+            | ApiError::Unavailable { code, .. } => code,
             ApiError::Internal(_) => "InternalError",
         }
     }
@@ -89,6 +116,9 @@ impl ApiError {
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::TooManySiblings { .. } => StatusCode::CONFLICT,
             ApiError::QuorumNotMet { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -101,6 +131,10 @@ impl ApiError {
             "TooManySiblings" => ApiError::TooManySiblings { message },
             "QuorumNotMet" => ApiError::QuorumNotMet { message },
             "ValueTooLarge" => ApiError::bad("ValueTooLarge", message),
+            "NotInCluster" => ApiError::Unavailable {
+                code: "NotInCluster",
+                message,
+            },
             _ => ApiError::Internal(message),
         }
     }

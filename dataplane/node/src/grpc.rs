@@ -37,7 +37,9 @@ impl From<ApiError> for Status {
             ApiError::PreconditionFailed { .. } | ApiError::TooManySiblings { .. } => {
                 Code::FailedPrecondition
             }
-            ApiError::QuorumNotMet { .. } => Code::Unavailable,
+            ApiError::QuorumNotMet { .. } | ApiError::Unavailable { .. } => Code::Unavailable,
+            ApiError::Conflict { .. } => Code::FailedPrecondition,
+            ApiError::NotFound { .. } => Code::NotFound,
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error while serving a gRPC request");
                 let mut s = Status::internal("internal error; see the node's log");

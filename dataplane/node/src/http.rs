@@ -26,6 +26,8 @@ use crate::catalog::{ConflictArg, TableConfig, TableEntry, validate_table_name};
 use crate::error::ApiError;
 use crate::grpc::PublicApi;
 use crate::node::{Node, PutRequest};
+use dyno_core::NodeId;
+use dyno_core::topology::{ChangeError, Topology};
 use dyno_proto::public::dyno_server::DynoServer;
 
 pub use crate::api::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
@@ -45,6 +47,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/admin/v1/tables/{table}/keys/{key}/replica", get(local_replica))
         .route("/admin/v1/hints", get(hints))
         .route("/admin/v1/cluster", get(cluster))
+        .route("/admin/v1/cluster/join", axum::routing::post(join))
+        .route("/admin/v1/cluster/decommission", axum::routing::post(decommission))
+        .route("/admin/v1/repair", get(repair_status).post(repair_start))
         .route("/admin/v1/health", get(health))
         .route("/metrics", get(metrics))
         .route_service(
@@ -276,7 +281,18 @@ async fn create_table(
         w: spec.w,
         conflict: spec.conflict,
     };
-    config.validate(node.members.len())?;
+    config.validate(node.cluster.topology().current.members().len())?;
+    if let Some(existing) = node.catalog.get(&table)
+        && existing.n != config.n
+    {
+        return Err(ApiError::Conflict {
+            code: "ImmutableSetting",
+            message: format!(
+                "table {table} has n = {}; a table's replication factor cannot change (create a new table)",
+                existing.n
+            ),
+        });
+    }
     let entry = TableEntry {
         name: table,
         config,
@@ -315,7 +331,8 @@ async fn preference_list(
     let (table, key) = table_and_key(path)?;
     let cfg = node.table(&table)?;
     let pos = key_position(&table, &key);
-    let pl = node.ring.preference_list_for(pos, cfg.n as usize);
+    let topology = node.cluster.topology();
+    let pl = topology.current.preference_list_for(pos, cfg.n as usize);
     let nodes: Vec<_> = pl
         .all()
         .iter()
@@ -368,21 +385,236 @@ async fn hints(State(node): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn cluster(State(node): State<AppState>) -> Json<serde_json::Value> {
-    let mut nodes = vec![
-        json!({ "id": node.me.as_str(), "status": "up", "self": true, "generation": node.generation }),
-    ];
-    for p in node.peers.iter() {
-        nodes.push(json!({ "id": p.id.as_str(), "http": format!("http://{}", p.http), "rpc": p.rpc.to_string(), "status": p.status(), "self": false }));
-    }
+    let topology = node.cluster.topology();
+    let view = node.cluster.view();
+    let mut ids: std::collections::BTreeSet<NodeId> = view.nodes().keys().cloned().collect();
+    ids.extend(topology.nodes());
+    let owned = |ring: &dyno_core::Ring, id: &NodeId| ring.partitions_owned_by(id).len();
+    let nodes: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let state = view.get(id);
+            let (liveness, phi) = node.cluster.liveness(id);
+            let in_current = topology.current.member(id).is_some();
+            let in_next = topology.next.as_ref().map(|n| n.member(id).is_some());
+            let status = match state.map(|s| s.status) {
+                Some(dyno_core::NodeStatus::Left) => "left",
+                _ if liveness == crate::cluster::Liveness::Suspect => "down",
+                _ if !in_current && in_next == Some(true) => "joining",
+                _ if in_current && in_next == Some(false) => "leaving",
+                _ if in_current => "up",
+                _ => "standby",
+            };
+            json!({
+                "id": id.as_str(),
+                "self": id == &node.me,
+                "status": status,
+                "liveness": liveness,
+                "phi": if phi.is_finite() { (phi * 100.0).round() / 100.0 } else { 1e9 },
+                "generation": state.map(|s| s.generation),
+                "heartbeat": state.map(|s| s.heartbeat),
+                "http": state.map(|s| s.addresses.http.clone()),
+                "rpc": state.map(|s| s.addresses.rpc.clone()),
+                "ring_version": state.map(|s| s.ring_version),
+                "keys": state.map(|s| s.load.keys),
+                "bytes": state.map(|s| s.load.bytes),
+                "partitions": owned(&topology.current, id),
+                "partitions_next": topology.next.as_ref().map(|n| owned(n, id)),
+                "handoff": state.map(|s| json!({
+                    "epoch": s.handoff.epoch,
+                    "partitions_done": s.handoff.done,
+                    "partitions_total": s.handoff.total,
+                    "bytes": s.handoff.bytes,
+                    "complete": topology.next.is_some() && s.handoff.complete_for(topology.epoch),
+                })),
+            })
+        })
+        .collect();
+    let change = topology.next.as_ref().map(|next| {
+        let n = crate::handoff::max_n(&node, next.members().len().max(topology.current.members().len()));
+        let m = dyno_core::planner::movement(&topology.current, next, n);
+        let total: u64 = topology
+            .nodes()
+            .iter()
+            .filter_map(|id| view.get(id))
+            .filter(|s| s.handoff.epoch == topology.epoch)
+            .map(|s| u64::from(s.handoff.total))
+            .sum();
+        let done: u64 = topology
+            .nodes()
+            .iter()
+            .filter_map(|id| view.get(id))
+            .filter(|s| s.handoff.epoch == topology.epoch)
+            .map(|s| u64::from(s.handoff.done))
+            .sum();
+        json!({
+            "partition_replicas_to_move": m.moved,
+            "partitions_reassigned": m.partitions_reassigned,
+            "partition_replicas_total": m.total,
+            "partitions_done": done,
+            "partitions_reported": total,
+            "bytes_received": topology.nodes().iter().filter_map(|id| view.get(id)).filter(|s| s.handoff.epoch == topology.epoch).map(|s| s.handoff.bytes).sum::<u64>(),
+        })
+    });
     Json(json!({
         "node": node.me.as_str(),
-        "ring": { "version": node.ring.version(), "partitions": node.ring.partition_count() },
+        "ring": {
+            "epoch": topology.epoch,
+            "version": topology.current.version(),
+            "partitions": topology.current.partition_count(),
+            "members": topology.current.members().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            "next_members": topology.next.as_ref().map(|n| n.members().iter().map(|m| m.id.as_str()).collect::<Vec<_>>()),
+        },
+        "change": change,
+        "handoff": node.handoff.report(),
         "nodes": nodes,
     }))
 }
 
+#[derive(Debug, Deserialize)]
+struct NodeRequest {
+    node: String,
+    #[serde(default)]
+    zone: Option<String>,
+}
+
+fn node_request(
+    body: Result<Json<NodeRequest>, JsonRejection>,
+) -> Result<(NodeId, Option<String>), ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::bad("InvalidRequest", e.body_text()))?;
+    let id = NodeId::new(&req.node).map_err(|e| ApiError::bad("InvalidNode", e.to_string()))?;
+    Ok((id, req.zone))
+}
+
+fn change_error(e: ChangeError) -> ApiError {
+    let code = match &e {
+        ChangeError::Busy { .. } => "RingChangeInProgress",
+        ChangeError::Plan(dyno_core::ring::RingError::DuplicateMember { .. }) => "AlreadyMember",
+        ChangeError::Plan(dyno_core::ring::RingError::UnknownMember { .. }) => "NotAMember",
+        ChangeError::Plan(_) => "InvalidRingChange",
+    };
+    ApiError::Conflict {
+        code,
+        message: e.to_string(),
+    }
+}
+
+async fn commit_change(node: &Node, next: Topology) -> Result<Response, ApiError> {
+    let epoch = next.epoch;
+    let to = next.next.clone();
+    let n = to.as_ref().map_or(3, |r| {
+        crate::handoff::max_n(node, r.members().len().max(next.current.members().len()))
+    });
+    let m = to
+        .as_ref()
+        .map(|r| dyno_core::planner::movement(&next.current, r, n));
+    node.cluster.offer_topology(next)?;
+    let body = json!({
+        "epoch": epoch,
+        "partition_replicas_to_move": m.map(|m| m.moved),
+        "partitions_reassigned": m.map(|m| m.partitions_reassigned),
+        "partition_replicas_total": m.map(|m| m.total),
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+async fn join(
+    State(node): State<AppState>,
+    body: Result<Json<NodeRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let (id, zone) = node_request(body)?;
+    let topology = node.cluster.topology();
+    if topology.epoch == 0 {
+        return Err(not_in_cluster());
+    }
+    match node.cluster.view().get(&id) {
+        None => {
+            return Err(ApiError::NotFound {
+                code: "UnknownNode",
+                message: format!(
+                    "no node named {id} has gossiped with this cluster; start it with --seed pointing at a member first"
+                ),
+            });
+        }
+        Some(s) if s.status == dyno_core::NodeStatus::Left => {
+            return Err(ApiError::Conflict {
+                code: "NodeLeft",
+                message: format!(
+                    "{id} was decommissioned; wipe its data directory and start it again to rejoin"
+                ),
+            });
+        }
+        Some(_) if !node.is_up(&id) => {
+            return Err(ApiError::Unavailable {
+                code: "NodeDown",
+                message: format!("{id} is not answering; it must be up to receive its partitions"),
+            });
+        }
+        Some(_) => {}
+    }
+    let next = topology
+        .begin_join(dyno_core::Member { id, zone })
+        .map_err(change_error)?;
+    commit_change(&node, next).await
+}
+
+async fn decommission(
+    State(node): State<AppState>,
+    body: Result<Json<NodeRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let (id, _) = node_request(body)?;
+    let topology = node.cluster.topology();
+    if topology.epoch == 0 {
+        return Err(not_in_cluster());
+    }
+    let remaining = topology.current.members().len().saturating_sub(1);
+    if let Some(t) = node
+        .catalog
+        .list()
+        .iter()
+        .find(|t| t.config.n as usize > remaining)
+    {
+        return Err(ApiError::Conflict {
+            code: "TooFewNodes",
+            message: format!(
+                "table {} has n = {}; decommissioning {id} would leave {remaining} nodes",
+                t.name, t.config.n
+            ),
+        });
+    }
+    let next = topology.begin_leave(&id).map_err(change_error)?;
+    commit_change(&node, next).await
+}
+
+fn not_in_cluster() -> ApiError {
+    ApiError::Unavailable {
+        code: "NotInCluster",
+        message: "this node has not joined a cluster yet; run `dyno cluster join` against a member"
+            .into(),
+    }
+}
+
+async fn repair_status(State(node): State<AppState>) -> Json<crate::aae::RepairStatus> {
+    Json(node.repair.status())
+}
+
+async fn repair_start(State(node): State<AppState>) -> Response {
+    let id = node.repair.request();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "pass": id, "status": node.repair.status() })),
+    )
+        .into_response()
+}
+
 async fn health(State(node): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok", "node": node.me.as_str(), "generation": node.generation }))
+    let t = node.cluster.topology();
+    Json(json!({
+        "status": "ok",
+        "node": node.me.as_str(),
+        "generation": node.cluster.local().generation,
+        "ring_epoch": t.epoch,
+    }))
 }
 
 async fn metrics(State(node): State<AppState>) -> impl IntoResponse {

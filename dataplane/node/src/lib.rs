@@ -9,23 +9,29 @@
 //! crate carries them out. It must never be a dependency of the core or of
 //! the storage crate.
 
+pub mod aae;
 pub mod api;
 pub mod background;
 pub mod catalog;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod gossip;
 pub mod grpc;
+pub mod handoff;
 pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod replica;
 pub mod rpc;
+pub mod trees;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use dyno_core::{Member, NodeId, Ring};
+use dyno_core::membership::Addresses;
+use dyno_core::topology::Topology;
+use dyno_core::{Member, NodeId, PhiConfig, Ring};
 use dyno_storage::{Durability, RocksConfig, RocksStore, Store};
 use thiserror::Error;
 
@@ -71,31 +77,96 @@ pub async fn run(
         config::DurabilityArg::Periodic => Durability::default(),
     };
     let store: Arc<dyn Store> = Arc::new(RocksStore::open(&rocks)?);
+    let catalog = Arc::new(catalog::Catalog::load(Arc::clone(&store))?);
+
+    // The first ring: the --member list (every node must build the same
+    // ring, so the members are sorted by name); with only seeds, an
+    // epoch-0 placeholder that any real cluster's topology supersedes (the
+    // node serves nothing until joined); with neither, a one-node cluster.
+    let initial = if !config.members.is_empty() {
+        let mut members: Vec<NodeId> = config.members.iter().map(|m| m.id.clone()).collect();
+        members.sort();
+        Topology::new(Ring::new(
+            config.partition_bits,
+            dyno_core::ring::DEFAULT_SPACING,
+            members.into_iter().map(Member::new).collect(),
+        )?)
+    } else {
+        let mut t = Topology::new(Ring::new(
+            config.partition_bits,
+            dyno_core::ring::DEFAULT_SPACING,
+            vec![Member::new(me.clone())],
+        )?);
+        if !config.seeds.is_empty() {
+            t.epoch = 0;
+        }
+        t
+    };
+    let pinned = config
+        .members
+        .iter()
+        .filter_map(|m| {
+            m.addrs.map(|(http, rpc)| {
+                (
+                    m.id.clone(),
+                    Addresses {
+                        http: format!("http://{http}"),
+                        rpc: format!("http://{rpc}"),
+                    },
+                )
+            })
+        })
+        .collect();
+    let generation = replica::next_generation(store.as_ref())?;
+    let advertise = Addresses {
+        http: format!(
+            "http://{}",
+            config.advertise_http_addr.unwrap_or(config.http_addr)
+        ),
+        rpc: format!(
+            "http://{}",
+            config.advertise_rpc_addr.unwrap_or(config.rpc_addr)
+        ),
+    };
+    let cluster = cluster::Cluster::new(
+        me.clone(),
+        cluster::LocalState {
+            generation,
+            addresses: advertise,
+            left: false,
+            load: Default::default(),
+            handoff: Default::default(),
+        },
+        pinned,
+        initial,
+        PhiConfig {
+            threshold: config.phi_threshold,
+            ..PhiConfig::default()
+        },
+        config.replica_timeout(),
+        Arc::clone(&store),
+    )?;
+    let partition_bits = cluster.topology().current.partition_bits();
+    let trees = Arc::new(trees::Trees::new(partition_bits, Arc::clone(&catalog)));
     let replica = Arc::new(replica::Replica::open(
         Arc::clone(&store),
         config.hint_max_bytes_per_target,
+        trees,
     )?);
-    let generation = replica.bump_generation()?;
-    let catalog = Arc::new(catalog::Catalog::load(Arc::clone(&store))?);
-
-    // Every node must build the same ring: sort the members by name.
-    let mut members: Vec<NodeId> = config.members.iter().map(|m| m.id.clone()).collect();
-    members.sort();
-    let ring = Ring::new(
-        config.partition_bits,
-        dyno_core::ring::DEFAULT_SPACING,
-        members.iter().cloned().map(Member::new).collect(),
-    )?;
     let node = Arc::new(node::Node {
         me: me.clone(),
-        generation,
-        ring,
-        peers: cluster::Peers::new(&me, &config.members, config.replica_timeout()),
+        cluster,
         replica,
         catalog,
         metrics: metrics::Metrics::new(),
         timeout: config.replica_timeout(),
-        members,
+        repair: aae::Repair::new(aae::AaeConfig {
+            interval_secs: config.aae_interval_secs,
+            partitions_per_sec: config.aae_partitions_per_sec,
+            keys_per_sec: config.aae_keys_per_sec,
+            tombstone_grace_secs: config.tombstone_grace_secs,
+        }),
+        handoff: handoff::Handoff::default(),
     });
 
     let http = tokio::net::TcpListener::bind(config.http_addr)
@@ -122,6 +193,17 @@ pub async fn run(
         stop_rx.clone(),
     ));
     tokio::spawn(background::sync_catalog(Arc::clone(&node), stop_rx.clone()));
+    tokio::spawn(gossip::run(
+        Arc::clone(&node),
+        gossip::GossipConfig {
+            interval: std::time::Duration::from_millis(config.gossip_interval_ms),
+            fanout: config.gossip_fanout as usize,
+            seeds: config.seeds.clone(),
+        },
+        stop_rx.clone(),
+    ));
+    tokio::spawn(aae::run(Arc::clone(&node), stop_rx.clone()));
+    tokio::spawn(handoff::run(Arc::clone(&node), stop_rx.clone()));
 
     let rpc_service = dyno_proto::internal::replica_server::ReplicaServer::new(
         rpc::RpcService::new(Arc::clone(&node)),
@@ -141,7 +223,7 @@ pub async fn run(
             }),
     );
 
-    tracing::info!(node = %me, generation, http = %config.http_addr, rpc = %config.rpc_addr, "dyno node started");
+    tracing::info!(node = %me, generation, epoch = node.cluster.topology().epoch, http = %config.http_addr, rpc = %config.rpc_addr, "dyno node started");
     let mut http_stop = stop_rx.clone();
     tokio::spawn(async move {
         shutdown.await;

@@ -60,6 +60,20 @@ pub struct Metrics {
     pub hints_dropped: Family<TargetLabels, Counter>,
     /// Read repairs sent.
     pub read_repairs: Counter,
+    /// Anti-entropy: keys compared with a peer.
+    pub aae_keys_compared: Counter,
+    /// Anti-entropy: keys that differed and were repaired (either side).
+    pub aae_keys_repaired: Counter,
+    /// Anti-entropy: object bytes sent to peers.
+    pub aae_bytes_sent: Counter,
+    /// Anti-entropy: object bytes received from peers.
+    pub aae_bytes_received: Counter,
+    /// Tombstones removed by garbage collection.
+    pub tombstones_dropped: Counter,
+    /// Handoff: bytes received while streaming partitions.
+    pub handoff_bytes_received: Counter,
+    /// Handoff: items dropped after their partition moved away.
+    pub handoff_items_dropped: Counter,
 }
 
 impl Metrics {
@@ -110,7 +124,47 @@ impl Metrics {
             "Stale replicas repaired after a read",
             read_repairs.clone(),
         );
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let aae_keys_compared = counter(
+            "aae_keys_compared",
+            "Keys compared with a peer by anti-entropy",
+        );
+        let aae_keys_repaired = counter(
+            "aae_keys_repaired",
+            "Keys that differed and were repaired by anti-entropy",
+        );
+        let aae_bytes_sent = counter(
+            "aae_bytes_sent",
+            "Object bytes sent to peers by anti-entropy",
+        );
+        let aae_bytes_received = counter(
+            "aae_bytes_received",
+            "Object bytes received from peers by anti-entropy",
+        );
+        let tombstones_dropped = counter(
+            "tombstones_dropped",
+            "Tombstones removed once every replica held them past the grace period",
+        );
+        let handoff_bytes_received = counter(
+            "handoff_bytes_received",
+            "Bytes received while streaming partitions in a ring change",
+        );
+        let handoff_items_dropped = counter(
+            "handoff_items_dropped",
+            "Items dropped after their partition moved to other nodes",
+        );
         Metrics {
+            aae_keys_compared,
+            aae_keys_repaired,
+            aae_bytes_sent,
+            aae_bytes_received,
+            tombstones_dropped,
+            handoff_bytes_received,
+            handoff_items_dropped,
             registry,
             requests,
             rpc_errors,

@@ -20,12 +20,12 @@ use dyno_core::coordinator::{
     check_condition, choose_coordinator, read_targets,
 };
 use dyno_core::hash::key_position;
-use dyno_core::{ConflictMode, NodeId, Object, QuorumOutcome, Ring, VersionVector};
+use dyno_core::{ConflictMode, NodeId, Object, QuorumOutcome, VersionVector};
 use dyno_proto::internal as pb;
 use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, TableConfig};
-use crate::cluster::{Peers, classify};
+use crate::cluster::{Cluster, classify};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, RpcLabels};
 use crate::replica::{Replica, ReplicaError};
@@ -35,12 +35,8 @@ use crate::replica::{Replica, ReplicaError};
 pub struct Node {
     /// This node's name.
     pub me: NodeId,
-    /// Incremented on every start.
-    pub generation: u64,
-    /// The ring (static until join/leave arrive).
-    pub ring: Ring,
-    /// The other members.
-    pub peers: Peers,
+    /// Membership, liveness and topology.
+    pub cluster: Cluster,
     /// Local data.
     pub replica: Arc<Replica>,
     /// The tables.
@@ -49,8 +45,10 @@ pub struct Node {
     pub metrics: Metrics,
     /// Per-replica timeout.
     pub timeout: Duration,
-    /// Every member, this node included.
-    pub members: Vec<NodeId>,
+    /// Anti-entropy state.
+    pub repair: crate::aae::Repair,
+    /// Handoff state.
+    pub handoff: crate::handoff::Handoff,
 }
 
 /// A write as a client asked for it.
@@ -141,15 +139,33 @@ impl Node {
             })
     }
 
+    /// The topology, unless this node has not joined a cluster yet.
+    fn serving_topology(&self) -> Result<Arc<dyno_core::topology::Topology>, ApiError> {
+        let t = self.cluster.topology();
+        if t.epoch == 0 {
+            return Err(ApiError::Unavailable {
+                code: "NotInCluster",
+                message: "this node has not joined a cluster yet; send requests to a member".into(),
+            });
+        }
+        Ok(t)
+    }
+
     /// True when `id` is this node or a peer believed up.
     pub fn is_up(&self, id: &NodeId) -> bool {
-        id == &self.me || self.peers.get(id).is_some_and(|p| p.is_up())
+        self.cluster.is_up(id)
+    }
+
+    /// Refreshes the load figures gossiped for this node.
+    pub fn refresh_load(&self) {
+        let (keys, bytes) = self.replica.trees.load();
+        self.cluster.update_local(|l| {
+            l.load = dyno_core::membership::Load { keys, bytes };
+        });
     }
 
     fn note_failure(&self, peer: &NodeId, why: ReplicaFailure) {
-        if let Some(p) = self.peers.get(peer) {
-            p.mark_failure(why);
-        }
+        self.cluster.note_rpc(peer, Err(why));
         let kind = match why {
             ReplicaFailure::Unreachable => "unreachable",
             ReplicaFailure::Timeout => "timeout",
@@ -165,9 +181,7 @@ impl Node {
     }
 
     fn note_success(&self, peer: &NodeId) {
-        if let Some(p) = self.peers.get(peer) {
-            p.mark_up();
-        }
+        self.cluster.note_rpc(peer, Ok(()));
     }
 
     /// Sends a state to a replica (or a hint to a stand-in).
@@ -180,8 +194,8 @@ impl Node {
         mode: ConflictMode,
         hint_for: Option<&NodeId>,
     ) -> Result<(), ReplicaFailure> {
-        let Some(peer) = self.peers.get(to) else {
-            return Err(ReplicaFailure::Failed);
+        let Some(peer) = self.cluster.peer(to) else {
+            return Err(ReplicaFailure::Unreachable);
         };
         let req = pb::ReplicaPutRequest {
             table: table.to_owned(),
@@ -198,7 +212,8 @@ impl Node {
         )
     }
 
-    fn settle<T>(
+    /// Records an RPC outcome against a peer.
+    pub fn settle<T>(
         &self,
         peer: &NodeId,
         res: Result<T, ReplicaFailure>,
@@ -218,19 +233,14 @@ impl Node {
         mode: ConflictMode,
     ) -> Result<Option<Object>, ReplicaFailure> {
         if from == &self.me {
-            let (r, t, k, m) = (
-                Arc::clone(&self.replica),
-                table.to_owned(),
-                key.to_vec(),
-                self.members.clone(),
-            );
-            return tokio::task::spawn_blocking(move || r.get_with_hints(&t, &k, mode, &m))
+            let (r, t, k) = (Arc::clone(&self.replica), table.to_owned(), key.to_vec());
+            return tokio::task::spawn_blocking(move || r.get_with_hints(&t, &k, mode))
                 .await
                 .map_err(|_| ReplicaFailure::Failed)?
                 .map_err(|_| ReplicaFailure::Failed);
         }
-        let Some(peer) = self.peers.get(from) else {
-            return Err(ReplicaFailure::Failed);
+        let Some(peer) = self.cluster.peer(from) else {
+            return Err(ReplicaFailure::Unreachable);
         };
         let req = pb::ReplicaGetRequest {
             table: table.to_owned(),
@@ -260,8 +270,9 @@ impl Node {
     ) -> Result<Option<Object>, ApiError> {
         let cfg = self.table(table)?;
         let mode = cfg.mode();
-        let pl = self
-            .ring
+        let topology = self.serving_topology()?;
+        let pl = topology
+            .current
             .preference_list_for(key_position(table, key), cfg.n as usize);
         let mut targets = read_targets(&pl, r, |n| self.is_up(n));
         if targets.len() < r {
@@ -351,8 +362,9 @@ impl Node {
     /// Writes (or deletes) a key, forwarding to a primary when needed.
     pub async fn put(self: &Arc<Self>, req: PutRequest) -> Result<PutResult, ApiError> {
         let cfg = self.table(&req.table)?;
-        let pl = self
-            .ring
+        let topology = self.serving_topology()?;
+        let pl = topology
+            .current
             .preference_list_for(key_position(&req.table, &req.key), cfg.n as usize);
         let mut tried: Vec<NodeId> = Vec::new();
         loop {
@@ -374,8 +386,8 @@ impl Node {
         to: &NodeId,
         req: &PutRequest,
     ) -> Result<Result<PutResult, ApiError>, ReplicaFailure> {
-        let Some(peer) = self.peers.get(to) else {
-            return Err(ReplicaFailure::Failed);
+        let Some(peer) = self.cluster.peer(to) else {
+            return Err(ReplicaFailure::Unreachable);
         };
         let (if_match, if_none_match) = match &req.condition {
             Some(Condition::IfMatch(ctx)) => (Some(encode_context(ctx)), false),
@@ -424,9 +436,15 @@ impl Node {
                 }
             })?;
         }
-        let pl = self
-            .ring
-            .preference_list_for(key_position(&req.table, &req.key), cfg.n as usize);
+        let topology = self.cluster.topology();
+        let position = key_position(&req.table, &req.key);
+        let pl = topology
+            .current
+            .preference_list_for(position, cfg.n as usize);
+        // During a ring change, the replicas the next ring adds get every
+        // write too (not counted towards W), so that nothing written while
+        // a partition streams is missing when the change commits.
+        let pending = topology.pending_targets(pl.partition, cfg.n as usize);
         let (mut machine, effects) =
             WriteCoordinator::start(&self.me, &pl, req.w, |n| self.is_up(n));
 
@@ -442,26 +460,27 @@ impl Node {
                 "coordinator is not among the write targets (as fallback: {as_fallback})"
             )));
         };
-        let (replica, table, key, members) = (
+        let (replica, table, key) = (
             Arc::clone(&self.replica),
             req.table.clone(),
             req.key.clone(),
-            self.members.clone(),
         );
         let (context, value, hf) = (
             req.context.clone(),
             req.value.clone(),
             local_hint_for.clone(),
         );
-        let (object, warning) = blocking(move || {
-            replica.coordinate(&table, &key, &context, value, mode, hf.as_ref(), &members)
-        })
-        .await??;
+        let (object, warning) =
+            blocking(move || replica.coordinate(&table, &key, &context, value, mode, hf.as_ref()))
+                .await??;
         if let Some(count) = warning {
             tracing::warn!(table = %req.table, siblings = count, "key has many siblings; clients should resolve them");
         }
         machine.on_ack(&self.me);
 
+        for target in pending {
+            self.send_pending(target, &req.table, &req.key, &object, mode);
+        }
         let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
         let mut pending = effects;
         loop {
@@ -508,6 +527,43 @@ impl Node {
             }
         });
         result
+    }
+
+    /// Sends a write to a replica that a ring change adds; on failure the
+    /// write is kept as a hint for it.
+    fn send_pending(
+        self: &Arc<Self>,
+        to: NodeId,
+        table: &str,
+        key: &[u8],
+        object: &Object,
+        mode: ConflictMode,
+    ) {
+        let (node, table, key, object) = (
+            Arc::clone(self),
+            table.to_owned(),
+            key.to_vec(),
+            object.clone(),
+        );
+        tokio::spawn(async move {
+            let r = Arc::clone(&node.replica);
+            if to == node.me {
+                let _ =
+                    tokio::task::spawn_blocking(move || r.merge_item(&table, &key, &object, mode))
+                        .await;
+                return;
+            }
+            if node
+                .send_replica_put(&to, &table, &key, &object, mode, None)
+                .await
+                .is_err()
+            {
+                let _ = tokio::task::spawn_blocking(move || {
+                    r.store_hint(&to, &table, &key, &object, mode)
+                })
+                .await;
+            }
+        });
     }
 
     fn carry_out(

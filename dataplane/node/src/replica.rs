@@ -26,6 +26,8 @@ use dyno_core::{
 use dyno_storage::{Keyspace, Store, StoreError, WriteBatch};
 use thiserror::Error;
 
+use crate::trees::Trees;
+
 const STRIPES: usize = 256;
 
 /// Why a local replica operation failed.
@@ -72,6 +74,18 @@ pub struct Hint {
     pub object: Object,
 }
 
+/// An item key and its stored object bytes.
+pub type RawItem = (Vec<u8>, Vec<u8>);
+
+/// A page of raw items.
+#[derive(Debug, Default)]
+pub struct ScanPage {
+    /// `(item key, stored object)` pairs.
+    pub items: Vec<RawItem>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<Vec<u8>>,
+}
+
 /// The hint backlog for one node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Backlog {
@@ -90,6 +104,8 @@ pub struct Replica {
     clock: Mutex<HlcClock>,
     backlog: Mutex<BTreeMap<NodeId, Backlog>>,
     hint_cap: u64,
+    /// The Merkle trees and load figures of the items keyspace.
+    pub trees: Arc<Trees>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -172,10 +188,27 @@ fn read_meta_u64(store: &dyn Store, key: &[u8]) -> Result<Option<u64>, StoreErro
         .map(u64::from_le_bytes))
 }
 
+/// The next generation number for this node: above the last one, and at
+/// least the wall clock in seconds, so that a node whose data directory was
+/// wiped still starts a newer generation than its peers remember (Cassandra
+/// does the same).
+pub fn next_generation(store: &dyn Store) -> Result<u64, StoreError> {
+    let g = read_meta_u64(store, b"generation")?
+        .map_or(1, |g| g + 1)
+        .max(wall_ms() / 1000);
+    store.put(Keyspace::Meta, b"generation", &g.to_le_bytes())?;
+    Ok(g)
+}
+
 impl Replica {
     /// Opens the replica layer; loads or creates this data directory's
     /// actor id, and counts the hint backlog.
-    pub fn open(store: Arc<dyn Store>, hint_cap: u64) -> Result<Replica, ReplicaError> {
+    pub fn open(
+        store: Arc<dyn Store>,
+        hint_cap: u64,
+        trees: Arc<Trees>,
+    ) -> Result<Replica, ReplicaError> {
+        trees.rebuild(store.as_ref())?;
         let actor = match read_meta_u64(store.as_ref(), b"actor")? {
             Some(a) => ActorId(a),
             None => {
@@ -208,20 +241,18 @@ impl Replica {
             clock: Mutex::new(HlcClock::default()),
             backlog: Mutex::new(backlog),
             hint_cap,
+            trees,
         })
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
     /// This storage incarnation's actor id.
     pub fn actor(&self) -> ActorId {
         self.actor
-    }
-
-    /// The next generation number for this node (incremented per start).
-    pub fn bump_generation(&self) -> Result<u64, StoreError> {
-        let g = read_meta_u64(self.store.as_ref(), b"generation")?.map_or(1, |g| g + 1);
-        self.store
-            .put(Keyspace::Meta, b"generation", &g.to_le_bytes())?;
-        Ok(g)
     }
 
     /// A fresh hybrid timestamp.
@@ -252,17 +283,21 @@ impl Replica {
     }
 
     /// This node's knowledge of a key: its replica merged with any hints it
-    /// holds for it (`members` are the possible hint targets).
+    /// holds for it (looked up only for nodes it holds hints for).
     pub fn get_with_hints(
         &self,
         table: &str,
         key: &[u8],
         mode: ConflictMode,
-        members: &[NodeId],
     ) -> Result<Option<Object>, ReplicaError> {
         let item_key = encode_item_key(table, key);
         let mut state = self.read_item(&item_key)?;
-        for m in members {
+        let targets: Vec<NodeId> = lock(&self.backlog)
+            .iter()
+            .filter(|(_, b)| b.hints > 0)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for m in &targets {
             if let Some(raw) = self.store.get(Keyspace::Hints, &hint_key(m, &item_key))? {
                 let (_, _, h) = decode_hint(&raw)?;
                 state = Some(match state {
@@ -281,29 +316,138 @@ impl Replica {
         key: &[u8],
         incoming: &Object,
         mode: ConflictMode,
-    ) -> Result<(), ReplicaError> {
-        let item_key = encode_item_key(table, key);
-        let _g = self.stripe(&item_key);
-        let merged = match self.read_item(&item_key)? {
-            Some(old) => {
-                let m = old.merged(incoming, mode);
-                if m == old {
-                    return Ok(());
+    ) -> Result<bool, ReplicaError> {
+        self.merge_raw(&encode_item_key(table, key), incoming, mode)
+    }
+
+    /// Merges a state into the replica of an item key; true if it changed.
+    pub fn merge_raw(
+        &self,
+        item_key: &[u8],
+        incoming: &Object,
+        mode: ConflictMode,
+    ) -> Result<bool, ReplicaError> {
+        let _g = self.stripe(item_key);
+        let old = self.read_item_sized(item_key)?;
+        let merged = match &old {
+            Some((o, _)) => {
+                let m = o.merged(incoming, mode);
+                if &m == o {
+                    return Ok(false);
                 }
                 m
             }
             None => incoming.clone(),
         };
-        self.store
-            .put(Keyspace::Items, &item_key, &encode_object(&merged))?;
+        self.write_item_locked(item_key, old.as_ref(), &merged)?;
+        Ok(true)
+    }
+
+    fn read_item_sized(&self, item_key: &[u8]) -> Result<Option<(Object, usize)>, ReplicaError> {
+        match self.store.get(Keyspace::Items, item_key)? {
+            Some(raw) => decode_object(&raw)
+                .map(|o| Some((o, item_key.len() + raw.len())))
+                .map_err(|e| ReplicaError::Corrupt {
+                    what: "item",
+                    detail: e.to_string(),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores an item (the stripe lock is held) and updates its tree.
+    fn write_item_locked(
+        &self,
+        item_key: &[u8],
+        old: Option<&(Object, usize)>,
+        new: &Object,
+    ) -> Result<(), ReplicaError> {
+        let raw = encode_object(new);
+        self.store.put(Keyspace::Items, item_key, &raw)?;
+        self.trees.update(
+            item_key,
+            old.map(|(o, s)| (o, *s)),
+            Some((new, item_key.len() + raw.len())),
+        );
         Ok(())
+    }
+
+    /// Deletes an item if its digest is still `digest` (`None`: always).
+    /// Returns true when deleted.
+    pub fn remove_item(&self, item_key: &[u8], digest: Option<u64>) -> Result<bool, ReplicaError> {
+        let _g = self.stripe(item_key);
+        let Some((old, size)) = self.read_item_sized(item_key)? else {
+            return Ok(false);
+        };
+        if digest.is_some_and(|d| d != old.digest()) {
+            return Ok(false);
+        }
+        let mut b = WriteBatch::new();
+        b.delete(Keyspace::Items, item_key.to_vec());
+        self.store.write(b)?;
+        self.trees.update(item_key, Some((&old, size)), None);
+        Ok(true)
+    }
+
+    /// Items with positions in `first..=last`, from `start` (an item key)
+    /// on: at most `max_items`, or about `max_bytes`. Returns the raw pairs
+    /// and the key to continue from, if there is more.
+    pub fn scan_positions(
+        &self,
+        first: u64,
+        last: u64,
+        start: Option<&[u8]>,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<ScanPage, ReplicaError> {
+        let (lo, hi) = dyno_core::keys::position_range(first, last);
+        let from = match start {
+            Some(s) if s > lo.as_slice() => s.to_vec(),
+            _ => lo,
+        };
+        let page = self
+            .store
+            .scan(Keyspace::Items, &from, hi.as_deref(), max_items.max(1) + 1)?;
+        let mut items = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = None;
+        for (k, v) in page {
+            if items.len() >= max_items.max(1) || (bytes >= max_bytes && !items.is_empty()) {
+                next = Some(k);
+                break;
+            }
+            bytes += k.len() + v.len();
+            items.push((k, v));
+        }
+        Ok(ScanPage { items, next })
+    }
+
+    /// The digest of each named item that this node holds.
+    pub fn digests_of(&self, item_keys: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, u64)>, ReplicaError> {
+        let mut out = Vec::new();
+        for k in item_keys {
+            if let Some(o) = self.read_item(k)? {
+                out.push((k.clone(), o.digest()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored bytes of each named item that this node holds.
+    pub fn fetch_raw(&self, item_keys: &[Vec<u8>]) -> Result<Vec<RawItem>, ReplicaError> {
+        let mut out = Vec::new();
+        for k in item_keys {
+            if let Some(raw) = self.store.get(Keyspace::Items, k)? {
+                out.push((k.clone(), raw));
+            }
+        }
+        Ok(out)
     }
 
     /// Applies a client write as its coordinator and stores the result: in
     /// the replica when this node is a primary (`hint_for` is `None`), or as
     /// a hint for `hint_for` when it stands in for that node. A stand-in
     /// writes under a fresh actor id (see `dyno_core::coordinator`).
-    #[allow(clippy::too_many_arguments)]
     pub fn coordinate(
         &self,
         table: &str,
@@ -312,15 +456,20 @@ impl Replica {
         value: Option<Bytes>,
         mode: ConflictMode,
         hint_for: Option<&NodeId>,
-        members: &[NodeId],
     ) -> Result<(Object, Option<usize>), ReplicaError> {
         let item_key = encode_item_key(table, key);
         let _g = self.stripe(&item_key);
+        let mut old = None;
         let (mut obj, actor) = match hint_for {
-            None => (self.read_item(&item_key)?.unwrap_or_default(), self.actor),
+            None => {
+                old = self.read_item_sized(&item_key)?;
+                (
+                    old.as_ref().map(|(o, _)| o.clone()).unwrap_or_default(),
+                    self.actor,
+                )
+            }
             Some(_) => (
-                self.get_with_hints(table, key, mode, members)?
-                    .unwrap_or_default(),
+                self.get_with_hints(table, key, mode)?.unwrap_or_default(),
                 ActorId(random_u64()),
             ),
         };
@@ -332,9 +481,7 @@ impl Replica {
         };
         let outcome = obj.update(write, mode, SiblingLimits::default())?;
         match hint_for {
-            None => self
-                .store
-                .put(Keyspace::Items, &item_key, &encode_object(&obj))?,
+            None => self.write_item_locked(&item_key, old.as_ref(), &obj)?,
             Some(target) => self.put_hint_locked(target, &item_key, &obj, mode)?,
         }
         Ok((obj, outcome.sibling_warning))

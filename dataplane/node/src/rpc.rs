@@ -81,7 +81,9 @@ impl ReplicaRpc for RpcService {
         let replica = Arc::clone(&self.node.replica);
         tokio::task::spawn_blocking(move || match hint_for {
             Some(target) => replica.store_hint(&target, &req.table, &req.key, &object, mode),
-            None => replica.merge_item(&req.table, &req.key, &object, mode),
+            None => replica
+                .merge_item(&req.table, &req.key, &object, mode)
+                .map(|_| ()),
         })
         .await
         .map_err(internal)?
@@ -95,13 +97,12 @@ impl ReplicaRpc for RpcService {
     ) -> Result<Response<pb::ReplicaGetResponse>, Status> {
         let req = request.into_inner();
         let mode = mode_from_pb(req.conflict);
-        let (replica, members) = (Arc::clone(&self.node.replica), self.node.members.clone());
-        let state = tokio::task::spawn_blocking(move || {
-            replica.get_with_hints(&req.table, &req.key, mode, &members)
-        })
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+        let replica = Arc::clone(&self.node.replica);
+        let state =
+            tokio::task::spawn_blocking(move || replica.get_with_hints(&req.table, &req.key, mode))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
         Ok(Response::new(pb::ReplicaGetResponse {
             object: state.as_ref().map(encode_object),
         }))
@@ -153,7 +154,186 @@ impl ReplicaRpc for RpcService {
     ) -> Result<Response<pb::PingResponse>, Status> {
         Ok(Response::new(pb::PingResponse {
             node_id: self.node.me.to_string(),
-            generation: self.node.generation,
+            generation: self.node.cluster.local().generation,
         }))
     }
+
+    async fn gossip(
+        &self,
+        request: Request<pb::GossipMessage>,
+    ) -> Result<Response<pb::GossipMessage>, Status> {
+        let msg = request.into_inner();
+        let cluster = &self.node.cluster;
+        crate::gossip::absorb(cluster, &msg);
+        Ok(Response::new(crate::gossip::message(cluster)))
+    }
+
+    async fn merkle_roots(
+        &self,
+        request: Request<pb::MerkleRootsRequest>,
+    ) -> Result<Response<pb::MerkleRootsResponse>, Status> {
+        let req = request.into_inner();
+        let trees = &self.node.replica.trees;
+        let roots = req
+            .partitions
+            .iter()
+            .map(|&p| trees.root((req.n, p)))
+            .collect();
+        Ok(Response::new(pb::MerkleRootsResponse { roots }))
+    }
+
+    async fn merkle_children(
+        &self,
+        request: Request<pb::MerkleChildrenRequest>,
+    ) -> Result<Response<pb::MerkleChildrenResponse>, Status> {
+        let req = request.into_inner();
+        let trees = &self.node.replica.trees;
+        if req.level >= u32::from(trees.shape().depth) || req.indices.len() > 1 << 16 {
+            return Err(Status::invalid_argument("level or indices out of range"));
+        }
+        let mut hashes = Vec::new();
+        for &i in &req.indices {
+            hashes.extend(trees.children((req.n, req.partition), req.level as usize, i as usize));
+        }
+        Ok(Response::new(pb::MerkleChildrenResponse { hashes }))
+    }
+
+    async fn key_digests(
+        &self,
+        request: Request<pb::KeyDigestsRequest>,
+    ) -> Result<Response<pb::KeyDigestsResponse>, Status> {
+        let req = request.into_inner();
+        let node = Arc::clone(&self.node);
+        let entries = tokio::task::spawn_blocking(move || {
+            if req.item_keys.is_empty() {
+                let leaves: Vec<(u32, u32)> =
+                    req.leaves.iter().map(|l| (l.first, l.last)).collect();
+                crate::aae::digests_in_leaves(&node, req.n, req.partition, &leaves)
+            } else {
+                node.replica
+                    .digests_of(&req.item_keys)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await
+        .map_err(internal)?
+        .map_err(Status::internal)?;
+        Ok(Response::new(pb::KeyDigestsResponse {
+            entries: entries
+                .into_iter()
+                .map(|(item_key, digest)| pb::KeyDigest { item_key, digest })
+                .collect(),
+        }))
+    }
+
+    async fn fetch_items(
+        &self,
+        request: Request<pb::FetchItemsRequest>,
+    ) -> Result<Response<pb::ItemBatch>, Status> {
+        let req = request.into_inner();
+        let node = Arc::clone(&self.node);
+        let items = tokio::task::spawn_blocking(move || {
+            node.replica.fetch_raw(&req.item_keys).map(|found| {
+                found
+                    .into_iter()
+                    .map(|(item_key, object)| {
+                        let mode = crate::aae::item_mode(&node, &item_key).unwrap_or_default();
+                        pb::Item {
+                            item_key,
+                            object,
+                            conflict: mode_to_pb(mode),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        Ok(Response::new(pb::ItemBatch {
+            items,
+            next_key: None,
+        }))
+    }
+
+    async fn push_items(
+        &self,
+        request: Request<pb::ItemBatch>,
+    ) -> Result<Response<pb::PushItemsResponse>, Status> {
+        let req = request.into_inner();
+        let node = Arc::clone(&self.node);
+        let changed = tokio::task::spawn_blocking(move || -> Result<u32, Status> {
+            let mut changed = 0;
+            for item in &req.items {
+                dyno_core::keys::decode_item_key(&item.item_key)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let obj = decode_object(&item.object)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let mode = crate::aae::item_mode(&node, &item.item_key)
+                    .unwrap_or_else(|| mode_from_pb(item.conflict));
+                if node
+                    .replica
+                    .merge_raw(&item.item_key, &obj, mode)
+                    .map_err(internal)?
+                {
+                    changed += 1;
+                }
+            }
+            Ok(changed)
+        })
+        .await
+        .map_err(internal)??;
+        Ok(Response::new(pb::PushItemsResponse { changed }))
+    }
+
+    async fn drop_tombstones(
+        &self,
+        request: Request<pb::DropTombstonesRequest>,
+    ) -> Result<Response<pb::DropTombstonesResponse>, Status> {
+        let req = request.into_inner();
+        let node = Arc::clone(&self.node);
+        let dropped = tokio::task::spawn_blocking(move || -> Result<u32, Status> {
+            let mut dropped = 0;
+            for e in &req.entries {
+                // Only a tombstone is ever removed this way, and only at the
+                // version the collector saw everywhere.
+                let is_tombstone = node
+                    .replica
+                    .fetch_raw(std::slice::from_ref(&e.item_key))
+                    .map_err(internal)?
+                    .first()
+                    .and_then(|(_, raw)| decode_object(raw).ok())
+                    .is_some_and(|o| o.is_tombstone());
+                if is_tombstone
+                    && node
+                        .replica
+                        .remove_item(&e.item_key, Some(e.digest))
+                        .map_err(internal)?
+                {
+                    dropped += 1;
+                }
+            }
+            Ok(dropped)
+        })
+        .await
+        .map_err(internal)??;
+        node_metrics_dropped(&self.node, dropped);
+        Ok(Response::new(pb::DropTombstonesResponse { dropped }))
+    }
+
+    async fn stream_partition(
+        &self,
+        request: Request<pb::StreamPartitionRequest>,
+    ) -> Result<Response<pb::ItemBatch>, Status> {
+        let req = request.into_inner();
+        let node = Arc::clone(&self.node);
+        let batch = tokio::task::spawn_blocking(move || crate::handoff::stream_page(&node, &req))
+            .await
+            .map_err(internal)??;
+        Ok(Response::new(batch))
+    }
+}
+
+fn node_metrics_dropped(node: &Node, dropped: u32) {
+    node.metrics.tombstones_dropped.inc_by(u64::from(dropped));
 }

@@ -1,0 +1,194 @@
+//! Gossip: every interval, this node bumps its heartbeat and exchanges its
+//! membership view and topology with up to `fanout` random peers (push-pull:
+//! both sides merge what the other sent). Until it knows any peer, it
+//! gossips with its seeds, which is how a new node finds the cluster.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dyno_core::membership::{Addresses, Load};
+use dyno_core::topology::{HandoffProgress, Topology};
+use dyno_core::{Membership, NodeId, NodeState, NodeStatus};
+use dyno_proto::internal as pb;
+use tokio::sync::watch;
+
+use crate::cluster::{Cluster, rpc_client, rpc_url};
+use crate::node::Node;
+
+/// Gossip settings.
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    /// Time between rounds.
+    pub interval: Duration,
+    /// Peers per round, at most.
+    pub fanout: usize,
+    /// RPC addresses to contact while no peer is known.
+    pub seeds: Vec<SocketAddr>,
+}
+
+fn status_to_pb(s: NodeStatus) -> i32 {
+    (match s {
+        NodeStatus::Joining => pb::NodeStatus::Joining,
+        NodeStatus::Up => pb::NodeStatus::Up,
+        NodeStatus::Leaving => pb::NodeStatus::Leaving,
+        NodeStatus::Left => pb::NodeStatus::Left,
+    }) as i32
+}
+
+fn status_from_pb(v: i32) -> NodeStatus {
+    match pb::NodeStatus::try_from(v) {
+        Ok(pb::NodeStatus::Up) => NodeStatus::Up,
+        Ok(pb::NodeStatus::Leaving) => NodeStatus::Leaving,
+        Ok(pb::NodeStatus::Left) => NodeStatus::Left,
+        _ => NodeStatus::Joining,
+    }
+}
+
+/// This node's gossip message.
+pub fn message(cluster: &Cluster) -> pb::GossipMessage {
+    let nodes = cluster
+        .view()
+        .nodes()
+        .iter()
+        .map(|(id, s)| pb::NodeStateMsg {
+            id: id.to_string(),
+            generation: s.generation,
+            heartbeat: s.heartbeat,
+            status: status_to_pb(s.status),
+            ring_version: s.ring_version,
+            http: s.addresses.http.clone(),
+            rpc: s.addresses.rpc.clone(),
+            keys: s.load.keys,
+            bytes: s.load.bytes,
+            handoff_epoch: s.handoff.epoch,
+            handoff_done: s.handoff.done,
+            handoff_total: s.handoff.total,
+            handoff_bytes: s.handoff.bytes,
+        })
+        .collect();
+    pb::GossipMessage {
+        from: cluster.me.to_string(),
+        nodes,
+        topology: cluster.topology().encode(),
+    }
+}
+
+/// Merges a received message (entries that do not parse are skipped).
+pub fn absorb(cluster: &Cluster, msg: &pb::GossipMessage) {
+    let mut view = Membership::new();
+    for n in &msg.nodes {
+        let Ok(id) = NodeId::new(&n.id) else { continue };
+        view.set_local(
+            id,
+            NodeState {
+                generation: n.generation,
+                heartbeat: n.heartbeat,
+                status: status_from_pb(n.status),
+                ring_version: n.ring_version,
+                addresses: Addresses {
+                    http: n.http.clone(),
+                    rpc: n.rpc.clone(),
+                },
+                load: Load {
+                    keys: n.keys,
+                    bytes: n.bytes,
+                },
+                handoff: HandoffProgress {
+                    epoch: n.handoff_epoch,
+                    done: n.handoff_done,
+                    total: n.handoff_total,
+                    bytes: n.handoff_bytes,
+                },
+            },
+        );
+    }
+    if let Some(seen) = cluster.merge_view(&view) {
+        cluster.move_past_generation(seen);
+    }
+    match Topology::decode(&msg.topology) {
+        Ok(t) => {
+            if let Err(e) = cluster.offer_topology(t) {
+                tracing::error!(error = %e, "could not persist a new topology");
+            }
+        }
+        Err(e) => tracing::warn!(from = %msg.from, error = %e, "unreadable topology in gossip"),
+    }
+}
+
+/// A small xorshift generator for picking peers (no crate needed).
+struct Pick(u64);
+
+impl Pick {
+    fn next(&mut self, bound: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % bound.max(1) as u64) as usize
+    }
+}
+
+/// Runs gossip rounds until shutdown.
+pub async fn run(node: Arc<Node>, config: GossipConfig, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(config.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pick = Pick(crate::replica::random_u64() | 1);
+    let seeds: Vec<_> = config
+        .seeds
+        .iter()
+        .map(|a| rpc_client(&rpc_url(*a), node.cluster.timeout()))
+        .collect();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let cluster = &node.cluster;
+        node.refresh_load();
+        cluster.refresh_local(1);
+        let view = cluster.view();
+        let mut candidates: Vec<_> = cluster
+            .peers()
+            .into_iter()
+            .filter(|p| view.get(&p.id).is_none_or(|s| s.status != NodeStatus::Left))
+            .collect();
+        let mut chosen = Vec::new();
+        while chosen.len() < config.fanout && !candidates.is_empty() {
+            chosen.push(candidates.swap_remove(pick.next(candidates.len())));
+        }
+        let mut exchanges = Vec::new();
+        let msg = message(cluster);
+        for peer in &chosen {
+            let (mut client, msg, id) = (peer.client(), msg.clone(), peer.id.clone());
+            exchanges.push(tokio::spawn(
+                async move { (Some(id), client.gossip(msg).await) },
+            ));
+        }
+        // Seeds: while no peer is known, and now and then afterwards so
+        // that two halves started apart still find each other.
+        if chosen.is_empty() || pick.next(10) == 0 {
+            for client in &seeds {
+                let (mut client, msg) = (client.clone(), msg.clone());
+                exchanges.push(tokio::spawn(
+                    async move { (None, client.gossip(msg).await) },
+                ));
+            }
+        }
+        for ex in exchanges {
+            let Ok((id, res)) = ex.await else { continue };
+            match res {
+                Ok(reply) => {
+                    if let Some(id) = &id {
+                        cluster.note_rpc(id, Ok(()));
+                    }
+                    absorb(cluster, &reply.into_inner());
+                }
+                Err(status) => {
+                    if let Some(id) = &id {
+                        cluster.note_rpc(id, Err(crate::cluster::classify(&status)));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Handoff: carrying out a ring change (see `dyno_core::topology`).
+//!
+//! The driver wakes on every topology change and twice a second:
+//!
+//! * **While a change is under way** (epoch E, `next` set) it reports how
+//!   many partitions this node gains. Once every live node has applied E,
+//!   so every coordinator also writes to the gaining replicas, it pulls each
+//!   gained partition from a current replica, page by page, merging the
+//!   items in, and reports its progress through gossip. When every node of
+//!   both rings reports complete, it commits (any node may; the commit is
+//!   deterministic).
+//! * **After a commit** (persisted as `drop_from`) it waits until every
+//!   live node has applied the commit, plus a settling delay for requests
+//!   in flight, then deletes the items of partitions it no longer
+//!   replicates. A node that left the ring then reports itself `left`.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use dyno_core::codec::decode_object;
+use dyno_core::keys::decode_item_key;
+use dyno_core::topology::{HandoffProgress, Topology, is_replica};
+use dyno_core::{NodeId, PartitionId};
+use dyno_proto::internal as pb;
+use dyno_storage::Keyspace;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::node::{Node, mode_from_pb};
+
+const DROP_FROM_KEY: &[u8] = b"drop_from";
+const PAGE_ITEMS: u32 = 512;
+const PAGE_BYTES: u32 = 4 << 20;
+
+/// What this node has done for the current change.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HandoffReport {
+    /// The change's epoch.
+    pub epoch: u64,
+    /// Partitions this node gains.
+    pub partitions_total: u32,
+    /// Received so far.
+    pub partitions_done: u32,
+    /// Items received.
+    pub items_received: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Items dropped after the last commit.
+    pub items_dropped: u64,
+}
+
+/// Handoff state.
+#[derive(Debug, Default)]
+pub struct Handoff {
+    report: Mutex<HandoffReport>,
+    done: Mutex<std::collections::BTreeSet<u32>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Handoff {
+    /// This node's report.
+    pub fn report(&self) -> HandoffReport {
+        lock(&self.report).clone()
+    }
+}
+
+/// The largest replication factor among the tables, clamped to `members`
+/// (the partitions to move are those of the largest replica sets; the
+/// sources filter items by their own table's N).
+pub fn max_n(node: &Node, members: usize) -> usize {
+    node.catalog
+        .list()
+        .iter()
+        .map(|e| e.config.n as usize)
+        .max()
+        .unwrap_or(3)
+        .min(members)
+        .max(1)
+}
+
+fn publish(node: &Node) {
+    let r = lock(&node.handoff.report).clone();
+    node.cluster.update_local(|l| {
+        l.handoff = HandoffProgress {
+            epoch: r.epoch,
+            done: r.partitions_done,
+            total: r.partitions_total,
+            bytes: r.bytes_received,
+        };
+    });
+}
+
+/// Runs the driver until shutdown.
+pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
+    let mut changed = node.cluster.topology_changed.subscribe();
+    let settle = node.timeout * 2;
+    loop {
+        let topology = node.cluster.topology();
+        if let Some(next) = &topology.next {
+            let n = max_n(
+                &node,
+                next.members().len().max(topology.current.members().len()),
+            );
+            let incoming = topology.incoming(&node.me, n);
+            {
+                let mut r = lock(&node.handoff.report);
+                if r.epoch != topology.epoch {
+                    *r = HandoffReport {
+                        epoch: topology.epoch,
+                        partitions_total: incoming.len() as u32,
+                        ..HandoffReport::default()
+                    };
+                    lock(&node.handoff.done).clear();
+                }
+            }
+            publish(&node);
+            if node.cluster.all_live_applied(topology.epoch) {
+                for (p, sources) in incoming {
+                    if lock(&node.handoff.done).contains(&p.0) {
+                        continue;
+                    }
+                    if *shutdown.borrow() || node.cluster.topology().epoch != topology.epoch {
+                        break;
+                    }
+                    match pull(&node, &topology, p, &sources).await {
+                        Ok(()) => {
+                            lock(&node.handoff.done).insert(p.0);
+                            lock(&node.handoff.report).partitions_done += 1;
+                            publish(&node);
+                        }
+                        Err(e) => {
+                            tracing::warn!(partition = p.0, error = %e, "partition transfer failed; will retry")
+                        }
+                    }
+                }
+            }
+            let view = node.cluster.view();
+            if topology.ready_to_commit(|id| view.get(id).map(|s| &s.handoff)) {
+                let committed = topology.commit();
+                tracing::info!(
+                    epoch = committed.epoch,
+                    "every node holds its new partitions; committing the ring change"
+                );
+                if let Err(e) = node.cluster.offer_topology(committed) {
+                    tracing::error!(error = %e, "could not persist the committed ring");
+                }
+                continue;
+            }
+        } else if let Some(from) = drop_from(&node)
+            && node.cluster.all_live_applied(topology.epoch)
+        {
+            {
+                tokio::select! {
+                    _ = tokio::time::sleep(settle) => {}
+                    _ = shutdown.changed() => return,
+                }
+                match drop_moved(&node, &from, &topology).await {
+                    Ok(dropped) => {
+                        lock(&node.handoff.report).items_dropped += dropped;
+                        let _ = node.replica.store().delete(Keyspace::Meta, DROP_FROM_KEY);
+                        tracing::info!(dropped, "dropped the items of partitions that moved away");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dropping moved partitions failed; will retry")
+                    }
+                }
+            }
+        }
+        if topology.current.member(&node.me).is_none()
+            && topology.next.is_none()
+            && drop_from(&node).is_none()
+            && was_member(&node)
+            && !node.cluster.local().left
+        {
+            tracing::info!(
+                "decommission complete: this node holds no partitions and has left the ring"
+            );
+            node.cluster.update_local(|l| l.left = true);
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+fn was_member(node: &Node) -> bool {
+    matches!(
+        node.replica.store().get(Keyspace::Meta, b"was_member"),
+        Ok(Some(_))
+    )
+}
+
+/// Persisted by `Cluster::offer_topology` when a commit replaces a change
+/// this node took part in.
+fn drop_from(node: &Node) -> Option<Topology> {
+    let raw = node
+        .replica
+        .store()
+        .get(Keyspace::Meta, DROP_FROM_KEY)
+        .ok()??;
+    Topology::decode(&raw).ok()
+}
+
+/// Records what a commit leaves this node to drop (called before the new
+/// topology is adopted).
+pub fn note_commit(store: &dyn dyno_storage::Store, old: &Topology, new: &Topology, me: &NodeId) {
+    if old.current.member(me).is_some() {
+        let _ = store.put(Keyspace::Meta, b"was_member", &[1]);
+    }
+    let commits_old = old.next.as_ref().is_some_and(|n| *n == new.current) && new.next.is_none();
+    if commits_old && old.current.member(me).is_some() {
+        let _ = store.put(Keyspace::Meta, DROP_FROM_KEY, &old.encode());
+    }
+}
+
+async fn pull(
+    node: &Arc<Node>,
+    topology: &Topology,
+    p: PartitionId,
+    sources: &[NodeId],
+) -> Result<(), String> {
+    let mut last_err = String::from("no source is up");
+    for source in sources.iter().filter(|s| node.is_up(s)) {
+        let Some(peer) = node.cluster.peer(source) else {
+            continue;
+        };
+        let mut client = peer.client();
+        let mut start: Option<Vec<u8>> = None;
+        let result: Result<(), String> = async {
+            loop {
+                let batch = client
+                    .stream_partition(pb::StreamPartitionRequest {
+                        partition: p.0,
+                        for_node: node.me.to_string(),
+                        epoch: topology.epoch,
+                        start_key: start.clone(),
+                        max_items: PAGE_ITEMS,
+                        max_bytes: PAGE_BYTES,
+                    })
+                    .await
+                    .map_err(|s| format!("{source}: {}", s.message()))?
+                    .into_inner();
+                let bytes: u64 = batch
+                    .items
+                    .iter()
+                    .map(|i| (i.item_key.len() + i.object.len()) as u64)
+                    .sum();
+                let count = batch.items.len() as u64;
+                let nn = Arc::clone(node);
+                let items = batch.items;
+                tokio::task::spawn_blocking(move || -> Result<(), String> {
+                    for item in items {
+                        let obj = decode_object(&item.object).map_err(|e| e.to_string())?;
+                        let mode = crate::aae::item_mode(&nn, &item.item_key)
+                            .unwrap_or_else(|| mode_from_pb(item.conflict));
+                        nn.replica
+                            .merge_raw(&item.item_key, &obj, mode)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(|e| e.to_string())??;
+                node.metrics.handoff_bytes_received.inc_by(bytes);
+                {
+                    let mut r = lock(&node.handoff.report);
+                    r.items_received += count;
+                    r.bytes_received += bytes;
+                }
+                match batch.next_key {
+                    Some(k) => start = Some(k),
+                    None => return Ok(()),
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) => last_err = e,
+        }
+    }
+    Err(last_err)
+}
+
+/// Serves one page of `StreamPartition` from this node's items.
+pub fn stream_page(
+    node: &Node,
+    req: &pb::StreamPartitionRequest,
+) -> Result<pb::ItemBatch, tonic::Status> {
+    let topology = node.cluster.topology();
+    if topology.epoch < req.epoch {
+        return Err(tonic::Status::failed_precondition(format!(
+            "this node has not applied ring epoch {} yet (it has {})",
+            req.epoch, topology.epoch
+        )));
+    }
+    let for_node =
+        NodeId::new(&req.for_node).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+    let ring = topology.next.as_ref().unwrap_or(&topology.current);
+    if req.partition as usize >= ring.partition_count() {
+        return Err(tonic::Status::invalid_argument("no such partition"));
+    }
+    let trees = &node.replica.trees;
+    let leaves = trees.shape().leaves();
+    let (first, last) = (
+        trees.leaf_range(req.partition, 0).0,
+        trees.leaf_range(req.partition, leaves - 1).1,
+    );
+    let page = node
+        .replica
+        .scan_positions(
+            first,
+            last,
+            req.start_key.as_deref(),
+            req.max_items.clamp(1, 4096) as usize,
+            req.max_bytes.clamp(1, 16 << 20) as usize,
+        )
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for (k, v) in page.items {
+        let Ok(ik) = decode_item_key(&k) else {
+            continue;
+        };
+        let Some(cfg) = node.catalog.get(ik.table) else {
+            continue;
+        };
+        if !is_replica(ring, PartitionId(req.partition), cfg.n as usize, &for_node) {
+            continue;
+        }
+        items.push(pb::Item {
+            item_key: k,
+            object: v,
+            conflict: crate::node::mode_to_pb(cfg.mode()),
+        });
+    }
+    Ok(pb::ItemBatch {
+        items,
+        next_key: page.next,
+    })
+}
+
+/// Deletes the items this node held under `from` and no longer replicates.
+async fn drop_moved(node: &Arc<Node>, from: &Topology, now: &Topology) -> Result<u64, String> {
+    let old = &from.current;
+    let new = &now.current;
+    let n = max_n(node, old.members().len());
+    let trees = &node.replica.trees;
+    let leaves = trees.shape().leaves();
+    let mut dropped = 0u64;
+    for p in 0..old.partition_count() as u32 {
+        if !is_replica(old, PartitionId(p), n, &node.me) {
+            continue;
+        }
+        let (first, last) = (trees.leaf_range(p, 0).0, trees.leaf_range(p, leaves - 1).1);
+        let nn = Arc::clone(node);
+        let (new_ring, me) = (new.clone(), node.me.clone());
+        dropped += tokio::task::spawn_blocking(move || -> Result<u64, String> {
+            let mut count = 0;
+            let mut start: Option<Vec<u8>> = None;
+            loop {
+                let page = nn
+                    .replica
+                    .scan_positions(first, last, start.as_deref(), 1024, usize::MAX)
+                    .map_err(|e| e.to_string())?;
+                for (k, _) in &page.items {
+                    let Ok(ik) = decode_item_key(k) else { continue };
+                    let n = nn.catalog.get(ik.table).map_or(3, |c| c.n as usize);
+                    if !is_replica(&new_ring, PartitionId(p), n, &me)
+                        && nn.replica.remove_item(k, None).map_err(|e| e.to_string())?
+                    {
+                        count += 1;
+                    }
+                }
+                match page.next {
+                    Some(next) => start = Some(next),
+                    None => return Ok(count),
+                }
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+    }
+    node.metrics.handoff_items_dropped.inc_by(dropped);
+    Ok(dropped)
+}

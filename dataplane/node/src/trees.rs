@@ -1,0 +1,151 @@
+//! The node's Merkle trees: one per (replication factor, partition),
+//! updated on every write to the `items` keyspace with the old and new
+//! object digests (O(depth), no rescan). Items of tables with the same N
+//! share replica sets, so their trees are comparable between replicas.
+//!
+//! Trees live in memory. At start-up they are rebuilt by one scan of the
+//! items keyspace (the only scan), which also counts the load figures.
+//! A table's N cannot change (the admin API refuses it), so an item's tree
+//! never moves.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dyno_core::codec::decode_object;
+use dyno_core::keys::decode_item_key;
+use dyno_core::merkle::{MerkleShape, MerkleTree, item_hash};
+use dyno_core::{Object, PartitionId};
+use dyno_storage::{Keyspace, Store, StoreError};
+
+use crate::catalog::Catalog;
+
+/// Key of a tree: replication factor and partition.
+pub type TreeKey = (u32, u32);
+
+/// The trees, and the load figures they count.
+#[derive(Debug)]
+pub struct Trees {
+    shape: MerkleShape,
+    partition_bits: u8,
+    catalog: Arc<Catalog>,
+    trees: Mutex<HashMap<TreeKey, MerkleTree>>,
+    keys: AtomicI64,
+    bytes: AtomicI64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One side of an update: an object and its stored size.
+pub type Version<'a> = Option<(&'a Object, usize)>;
+
+impl Trees {
+    /// Empty trees.
+    pub fn new(partition_bits: u8, catalog: Arc<Catalog>) -> Trees {
+        Trees {
+            shape: MerkleShape::default(),
+            partition_bits,
+            catalog,
+            trees: Mutex::new(HashMap::new()),
+            keys: AtomicI64::new(0),
+            bytes: AtomicI64::new(0),
+        }
+    }
+
+    /// The tree shape.
+    pub fn shape(&self) -> MerkleShape {
+        self.shape
+    }
+
+    /// The partition of a key position.
+    pub fn partition_of(&self, position: u64) -> PartitionId {
+        PartitionId((position >> (64 - u32::from(self.partition_bits))) as u32)
+    }
+
+    /// The N of a table (0 when the catalog does not know it yet).
+    pub fn n_of(&self, table: &str) -> u32 {
+        self.catalog.get(table).map_or(0, |c| c.n)
+    }
+
+    /// Records that `item_key` went from `old` to `new`.
+    pub fn update(&self, item_key: &[u8], old: Version<'_>, new: Version<'_>) {
+        let Ok(ik) = decode_item_key(item_key) else {
+            return;
+        };
+        let n = self.n_of(ik.table);
+        let p = self.partition_of(ik.position).0;
+        let h = |v: Version<'_>| v.map(|(o, _)| item_hash(ik.table, ik.key, o.digest()));
+        {
+            let mut trees = lock(&self.trees);
+            let tree = trees
+                .entry((n, p))
+                .or_insert_with(|| MerkleTree::new(self.shape, self.partition_bits));
+            tree.update(ik.position, h(old), h(new));
+        }
+        let size = |v: Version<'_>| v.map_or(0, |(_, s)| s as i64);
+        self.keys.fetch_add(
+            i64::from(new.is_some()) - i64::from(old.is_some()),
+            Ordering::Relaxed,
+        );
+        self.bytes
+            .fetch_add(size(new) - size(old), Ordering::Relaxed);
+    }
+
+    /// Rebuilds every tree from the items keyspace.
+    pub fn rebuild(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let mut start: Vec<u8> = Vec::new();
+        let mut count = 0u64;
+        loop {
+            let page = store.scan(Keyspace::Items, &start, None, 4096)?;
+            let Some((last, _)) = page.last() else { break };
+            let mut next = last.clone();
+            next.push(0);
+            for (k, v) in &page {
+                match decode_object(v) {
+                    Ok(o) => self.update(k, None, Some((&o, k.len() + v.len()))),
+                    Err(e) => {
+                        tracing::error!(error = %e, "unreadable item while building Merkle trees")
+                    }
+                }
+                count += 1;
+            }
+            start = next;
+        }
+        tracing::info!(
+            items = count,
+            ms = started.elapsed().as_millis() as u64,
+            "Merkle trees built"
+        );
+        Ok(())
+    }
+
+    /// A tree's root (0 for an empty or absent tree).
+    pub fn root(&self, key: TreeKey) -> u64 {
+        lock(&self.trees).get(&key).map_or(0, MerkleTree::root)
+    }
+
+    /// The children hashes of node `index` at `level` (zeros when absent).
+    pub fn children(&self, key: TreeKey, level: usize, index: usize) -> Vec<u64> {
+        let fanout = 1usize << self.shape.fanout_bits;
+        lock(&self.trees)
+            .get(&key)
+            .and_then(|t| t.children(level, index).map(<[u64]>::to_vec))
+            .unwrap_or_else(|| vec![0; fanout])
+    }
+
+    /// The inclusive position range of a leaf.
+    pub fn leaf_range(&self, partition: u32, leaf: usize) -> (u64, u64) {
+        dyno_core::merkle::leaf_range(self.shape, self.partition_bits, partition, leaf)
+    }
+
+    /// Keys and bytes stored.
+    pub fn load(&self) -> (u64, u64) {
+        (
+            self.keys.load(Ordering::Relaxed).max(0) as u64,
+            self.bytes.load(Ordering::Relaxed).max(0) as u64,
+        )
+    }
+}
