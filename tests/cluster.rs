@@ -3,6 +3,7 @@
 //! Each test starts its own cluster on free ports in a temporary directory
 //! and tears it down at the end. Fault tests kill nodes with SIGKILL.
 
+#[allow(dead_code)] // shared with the other system tests
 mod support;
 
 use reqwest::StatusCode;

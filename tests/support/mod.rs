@@ -34,6 +34,11 @@ pub struct NodeOpts {
     pub hint_max_bytes: Option<u64>,
     /// Route every node-to-node link through its own cuttable proxy.
     pub proxies: bool,
+    /// Give the nodes only names in `--member` and node 1 as their seed, so
+    /// that they learn every address by gossip.
+    pub seed_only: bool,
+    /// More arguments for every node.
+    pub extra: Vec<String>,
 }
 
 struct Proc {
@@ -51,7 +56,9 @@ pub struct Cluster {
     /// With `NodeOpts::proxies`: the proxy of each link `(from, to)`.
     pub links: std::collections::BTreeMap<(usize, usize), proxy::Proxy>,
     nodes: Vec<Proc>,
-    _dir: tempfile::TempDir,
+    opts: NodeOpts,
+    seed: String,
+    dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -85,8 +92,13 @@ impl Cluster {
                 .map_or(format!("127.0.0.1:{r}"), |p: &proxy::Proxy| {
                     p.addr.to_string()
                 });
-            format!("n{}=127.0.0.1:{h},{rpc}", to + 1)
+            if opts.seed_only {
+                format!("n{}", to + 1)
+            } else {
+                format!("n{}=127.0.0.1:{h},{rpc}", to + 1)
+            }
         };
+        let seed = format!("127.0.0.1:{}", ports[0].1);
         let mut nodes = Vec::new();
         for (i, (h, r)) in ports.iter().enumerate() {
             let id = format!("n{}", i + 1);
@@ -109,6 +121,10 @@ impl Cluster {
             for to in 0..n {
                 argv.extend(["--member".into(), member(i, to)]);
             }
+            if opts.seed_only && i > 0 {
+                argv.extend(["--seed".into(), seed.clone()]);
+            }
+            argv.extend(opts.extra.iter().cloned());
             let log = dir.path().join(format!("{id}.log"));
             nodes.push(Proc {
                 id,
@@ -126,7 +142,9 @@ impl Cluster {
             http,
             links,
             nodes,
-            _dir: dir,
+            opts,
+            seed,
+            dir,
         };
         for i in 0..n {
             c.spawn(i);
@@ -194,6 +212,125 @@ impl Cluster {
         if let Some(mut child) = self.nodes[i].child.take() {
             child.kill().expect("kill");
             child.wait().expect("wait");
+        }
+    }
+
+    /// Starts one more node that knows only node 1 as its seed (it is not
+    /// in the ring until joined). Returns its index.
+    pub async fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let id = format!("n{}", i + 1);
+        let (h, r) = (free_port(), free_port());
+        let mut argv = vec![
+            "node".to_owned(),
+            "--id".into(),
+            id.clone(),
+            "--data-dir".into(),
+            self.dir.path().join(&id).display().to_string(),
+            "--http-addr".into(),
+            format!("127.0.0.1:{h}"),
+            "--rpc-addr".into(),
+            format!("127.0.0.1:{r}"),
+            "--replica-timeout-ms".into(),
+            "1000".into(),
+            "--seed".into(),
+            self.seed.clone(),
+        ];
+        argv.extend(self.opts.extra.iter().cloned());
+        self.nodes.push(Proc {
+            log: self.dir.path().join(format!("{id}.log")),
+            id,
+            http: format!("http://127.0.0.1:{h}"),
+            argv,
+            child: None,
+        });
+        self.spawn(i);
+        self.wait_healthy(i).await;
+        i
+    }
+
+    /// Freezes (SIGSTOP) or resumes (SIGCONT) node `i`: a frozen node
+    /// keeps its sockets open but answers nothing, like a hung machine.
+    pub fn freeze(&self, i: usize, frozen: bool) {
+        let pid = self.nodes[i].child.as_ref().expect("running").id();
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    /// Deletes node `i`'s data directory (stop it first).
+    pub fn wipe(&self, i: usize) {
+        let dir = self.dir.path().join(&self.nodes[i].id);
+        std::fs::remove_dir_all(&dir).expect("wipe the data directory");
+    }
+
+    /// Node `i`'s name.
+    pub fn id(&self, i: usize) -> String {
+        self.nodes[i].id.clone()
+    }
+
+    /// Number of nodes started so far.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// GET of an admin path on node `i`, as JSON (`Null` on failure).
+    pub async fn admin(&self, i: usize, path: &str) -> Value {
+        match self.http.get(format!("{}{path}", self.url(i))).send().await {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    /// POST of JSON to an admin path on node `i`.
+    pub async fn post(&self, i: usize, path: &str, body: Value) -> (StatusCode, Value) {
+        Self::json(
+            self.http
+                .post(format!("{}{path}", self.url(i)))
+                .json(&body)
+                .send()
+                .await
+                .expect("post"),
+        )
+        .await
+    }
+
+    /// Polls `f` every 100 ms until it yields a value, for up to `secs`.
+    pub async fn poll<F, Fut>(&self, secs: u64, mut f: F, what: &str) -> Value
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<Value>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("timed out after {secs} s waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Like `wait_for`, with a longer limit for slow work (handoff, repair).
+    pub async fn wait_long<F, Fut>(&self, secs: u64, mut cond: F, what: &str)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !cond().await {
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("timed out after {secs} s waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -494,6 +494,7 @@ async fn repair_keys(
     };
     let received: u64 = fetched.iter().map(|i| i.object.len() as u64).sum();
     let (nn, keys_owned) = (Arc::clone(node), keys.to_vec());
+    let theirs_digests = theirs.clone();
     let (merged_local, push) =
         tokio::task::spawn_blocking(move || -> Result<(u64, Vec<pb::Item>), String> {
             let mut changed = 0u64;
@@ -517,6 +518,12 @@ async fn repair_keys(
                 .fetch_raw(&keys_owned)
                 .map_err(|e| e.to_string())?
             {
+                // Only what the peer lacks: after the merge, keys whose local
+                // version equals the peer's need nothing sent back.
+                let digest = decode_object(&raw).map(|o| o.digest()).ok();
+                if digest.is_some() && digest == theirs_digests.get(&k).copied() {
+                    continue;
+                }
                 let mode = item_mode(&nn, &k).unwrap_or_default();
                 push.push(pb::Item {
                     item_key: k,

@@ -351,9 +351,13 @@ impl Cluster {
     /// directory restarts at generation 1, but its peers remember more).
     pub fn merge_view(&self, other: &Membership) -> Option<u64> {
         let mine = lock(&self.local).generation;
+        let my_beat = lock(&self.view).get(&self.me).map_or(0, |s| s.heartbeat);
+        // A newer self than this process: an earlier incarnation whose data
+        // directory was wiped, seen by peers with a generation at or above
+        // ours.
         let newer_self = other
             .get(&self.me)
-            .filter(|s| s.generation >= mine)
+            .filter(|s| s.generation > mine || (s.generation == mine && s.heartbeat > my_beat))
             .map(|s| s.generation);
         let mut theirs = other.clone();
         // Only this node speaks for itself.

@@ -135,6 +135,10 @@ impl ApiError {
                 code: "NotInCluster",
                 message,
             },
+            "RingChanging" => ApiError::Unavailable {
+                code: "RingChanging",
+                message,
+            },
             _ => ApiError::Internal(message),
         }
     }

@@ -195,6 +195,12 @@ fn was_member(node: &Node) -> bool {
     )
 }
 
+/// True while this node still has to drop items moved away by the last
+/// commit.
+pub fn drop_pending(node: &Node) -> bool {
+    drop_from(node).is_some()
+}
+
 /// Persisted by `Cluster::offer_topology` when a commit replaces a change
 /// this node took part in.
 fn drop_from(node: &Node) -> Option<Topology> {

@@ -385,6 +385,7 @@ async fn hints(State(node): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn cluster(State(node): State<AppState>) -> Json<serde_json::Value> {
+    node.refresh_load();
     let topology = node.cluster.topology();
     let view = node.cluster.view();
     let mut ids: std::collections::BTreeSet<NodeId> = view.nodes().keys().cloned().collect();
@@ -467,6 +468,7 @@ async fn cluster(State(node): State<AppState>) -> Json<serde_json::Value> {
         },
         "change": change,
         "handoff": node.handoff.report(),
+        "drop_pending": crate::handoff::drop_pending(&node),
         "nodes": nodes,
     }))
 }

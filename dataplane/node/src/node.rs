@@ -51,6 +51,9 @@ pub struct Node {
     pub handoff: crate::handoff::Handoff,
 }
 
+/// How many times a write may be forwarded between nodes.
+const MAX_FORWARD_HOPS: u32 = 3;
+
 /// A write as a client asked for it.
 #[derive(Debug, Clone)]
 pub struct PutRequest {
@@ -361,6 +364,17 @@ impl Node {
 
     /// Writes (or deletes) a key, forwarding to a primary when needed.
     pub async fn put(self: &Arc<Self>, req: PutRequest) -> Result<PutResult, ApiError> {
+        self.route_put(req, 0).await
+    }
+
+    /// Like [`Node::put`], for a write already forwarded `hops` times: a
+    /// node that is no longer a primary (its ring changed since the sender
+    /// chose it) forwards again, a bounded number of times.
+    pub async fn route_put(
+        self: &Arc<Self>,
+        req: PutRequest,
+        hops: u32,
+    ) -> Result<PutResult, ApiError> {
         let cfg = self.table(&req.table)?;
         let topology = self.serving_topology()?;
         let pl = topology
@@ -374,7 +388,15 @@ impl Node {
                 Coordinator::LocalAsFallback => return self.coordinate_put(req, true).await,
                 Coordinator::Forward(t) => t,
             };
-            match self.forward_put(&target, &req).await {
+            if hops >= MAX_FORWARD_HOPS {
+                return Err(ApiError::Unavailable {
+                    code: "RingChanging",
+                    message:
+                        "the ring is changing and nodes disagree on this key's replicas; retry"
+                            .into(),
+                });
+            }
+            match self.forward_put(&target, &req, hops + 1).await {
                 Ok(result) => return result,
                 Err(_) => tried.push(target),
             }
@@ -385,6 +407,7 @@ impl Node {
         self: &Arc<Self>,
         to: &NodeId,
         req: &PutRequest,
+        hops: u32,
     ) -> Result<Result<PutResult, ApiError>, ReplicaFailure> {
         let Some(peer) = self.cluster.peer(to) else {
             return Err(ReplicaFailure::Unreachable);
@@ -402,6 +425,7 @@ impl Node {
             w: req.w as u32,
             if_match,
             if_none_match,
+            hops,
         };
         // The coordinator waits up to one timeout per replica round.
         let res = tokio::time::timeout(self.timeout * 3, peer.client().coordinate_put(msg)).await;

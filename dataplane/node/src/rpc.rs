@@ -116,14 +116,14 @@ impl ReplicaRpc for RpcService {
         let context = crate::api::write_context(req.context.as_deref())?;
         let condition = crate::api::condition(req.if_match.as_deref(), req.if_none_match)?;
         let put = PutRequest {
-            table: req.table,
-            key: req.key,
+            table: req.table.clone(),
+            key: req.key.clone(),
             value: req.value.map(bytes::Bytes::from),
             context,
             w: req.w as usize,
             condition,
         };
-        let resp = match self.node.coordinate_put(put, false).await {
+        let resp = match self.node.route_put(put, req.hops).await {
             Ok(r) => pb::CoordinatePutResponse {
                 context: r.context,
                 error_code: None,
