@@ -724,6 +724,56 @@ async fn dyno_dev_starts_stops_and_restarts_with_data() {
         .await
         .expect("json");
     assert_eq!(values(&body), vec!["hello"]);
+
+    // Grow by one node, then shrink by another, with the CLI.
+    let dyno = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dyno"))
+            .args(args)
+            .output()
+            .expect("run dyno");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        println!(
+            "dyno {}:\n{text}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "dyno {args:?} failed");
+        text
+    };
+    let dir_s = dir.path().display().to_string();
+    let out = dyno(&["dev", "add-node", "--data-dir", &dir_s]);
+    assert!(out.contains("join n4: done"), "{out}");
+    let grown: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("cluster.json")).expect("cluster.json"),
+    )
+    .expect("json");
+    let n4_pid = grown["nodes"][3]["pid"].as_u64().expect("n4 pid");
+    assert!(alive(n4_pid));
+    let status = dyno(&["cluster", "status", "--url", &urls[0]]);
+    let n4_line = status
+        .lines()
+        .find(|l| l.starts_with("n4 "))
+        .expect("n4 listed");
+    assert!(n4_line.contains(" up "), "{status}");
+    let out = dyno(&["cluster", "decommission", "n3", "--url", &urls[0]]);
+    assert!(out.contains("decommission n3: done"), "{out}");
+    let status = dyno(&["cluster", "status", "--url", &urls[0]]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("n3 ") && l.contains(" left ")),
+        "{status}"
+    );
+    let body: Value = http
+        .get(format!("{}/v1/tables/demo/items/greeting?r=2", urls[0]))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(values(&body), vec!["hello"]);
+
     let _ = std::process::Command::new("kill")
         .args(["-INT", &dev.id().expect("pid").to_string()])
         .status();
@@ -732,6 +782,7 @@ async fn dyno_dev_starts_stops_and_restarts_with_data() {
         .expect("dev exits")
         .expect("status");
     assert!(exit.success(), "{exit}");
+    assert!(!alive(n4_pid), "the added node stops with the dev cluster");
 }
 
 /// The public gRPC API: same data and same errors as the HTTP API.

@@ -16,7 +16,8 @@ pub struct Target {
 }
 
 impl Target {
-    fn base(&self) -> String {
+    /// The base URL requests go to.
+    pub fn base(&self) -> String {
         if let Some(u) = &self.url {
             return u.trim_end_matches('/').to_owned();
         }

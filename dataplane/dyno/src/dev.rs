@@ -16,7 +16,10 @@ use tokio::process::{Child, Command};
 
 /// Options of `dyno dev`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct DevArgs {
+    #[command(subcommand)]
+    action: Option<DevAction>,
     /// Number of nodes (first run only; later runs reuse cluster.json).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=32))]
     nodes: u16,
@@ -27,6 +30,23 @@ pub struct DevArgs {
     /// 0 picks free ports.
     #[arg(long, default_value_t = 7000)]
     base_port: u16,
+}
+
+/// `dyno dev` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum DevAction {
+    /// Starts one more node for the dev cluster, joins it to the ring
+    /// (streaming its partitions to it) and records it in cluster.json.
+    /// The running `dyno dev` stops it with the others.
+    AddNode(AddNodeArgs),
+}
+
+/// Options of `dyno dev add-node`.
+#[derive(Debug, clap::Args)]
+pub struct AddNodeArgs {
+    /// The dev cluster's directory.
+    #[arg(long, default_value = ".dyno/dev")]
+    data_dir: PathBuf,
 }
 
 /// One node of `cluster.json`.
@@ -212,8 +232,190 @@ async fn stop_all(children: &mut [(DevNode, Child)]) {
     }
 }
 
+fn arg_after(argv: &[String], flag: &str) -> Option<String> {
+    argv.iter()
+        .position(|a| a == flag)
+        .and_then(|i| argv.get(i + 1))
+        .cloned()
+}
+
+/// `dyno dev add-node`.
+async fn add_node(args: AddNodeArgs) -> anyhow::Result<()> {
+    let dir = std::fs::canonicalize(&args.data_dir).with_context(|| {
+        format!(
+            "no dev cluster in {}; start one with `dyno dev`",
+            args.data_dir.display()
+        )
+    })?;
+    let file = dir.join("cluster.json");
+    let mut cluster: ClusterFile =
+        serde_json::from_slice(&std::fs::read(&file).with_context(|| {
+            format!(
+                "no dev cluster in {}; start one with `dyno dev`",
+                dir.display()
+            )
+        })?)
+        .context("reading cluster.json")?;
+    let first = cluster
+        .nodes
+        .first()
+        .context("cluster.json lists no nodes")?
+        .clone();
+    let seed = arg_after(&first.argv, "--rpc-addr")
+        .context("cannot find the first node's --rpc-addr in cluster.json")?;
+    let n = cluster
+        .nodes
+        .iter()
+        .filter_map(|d| d.id.strip_prefix('n').and_then(|x| x.parse::<u32>().ok()))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let id = format!("n{n}");
+    let (h, r) = (free_port()?, free_port()?);
+    let exe = std::env::current_exe()?.display().to_string();
+    let mut node = DevNode {
+        id: id.clone(),
+        http: format!("http://127.0.0.1:{h}"),
+        pid: 0,
+        argv: vec![
+            exe,
+            "node".into(),
+            "--id".into(),
+            id.clone(),
+            "--data-dir".into(),
+            dir.join(&id).display().to_string(),
+            "--http-addr".into(),
+            format!("127.0.0.1:{h}"),
+            "--rpc-addr".into(),
+            format!("127.0.0.1:{r}"),
+            "--seed".into(),
+            seed,
+        ],
+    };
+    let mut child = spawn_detached(&node, &dir)?;
+    node.pid = child.id().unwrap_or(0);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    wait_healthy(&http, &node, &mut child, &dir).await?;
+    println!(
+        "started {id} at {} (pid {}, log {})",
+        node.http,
+        node.pid,
+        dir.join(format!("{id}.log")).display()
+    );
+    // Record it before joining, so `dyno dev` stops it even if the join
+    // is interrupted.
+    cluster.nodes.push(node.clone());
+    std::fs::write(&file, serde_json::to_vec_pretty(&cluster)?)?;
+    // Wait until the first node has heard of it through gossip.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: serde_json::Value = match http
+            .get(format!("{}/admin/v1/cluster", first.http))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        let known = v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|x| x["id"] == id.as_str() && x["liveness"] == "up");
+        if known {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} has not heard of {id} after 30 s; see {}",
+                first.id,
+                dir.join(format!("{id}.log")).display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    crate::cluster::begin_and_follow(
+        &http,
+        &first.http,
+        "join",
+        &id,
+        None,
+        Some(Duration::from_secs(3600)),
+    )
+    .await?;
+    // The node outlives this command (its Child was not made with
+    // kill_on_drop): `dyno dev` stops it with the rest.
+    drop(child);
+    Ok(())
+}
+
+fn spawn_detached(node: &DevNode, dir: &Path) -> anyhow::Result<Child> {
+    let log_path = dir.join(format!("{}.log", node.id));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let (program, rest) = node.argv.split_first().context("empty argv")?;
+    Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting node {}", node.id))
+}
+
+/// Stops nodes listed in cluster.json that this process did not start
+/// (added with `dyno dev add-node`).
+async fn stop_added(file: &Path, started: &[String]) {
+    let Ok(bytes) = std::fs::read(file) else {
+        return;
+    };
+    let Ok(c) = serde_json::from_slice::<ClusterFile>(&bytes) else {
+        return;
+    };
+    for n in c
+        .nodes
+        .iter()
+        .filter(|n| !started.contains(&n.id) && n.pid != 0)
+    {
+        let pid = n.pid.to_string();
+        let alive = |pid: &str| {
+            std::process::Command::new("kill")
+                .args(["-0", pid])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !alive(&pid) {
+            continue;
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(&pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if alive(&pid) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
+            println!("killed {} (it did not stop within 10 s)", n.id);
+        } else {
+            println!("stopped {}", n.id);
+        }
+    }
+}
+
 /// Runs `dyno dev`.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    if let Some(DevAction::AddNode(a)) = args.action {
+        return add_node(a).await;
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let dir = std::fs::canonicalize(&args.data_dir)?;
@@ -302,6 +504,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     }
     println!("stopping the cluster");
+    let started: Vec<String> = children.iter().map(|(n, _)| n.id.clone()).collect();
     stop_all(&mut children).await;
+    stop_added(&file, &started).await;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! for talking to a cluster.
 
 mod client;
+mod cluster;
 mod dev;
 mod smoke;
 
@@ -28,6 +29,9 @@ enum Command {
     Put(client::PutArgs),
     /// Deletes a key (writes a tombstone).
     Delete(client::DeleteArgs),
+    /// Cluster membership: status, join, decommission.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Writes, reads back and verifies objects on one node's storage engine,
     /// across a reopen, and reports throughput.
     Smoke(smoke::SmokeArgs),
@@ -89,6 +93,7 @@ fn main() -> anyhow::Result<()> {
         Command::Get(args) => runtime()?.block_on(client::get(args)),
         Command::Put(args) => runtime()?.block_on(client::put(args)),
         Command::Delete(args) => runtime()?.block_on(client::delete(args)),
+        Command::Cluster(cmd) => runtime()?.block_on(cluster::run(cmd)),
         Command::Smoke(args) => smoke::run(&args),
     }
 }

@@ -215,6 +215,10 @@ fn drop_from(node: &Node) -> Option<Topology> {
 /// Records what a commit leaves this node to drop (called before the new
 /// topology is adopted).
 pub fn note_commit(store: &dyn dyno_storage::Store, old: &Topology, new: &Topology, me: &NodeId) {
+    // Epoch 0 is the placeholder of a node waiting to be joined.
+    if old.epoch == 0 {
+        return;
+    }
     if old.current.member(me).is_some() {
         let _ = store.put(Keyspace::Meta, b"was_member", &[1]);
     }
