@@ -1,6 +1,7 @@
 //! The `dyno` command: one binary for running nodes and local clusters and
 //! for talking to a cluster.
 
+mod bench;
 mod client;
 mod cluster;
 mod dev;
@@ -29,6 +30,9 @@ enum Command {
     Put(client::PutArgs),
     /// Deletes a key (writes a tombstone).
     Delete(client::DeleteArgs),
+    /// Runs a YCSB workload against Dyno, Redis or etcd and reports
+    /// throughput and latency percentiles.
+    Bench(bench::BenchArgs),
     /// Cluster membership: status, join, decommission.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -93,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         Command::Get(args) => runtime()?.block_on(client::get(args)),
         Command::Put(args) => runtime()?.block_on(client::put(args)),
         Command::Delete(args) => runtime()?.block_on(client::delete(args)),
+        Command::Bench(args) => runtime()?.block_on(bench::run(args)),
         Command::Cluster(cmd) => runtime()?.block_on(cluster::run(cmd)),
         Command::Smoke(args) => smoke::run(&args),
     }

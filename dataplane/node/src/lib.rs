@@ -167,6 +167,7 @@ pub async fn run(
             tombstone_grace_secs: config.tombstone_grace_secs,
         }),
         handoff: handoff::Handoff::default(),
+        inline_io: config.durability == config::DurabilityArg::Periodic,
     });
 
     let http = tokio::net::TcpListener::bind(config.http_addr)

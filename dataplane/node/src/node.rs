@@ -49,6 +49,8 @@ pub struct Node {
     pub repair: crate::aae::Repair,
     /// Handoff state.
     pub handoff: crate::handoff::Handoff,
+    /// Run point storage operations on the async threads (see `point_io`).
+    pub inline_io: bool,
 }
 
 /// How many times a write may be forwarded between nodes.
@@ -106,12 +108,27 @@ impl From<ReplicaError> for ApiError {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))
+impl Node {
+    /// Runs one point storage operation (a key's read, or its
+    /// read-modify-write). With periodic durability these take a few
+    /// microseconds (memtable, block cache, an unsynced WAL append), less
+    /// than handing them to tokio's blocking pool and back, which measured
+    /// as the largest cost of a request on 2 cores (futex wake-ups and
+    /// context switches). So they run inline then; with `sync` durability
+    /// (an fsync per write) they go to the blocking pool. Scans (anti-
+    /// entropy, handoff) always go to the blocking pool.
+    pub async fn point_io<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        if self.inline_io {
+            Ok(f())
+        } else {
+            tokio::task::spawn_blocking(f)
+                .await
+                .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))
+        }
+    }
 }
 
 enum Reply {
@@ -237,7 +254,8 @@ impl Node {
     ) -> Result<Option<Object>, ReplicaFailure> {
         if from == &self.me {
             let (r, t, k) = (Arc::clone(&self.replica), table.to_owned(), key.to_vec());
-            return tokio::task::spawn_blocking(move || r.get_with_hints(&t, &k, mode))
+            return self
+                .point_io(move || r.get_with_hints(&t, &k, mode))
                 .await
                 .map_err(|_| ReplicaFailure::Failed)?
                 .map_err(|_| ReplicaFailure::Failed);
@@ -293,7 +311,12 @@ impl Node {
             });
         }
         let (tx, mut rx) = mpsc::channel(targets.len().max(1));
+        let mut local = false;
         for t in targets {
+            if t == self.me {
+                local = true;
+                continue;
+            }
             let (node, tx, table, key) =
                 (Arc::clone(self), tx.clone(), table.to_owned(), key.to_vec());
             tokio::spawn(async move {
@@ -302,7 +325,21 @@ impl Node {
             });
         }
         drop(tx);
-        while let Some((from, res)) = rx.recv().await {
+        // The local replica is read here, while the remote ones are asked.
+        let mut first = None;
+        if local {
+            let me = self.me.clone();
+            let res = self.replica_get(&me, table, key, mode).await;
+            first = Some((me, res));
+        }
+        loop {
+            let (from, res) = match first.take() {
+                Some(reply) => reply,
+                None => match rx.recv().await {
+                    Some(reply) => reply,
+                    None => break,
+                },
+            };
             let outcome = match res {
                 Ok(state) => rc.on_reply(&from, state),
                 Err(_) => rc.on_failure(&from),
@@ -322,7 +359,11 @@ impl Node {
                 message: format!("{} of the {r} replies needed arrived", rc.replies()),
             });
         }
-        let answer = rc.result().merged;
+        let result = rc.result();
+        let answer = result.merged;
+        if rc.all_answered() && result.stale.is_empty() {
+            return Ok(answer);
+        }
         // Keep listening for the other replicas, then repair the stale ones.
         let node = Arc::clone(self);
         let (table, key) = (table.to_owned(), key.to_vec());
@@ -494,9 +535,9 @@ impl Node {
             req.value.clone(),
             local_hint_for.clone(),
         );
-        let (object, warning) =
-            blocking(move || replica.coordinate(&table, &key, &context, value, mode, hf.as_ref()))
-                .await??;
+        let (object, warning) = self
+            .point_io(move || replica.coordinate(&table, &key, &context, value, mode, hf.as_ref()))
+            .await??;
         if let Some(count) = warning {
             tracing::warn!(table = %req.table, siblings = count, "key has many siblings; clients should resolve them");
         }
@@ -535,6 +576,9 @@ impl Node {
         // The client has its answer; finish the fan-out in the background so
         // that replicas failing after the quorum was decided still get hints.
         // Every send answers exactly once (each RPC has a timeout).
+        if !machine.has_outstanding() {
+            return result;
+        }
         let node = Arc::clone(self);
         tokio::spawn(async move {
             while machine.has_outstanding() {

@@ -79,15 +79,16 @@ impl ReplicaRpc for RpcService {
             None => None,
         };
         let replica = Arc::clone(&self.node.replica);
-        tokio::task::spawn_blocking(move || match hint_for {
-            Some(target) => replica.store_hint(&target, &req.table, &req.key, &object, mode),
-            None => replica
-                .merge_item(&req.table, &req.key, &object, mode)
-                .map(|_| ()),
-        })
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+        self.node
+            .point_io(move || match hint_for {
+                Some(target) => replica.store_hint(&target, &req.table, &req.key, &object, mode),
+                None => replica
+                    .merge_item(&req.table, &req.key, &object, mode)
+                    .map(|_| ()),
+            })
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
         Ok(Response::new(pb::ReplicaPutResponse {}))
     }
 
@@ -98,11 +99,12 @@ impl ReplicaRpc for RpcService {
         let req = request.into_inner();
         let mode = mode_from_pb(req.conflict);
         let replica = Arc::clone(&self.node.replica);
-        let state =
-            tokio::task::spawn_blocking(move || replica.get_with_hints(&req.table, &req.key, mode))
-                .await
-                .map_err(internal)?
-                .map_err(internal)?;
+        let state = self
+            .node
+            .point_io(move || replica.get_with_hints(&req.table, &req.key, mode))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
         Ok(Response::new(pb::ReplicaGetResponse {
             object: state.as_ref().map(encode_object),
         }))

@@ -1,0 +1,596 @@
+//! `dyno bench`: YCSB core workloads against Dyno (HTTP or gRPC), Redis
+//! or etcd, in closed loop (a number of clients) or open loop (a target
+//! rate, latency measured from each request's *intended* send time so that
+//! queueing is not hidden: no coordinated omission). Latencies go into HDR
+//! histograms per operation; errors and unavailability are counted, never
+//! dropped.
+
+mod driver;
+mod report;
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+
+use driver::{Outcome, Target};
+use workload::{Distribution, KeyChooser, Op, Rng, Workload, key_name, pick};
+
+/// Options of `dyno bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// YCSB workload.
+    #[arg(long, value_enum, default_value_t = Workload::A)]
+    workload: Workload,
+    /// What to drive: `dyno`, `dyno-grpc`, `redis://HOST:PORT`, or
+    /// `etcd://HOST:PORT[,HOST:PORT…]`.
+    #[arg(long, default_value = "dyno")]
+    target: String,
+    /// Dyno node URL (repeat to spread requests over nodes). Default: the
+    /// dev cluster's nodes from .dyno/dev/cluster.json, else
+    /// http://127.0.0.1:7000.
+    #[arg(long = "url")]
+    urls: Vec<String>,
+    /// Table (created with --n and --conflict when missing).
+    #[arg(long, default_value = "bench")]
+    table: String,
+    /// N for a table this command creates (default: min(3, nodes)).
+    #[arg(long)]
+    n: Option<u32>,
+    /// Conflict mode for a table this command creates. YCSB updates are
+    /// blind writes, which in `siblings` mode pile up siblings; `lww`
+    /// matches what they mean.
+    #[arg(long, default_value = "lww")]
+    conflict: String,
+    /// Per-request read quorum (default: the table's R).
+    #[arg(long)]
+    r: Option<u32>,
+    /// Per-request write quorum (default: the table's W).
+    #[arg(long)]
+    w: Option<u32>,
+    /// Records inserted by the load phase.
+    #[arg(long, default_value_t = 10_000)]
+    records: u64,
+    /// Skip the load phase (the records are already there).
+    #[arg(long)]
+    skip_load: bool,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    value_size: usize,
+    /// Key distribution (default: the workload's).
+    #[arg(long, value_enum)]
+    distribution: Option<Distribution>,
+    /// Concurrent clients (closed loop), or the most requests in flight
+    /// (open loop).
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Open loop: requests per second. Without it, closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Open loop at each of these rates in turn (comma-separated), then a
+    /// chart of throughput against p99.
+    #[arg(long, value_delimiter = ',')]
+    sweep: Vec<f64>,
+    /// Run phase length in seconds (per rate in a sweep).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop the run phase after this many operations instead.
+    #[arg(long)]
+    operations: Option<u64>,
+    /// Seed for key choice (printed; a run replays with the same seed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the results as JSON on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Write SVG charts with this path prefix: PREFIX-latency.svg, and
+    /// PREFIX-sweep.svg for a sweep.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Per-operation results.
+#[derive(Debug, Clone)]
+pub struct OpStats {
+    /// Latencies in microseconds (successful requests and not-found reads).
+    pub hist: Histogram<u64>,
+    /// Failed requests (not counting 503s).
+    pub errors: u64,
+    /// 503 / Unavailable answers.
+    pub unavailable: u64,
+    /// Reads that found nothing.
+    pub not_found: u64,
+    /// One example error message.
+    pub first_error: Option<String>,
+}
+
+impl OpStats {
+    fn new() -> OpStats {
+        OpStats {
+            // 1 µs to 2 minutes at 3 significant digits: constant, valid bounds.
+            hist: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds"),
+            errors: 0,
+            unavailable: 0,
+            not_found: 0,
+            first_error: None,
+        }
+    }
+
+    fn record(&mut self, micros: u64, outcome: &Outcome) {
+        match outcome {
+            Outcome::Ok(_) => self.hist.saturating_record(micros.max(1)),
+            Outcome::NotFound => {
+                self.not_found += 1;
+                self.hist.saturating_record(micros.max(1));
+            }
+            Outcome::Unavailable => self.unavailable += 1,
+            Outcome::Error(e) => {
+                self.errors += 1;
+                if self.first_error.is_none() {
+                    self.first_error = Some(e.clone());
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &OpStats) {
+        let _ = self.hist.add(&other.hist);
+        self.errors += other.errors;
+        self.unavailable += other.unavailable;
+        self.not_found += other.not_found;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+    }
+}
+
+/// The results of one phase.
+#[derive(Debug, Clone)]
+pub struct PhaseResult {
+    /// "load" or "run".
+    pub phase: &'static str,
+    /// Open-loop target rate, if any.
+    pub rate: Option<f64>,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Per operation.
+    pub ops: BTreeMap<Op, OpStats>,
+}
+
+impl PhaseResult {
+    /// Completed operations (successful or not found).
+    pub fn completed(&self) -> u64 {
+        self.ops.values().map(|s| s.hist.len()).sum()
+    }
+
+    /// Completed operations per second.
+    pub fn throughput(&self) -> f64 {
+        self.completed() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// All operations merged.
+    pub fn overall(&self) -> OpStats {
+        let mut all = OpStats::new();
+        for s in self.ops.values() {
+            all.merge(s);
+        }
+        all
+    }
+}
+
+struct Shared {
+    value: Bytes,
+    records: u64,
+    inserted: AtomicU64,
+    issued: AtomicU64,
+    done: AtomicU64,
+    failed: AtomicU64,
+    stop: AtomicBool,
+}
+
+fn default_urls() -> Vec<String> {
+    let from_dev = std::fs::read(".dyno/dev/cluster.json")
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .map(|v| {
+            v["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n["http"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if from_dev.is_empty() {
+        vec!["http://127.0.0.1:7000".to_owned()]
+    } else {
+        from_dev
+    }
+}
+
+async fn ensure_table(
+    http: &reqwest::Client,
+    args: &BenchArgs,
+    urls: &[String],
+) -> anyhow::Result<()> {
+    let base = urls.first().context("no URL")?;
+    let url = format!("{base}/admin/v1/tables/{}", args.table);
+    let resp = http
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {base}"))?;
+    if resp.status().is_success() {
+        return Ok(());
+    }
+    let cluster: serde_json::Value = http
+        .get(format!("{base}/admin/v1/cluster"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let members = cluster["ring"]["members"].as_array().map_or(1, Vec::len) as u32;
+    let n = args.n.unwrap_or(members.min(3));
+    let q = n / 2 + 1;
+    let resp = http
+        .put(&url)
+        .json(&serde_json::json!({ "n": n, "r": q, "w": q, "conflict": args.conflict }))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!(
+            "creating table {}: {}",
+            args.table,
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    eprintln!(
+        "created table {} (n={n}, r={q}, w={q}, {})",
+        args.table, args.conflict
+    );
+    // Every node must know the table before the load starts.
+    for u in urls {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http
+            .get(format!("{u}/admin/v1/tables/{}", args.table))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if Instant::now() > deadline {
+                bail!("{u} did not learn of table {}", args.table);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// How a phase runs.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    load: bool,
+    rate: Option<f64>,
+    duration: Duration,
+    operations: Option<u64>,
+}
+
+async fn run_phase(
+    target: &Target,
+    http: &reqwest::Client,
+    args: &BenchArgs,
+    shared: &Arc<Shared>,
+    plan: Plan,
+    seed: u64,
+) -> anyhow::Result<PhaseResult> {
+    shared.issued.store(0, Ordering::Relaxed);
+    shared.done.store(0, Ordering::Relaxed);
+    shared.failed.store(0, Ordering::Relaxed);
+    shared.stop.store(false, Ordering::Relaxed);
+    let total = if plan.load {
+        Some(shared.records)
+    } else {
+        plan.operations
+    };
+    let dist = args
+        .distribution
+        .unwrap_or(args.workload.default_distribution());
+    let started = Instant::now();
+    let deadline = (!plan.load && plan.operations.is_none()).then(|| started + plan.duration);
+    let mut tasks = Vec::new();
+    for c in 0..args.clients.max(1) {
+        let mut conn = target.connect(c, http).await?;
+        let shared = Arc::clone(shared);
+        let mix = args.workload.mix();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::new(seed.wrapping_add(c as u64 * 7919));
+            let mut chooser = KeyChooser::new(dist, shared.records);
+            let mut stats: BTreeMap<Op, OpStats> = BTreeMap::new();
+            loop {
+                if shared.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let slot = shared.issued.fetch_add(1, Ordering::Relaxed);
+                if total.is_some_and(|t| slot >= t) {
+                    break;
+                }
+                // Open loop: the request's intended send time.
+                let intended = match plan.rate {
+                    Some(rate) => {
+                        let at = started + Duration::from_secs_f64(slot as f64 / rate);
+                        if deadline.is_some_and(|d| at >= d) {
+                            break;
+                        }
+                        tokio::time::sleep_until(at.into()).await;
+                        at
+                    }
+                    None => {
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            break;
+                        }
+                        Instant::now()
+                    }
+                };
+                let op = if plan.load {
+                    Op::Insert
+                } else {
+                    pick(mix, rng.unit())
+                };
+                let outcome = match op {
+                    Op::Insert => {
+                        let n = if plan.load {
+                            slot
+                        } else {
+                            shared.inserted.fetch_add(1, Ordering::Relaxed)
+                        };
+                        let o = conn.write(&key_name(n), &shared.value, None).await;
+                        if matches!(o, Outcome::Ok(_)) && !plan.load {
+                            // Readers may now choose it (YCSB's acknowledged counter).
+                            shared.inserted.fetch_max(n + 1, Ordering::Relaxed);
+                        }
+                        o
+                    }
+                    Op::Read => {
+                        let n = chooser.next(&mut rng, shared.inserted.load(Ordering::Relaxed));
+                        conn.read(&key_name(n)).await
+                    }
+                    Op::Update => {
+                        let n = chooser.next(&mut rng, shared.inserted.load(Ordering::Relaxed));
+                        conn.write(&key_name(n), &shared.value, None).await
+                    }
+                    Op::ReadModifyWrite => {
+                        let n = chooser.next(&mut rng, shared.inserted.load(Ordering::Relaxed));
+                        let key = key_name(n);
+                        match conn.read(&key).await {
+                            Outcome::Ok(ctx) => conn.write(&key, &shared.value, ctx).await,
+                            Outcome::NotFound => conn.write(&key, &shared.value, None).await,
+                            other => other,
+                        }
+                    }
+                };
+                let micros = intended.elapsed().as_micros() as u64;
+                stats
+                    .entry(op)
+                    .or_insert_with(OpStats::new)
+                    .record(micros, &outcome);
+                shared.done.fetch_add(1, Ordering::Relaxed);
+                if matches!(outcome, Outcome::Error(_) | Outcome::Unavailable) {
+                    shared.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            stats
+        }));
+    }
+    let progress = (!args.quiet).then(|| {
+        let shared = Arc::clone(shared);
+        let label = if plan.load {
+            "load".to_owned()
+        } else {
+            plan.rate
+                .map_or("run".to_owned(), |r| format!("run @{r:.0}/s"))
+        };
+        tokio::spawn(report::progress(
+            shared_counters(&shared),
+            label,
+            total,
+            deadline.map(|d| d - started),
+        ))
+    });
+    let mut ops: BTreeMap<Op, OpStats> = BTreeMap::new();
+    for t in tasks {
+        for (op, s) in t.await.context("a client task failed")? {
+            ops.entry(op).or_insert_with(OpStats::new).merge(&s);
+        }
+    }
+    let elapsed = started.elapsed();
+    shared.stop.store(true, Ordering::Relaxed);
+    if let Some(p) = progress {
+        p.abort();
+        if std::io::stderr().is_terminal() {
+            eprintln!();
+        }
+    }
+    Ok(PhaseResult {
+        phase: if plan.load { "load" } else { "run" },
+        rate: plan.rate,
+        elapsed,
+        ops,
+    })
+}
+
+fn shared_counters(s: &Arc<Shared>) -> report::Counters {
+    let s2 = Arc::clone(s);
+    let s3 = Arc::clone(s);
+    report::Counters {
+        done: Box::new(move || s2.done.load(Ordering::Relaxed)),
+        failed: Box::new(move || s3.failed.load(Ordering::Relaxed)),
+    }
+}
+
+/// Runs `dyno bench`.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.value_size == 0 || args.value_size > dyno_node::api::MAX_VALUE_BYTES {
+        bail!(
+            "--value-size must be between 1 and {}",
+            dyno_node::api::MAX_VALUE_BYTES
+        );
+    }
+    if args.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let valid = |r: f64| r.is_finite() && r > 0.0;
+    if args.rate.is_some_and(|r| !valid(r)) || args.sweep.iter().any(|r| !valid(*r)) {
+        bail!("rates must be positive");
+    }
+    let urls = if args.urls.is_empty() {
+        default_urls()
+    } else {
+        args.urls
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .collect()
+    };
+    let target = Target::parse(
+        &args.target,
+        urls.clone(),
+        args.table.clone(),
+        args.r,
+        args.w,
+    )?;
+    let http = driver::http_pool(args.clients)?;
+    if matches!(target, Target::DynoHttp { .. } | Target::DynoGrpc { .. }) {
+        ensure_table(&http, &args, &urls).await?;
+    }
+    let seed = args
+        .seed
+        .unwrap_or_else(|| dyno_node::replica::random_u64() % 1_000_000);
+    let mut rng = Rng::new(seed);
+    let value: Vec<u8> = (0..args.value_size)
+        .map(|_| b'a' + (rng.next_u64() % 26) as u8)
+        .collect();
+    let dist = args
+        .distribution
+        .unwrap_or(args.workload.default_distribution());
+    eprintln!(
+        "dyno bench: workload {} ({:?}), target {}, {} records of {} bytes, {} clients, seed {seed}",
+        args.workload.letter(),
+        dist,
+        target.describe(),
+        args.records,
+        args.value_size,
+        args.clients
+    );
+    let shared = Arc::new(Shared {
+        value: Bytes::from(value),
+        records: args.records.max(1),
+        inserted: AtomicU64::new(args.records.max(1)),
+        issued: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let duration = Duration::from_secs_f64(args.duration.max(0.1));
+    let load = if args.skip_load {
+        None
+    } else {
+        Some(
+            run_phase(
+                &target,
+                &http,
+                &args,
+                &shared,
+                Plan {
+                    load: true,
+                    rate: None,
+                    duration,
+                    operations: None,
+                },
+                seed,
+            )
+            .await?,
+        )
+    };
+    let mut runs = Vec::new();
+    if args.sweep.is_empty() {
+        runs.push(
+            run_phase(
+                &target,
+                &http,
+                &args,
+                &shared,
+                Plan {
+                    load: false,
+                    rate: args.rate,
+                    duration,
+                    operations: args.operations,
+                },
+                seed,
+            )
+            .await?,
+        );
+    } else {
+        for &rate in &args.sweep {
+            runs.push(
+                run_phase(
+                    &target,
+                    &http,
+                    &args,
+                    &shared,
+                    Plan {
+                        load: false,
+                        rate: Some(rate),
+                        duration,
+                        operations: args.operations,
+                    },
+                    seed,
+                )
+                .await?,
+            );
+        }
+    }
+    let summary = report::Summary {
+        target: target.describe(),
+        workload: args.workload.letter(),
+        distribution: format!("{dist:?}").to_lowercase(),
+        records: args.records,
+        value_size: args.value_size,
+        clients: args.clients,
+        seed,
+        load,
+        runs,
+    };
+    let text = summary.table();
+    if args.json {
+        eprint!("{text}");
+        println!("{}", serde_json::to_string_pretty(&summary.json())?);
+    } else {
+        print!("{text}");
+    }
+    if let Some(prefix) = &args.svg {
+        for path in summary.write_svgs(prefix)? {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    let failed: u64 = summary
+        .runs
+        .iter()
+        .map(|r| {
+            let o = r.overall();
+            o.errors + o.unavailable
+        })
+        .sum();
+    if failed > 0 {
+        eprintln!("warning: {failed} requests failed or were unavailable (see the table)");
+    }
+    Ok(())
+}
