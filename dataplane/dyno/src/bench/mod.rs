@@ -27,7 +27,7 @@ use workload::{Distribution, KeyChooser, Op, Rng, Workload, key_name, pick};
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// YCSB workload.
-    #[arg(long, value_enum, default_value_t = Workload::A)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Workload::A)]
     workload: Workload,
     /// What to drive: `dyno`, `dyno-grpc`, `redis://HOST:PORT`, or
     /// `etcd://HOST:PORT[,HOST:PORT…]`.
@@ -305,16 +305,24 @@ async fn run_phase(
     let dist = args
         .distribution
         .unwrap_or(args.workload.default_distribution());
+    // Connect every client first, so that connection set-up does not count
+    // as the system's latency in open loop.
+    let mut conns = Vec::with_capacity(args.clients.max(1));
+    for c in 0..args.clients.max(1) {
+        conns.push(target.connect(c, http).await?);
+    }
+    // ζ over YCSB's 10^10-item space costs ~10 ms: compute it once, before
+    // the clock starts, and give each client a copy.
+    let chooser = KeyChooser::new(dist, shared.records);
     let started = Instant::now();
     let deadline = (!plan.load && plan.operations.is_none()).then(|| started + plan.duration);
     let mut tasks = Vec::new();
-    for c in 0..args.clients.max(1) {
-        let mut conn = target.connect(c, http).await?;
+    for (c, mut conn) in conns.into_iter().enumerate() {
         let shared = Arc::clone(shared);
+        let mut chooser = chooser.clone();
         let mix = args.workload.mix();
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(seed.wrapping_add(c as u64 * 7919));
-            let mut chooser = KeyChooser::new(dist, shared.records);
             let mut stats: BTreeMap<Op, OpStats> = BTreeMap::new();
             loop {
                 if shared.stop.load(Ordering::Relaxed) {
@@ -324,15 +332,22 @@ async fn run_phase(
                 if total.is_some_and(|t| slot >= t) {
                     break;
                 }
-                // Open loop: the request's intended send time.
+                // Open loop: latency counts from the request's intended send
+                // time when this client is late (the system kept it busy:
+                // queueing), and from the moment it woke when it was early
+                // (so the ~1 ms granularity of the timer is not counted).
                 let intended = match plan.rate {
                     Some(rate) => {
                         let at = started + Duration::from_secs_f64(slot as f64 / rate);
                         if deadline.is_some_and(|d| at >= d) {
                             break;
                         }
-                        tokio::time::sleep_until(at.into()).await;
-                        at
+                        if Instant::now() < at {
+                            tokio::time::sleep_until(at.into()).await;
+                            Instant::now()
+                        } else {
+                            at
+                        }
                     }
                     None => {
                         if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Runs one benchmark scenario against Dyno and its peers on loopback and
+writes a markdown report (bench/RESULTS.md by default). Called by
+bench/compare.sh, which installs the peers and builds dyno first.
+
+Every system is driven by the same harness (`dyno bench`) with the same
+workload, value size, record count and concurrency, except RocksDB, which is
+measured by its own db_bench as the storage ceiling.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log(msg):
+    print(f"==> {msg}", file=sys.stderr, flush=True)
+
+
+def wait_http(url, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status < 300:
+                    return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def wait_tcp(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open within {timeout} s")
+
+
+class Procs:
+    """Processes started for the run; all stopped at the end."""
+
+    def __init__(self, work):
+        self.work = work
+        self.procs = []
+
+    def start(self, name, argv, env=None):
+        logf = open(self.work / f"{name}.log", "w")
+        p = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             env=env, start_new_session=True)
+        self.procs.append((name, p))
+        return p
+
+    def stop(self, only=None):
+        keep = []
+        for name, p in self.procs:
+            if only is not None and name not in only:
+                keep.append((name, p))
+                continue
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                    p.wait(timeout=15)
+                except Exception:
+                    try:
+                        os.killpg(p.pid, signal.SIGKILL)
+                    except Exception:
+                        pass
+        self.procs = keep
+
+
+def bench(args, label, target, urls=(), workload="A", extra=()):
+    cmd = [args.dyno, "bench", "--workload", workload, "--target", target,
+           "--records", str(args.records), "--value-size", str(args.value_size),
+           "--duration", str(args.duration), "--seed", "42", "--json", "--quiet"]
+    if "--clients" not in extra:
+        cmd += ["--clients", str(args.clients)]
+    for u in urls:
+        cmd += ["--url", u]
+    cmd += list(extra)
+    log(f"{label}, workload {workload}: {' '.join(cmd[1:])}")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"dyno bench failed for {label}: {out.stderr[-2000:]}")
+    result = json.loads(out.stdout)
+    result["command"] = " ".join(["dyno"] + cmd[1:])
+    return result
+
+
+def run_summary(result, index=-1):
+    run = result["runs"][index]
+    o = run["overall"]
+    return {
+        "ops": run["throughput"],
+        "p50": o["p50_ms"], "p99": o["p99_ms"], "p999": o["p999_ms"],
+        "errors": o["errors"], "unavailable": o["unavailable"],
+    }
+
+
+def db_bench(args, work):
+    db = work / "db_bench"
+    num = args.records * 10
+    cmd = ["db_bench", f"--db={db}", "--benchmarks=fillrandom,readrandom,readwhilewriting",
+           f"--num={num}", f"--value_size={args.value_size}", "--histogram=1",
+           f"--duration={int(args.duration)}", "--threads=1", "--compression_type=lz4"]
+    log("db_bench: " + " ".join(cmd))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"db_bench failed: {out.stderr[-2000:]}")
+    results = {}
+    current = None
+    for line in out.stdout.splitlines():
+        m = re.match(r"^(\w+)\s+:\s+([\d.]+) micros/op (\d+) ops/sec", line)
+        if m:
+            current = m.group(1)
+            results[current] = {"ops": float(m.group(3))}
+            continue
+        m = re.match(r"^Percentiles: P50: ([\d.]+) P75: [\d.]+ P99: ([\d.]+) P99.9: ([\d.]+)", line)
+        if m and current and "p50" not in results[current]:
+            results[current].update(p50=float(m.group(1)) / 1000, p99=float(m.group(2)) / 1000,
+                                    p999=float(m.group(3)) / 1000)
+    return results, " ".join(cmd)
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) // 1024 // 1024
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), {mem} GiB memory, {platform.system()} {platform.release()}"
+
+
+def version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except Exception:
+        return "unknown"
+
+
+def fmt_ratio(a, b):
+    return f"{a / b:.2f}" if b else "-"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dyno", required=True)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    ap.add_argument("--charts", default=None, help="directory for SVG charts (default: next to --out)")
+    ap.add_argument("--workloads", default="A,B,C,D,F")
+    ap.add_argument("--records", type=int, default=10000)
+    ap.add_argument("--value-size", type=int, default=1024)
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--quick", action="store_true", help="a short run: 2 s phases, 1000 records, workloads A and C")
+    args = ap.parse_args()
+    if args.quick:
+        args.duration, args.records, args.workloads = 2.0, 1000, "A,C"
+    workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+    out_path = Path(args.out)
+    charts = Path(args.charts) if args.charts else out_path.parent / "charts"
+    charts.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="dyno-compare-"))
+    procs = Procs(work)
+    started = time.time()
+    results = {}  # system -> workload -> summary
+    commands = []
+    try:
+        # --- Dyno, one node (N=R=W=1).
+        h, r = free_port(), free_port()
+        procs.start("dyno1", [args.dyno, "node", "--id", "n1", "--data-dir", str(work / "dyno1"),
+                              "--http-addr", f"127.0.0.1:{h}", "--rpc-addr", f"127.0.0.1:{r}"])
+        one = f"http://127.0.0.1:{h}"
+        wait_http(one + "/admin/v1/health")
+        for w in workloads:
+            res = bench(args, "dyno, 1 node", "dyno", [one], w, ["--table", f"ycsb{w.lower()}", "--n", "1"])
+            results.setdefault("dyno-1", {})[w] = run_summary(res)
+            commands.append(res["command"])
+        procs.stop(["dyno1"])
+
+        # --- Dyno, 3-node cluster (N=3): R=2/W=2, then R=3/W=3.
+        dev = work / "dev"
+        p = procs.start("dyno3", [args.dyno, "dev", "--nodes", "3", "--base-port", "0", "--data-dir", str(dev)])
+        deadline = time.time() + 120
+        while not (dev / "cluster.json").exists():
+            if time.time() > deadline or p.poll() is not None:
+                raise RuntimeError("dyno dev did not start; see " + str(work / "dyno3.log"))
+            time.sleep(0.2)
+        nodes = [n["http"] for n in json.loads((dev / "cluster.json").read_text())["nodes"]]
+        for w in workloads:
+            res = bench(args, "dyno, 3 nodes R=2 W=2", "dyno", nodes, w, ["--table", f"ycsb{w.lower()}", "--n", "3"])
+            results.setdefault("dyno-3", {})[w] = run_summary(res)
+            commands.append(res["command"])
+            res = bench(args, "dyno, 3 nodes R=3 W=3", "dyno", nodes, w,
+                        ["--table", f"ycsb{w.lower()}", "--skip-load", "--r", "3", "--w", "3"])
+            results.setdefault("dyno-3-strong", {})[w] = run_summary(res)
+            commands.append(res["command"])
+        # Open-loop sweep on workload A: p99 at fractions of the peak.
+        peak = results["dyno-3"].get("A", {}).get("ops") or next(iter(results["dyno-3"].values()))["ops"]
+        rates = [round(peak * f) for f in (0.25, 0.5, 0.75, 0.9)]
+        res = bench(args, "dyno, 3 nodes, open-loop sweep", "dyno", nodes, "A",
+                    ["--table", "ycsba", "--skip-load", "--clients", "512",
+                     "--sweep", ",".join(str(x) for x in rates), "--svg", str(charts / "dyno3-A")])
+        commands.append(res["command"])
+        sweep = [(r["target_rate"], r["throughput"], r["overall"]["p99_ms"], r["overall"]["p999_ms"],
+                  r["overall"]["errors"] + r["overall"]["unavailable"]) for r in res["runs"]]
+        procs.stop(["dyno3"])
+
+        # --- Redis: the in-memory ceiling of a network key-value operation.
+        rp = free_port()
+        procs.start("redis", ["redis-server", "--port", str(rp), "--save", "", "--appendonly", "no",
+                              "--bind", "127.0.0.1", "--protected-mode", "no"])
+        wait_tcp(rp)
+        for w in workloads:
+            res = bench(args, "redis", f"redis://127.0.0.1:{rp}", (), w)
+            results.setdefault("redis", {})[w] = run_summary(res)
+            commands.append(res["command"])
+        procs.stop(["redis"])
+
+        # --- etcd: a 3-member cluster, the strongly consistent alternative.
+        ports = [(free_port(), free_port()) for _ in range(3)]
+        initial = ",".join(f"e{i + 1}=http://127.0.0.1:{pp}" for i, (_, pp) in enumerate(ports))
+        for i, (cp, pp) in enumerate(ports):
+            procs.start(f"etcd{i + 1}", [
+                "etcd", "--name", f"e{i + 1}", "--data-dir", str(work / f"etcd{i + 1}"),
+                "--listen-client-urls", f"http://127.0.0.1:{cp}", "--advertise-client-urls", f"http://127.0.0.1:{cp}",
+                "--listen-peer-urls", f"http://127.0.0.1:{pp}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{pp}",
+                "--initial-cluster", initial, "--initial-cluster-state", "new",
+                "--initial-cluster-token", "dyno-bench", "--log-level", "warn"])
+        for cp, _ in ports:
+            wait_http(f"http://127.0.0.1:{cp}/health", timeout=60)
+        etcd = "etcd://" + ",".join(f"127.0.0.1:{cp}" for cp, _ in ports)
+        for w in workloads:
+            res = bench(args, "etcd", etcd, (), w)
+            results.setdefault("etcd", {})[w] = run_summary(res)
+            commands.append(res["command"])
+        procs.stop()
+
+        # --- RocksDB's db_bench: the storage ceiling.
+        dbb, dbb_cmd = db_bench(args, work)
+        commands.append(dbb_cmd)
+    finally:
+        procs.stop()
+
+    elapsed = time.time() - started
+    names = {
+        "dyno-1": "Dyno, 1 node (N=R=W=1)",
+        "dyno-3": "Dyno, 3 nodes (N=3, R=2, W=2)",
+        "dyno-3-strong": "Dyno, 3 nodes (N=3, R=3, W=3)",
+        "redis": f"Redis ({version(['redis-server', '--version'])[:40]})",
+        "etcd": f"etcd, 3 members ({version(['etcd', '--version'])})",
+    }
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `bench/compare.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f" in {elapsed / 60:.1f} minutes{' (quick mode: not a real measurement)' if args.quick else ''}.",
+        "",
+        f"- **Machine:** {machine()}. Every system and the load generator share it, so only the ratios"
+        " within one run are meaningful.",
+        f"- **Scenario:** YCSB workloads {', '.join(workloads)} (`shared/design/ycsb.md`), {args.records:,} records"
+        f" of {args.value_size} bytes loaded first, then {args.duration:g} s closed loop with {args.clients} clients,"
+        " seed 42. All systems are driven by the same harness, `dyno bench` (Dyno over HTTP, Redis over RESP,"
+        " etcd over its v3 JSON gateway). Dyno tables use LWW (YCSB updates are blind writes).",
+        "- **Durability differs:** Redis runs without persistence (the in-memory ceiling), etcd fsyncs its"
+        " Raft log on every write, Dyno appends to RocksDB's WAL and fsyncs every 100 ms (`--durability periodic`).",
+        "- Latencies in ms; the ratio columns are Dyno's throughput divided by the row's.",
+        "",
+    ]
+    for w in workloads:
+        lines += [f"## Workload {w}", "",
+                  "| system | ops/s | p50 | p99 | p99.9 | errors+503 | Dyno 1-node ÷ this | Dyno 3-node ÷ this |",
+                  "|---|---|---|---|---|---|---|---|"]
+        d1 = results.get("dyno-1", {}).get(w, {}).get("ops", 0)
+        d3 = results.get("dyno-3", {}).get(w, {}).get("ops", 0)
+        for key in ["dyno-1", "dyno-3", "dyno-3-strong", "redis", "etcd"]:
+            s = results.get(key, {}).get(w)
+            if not s:
+                continue
+            lines.append(f"| {names[key]} | {s['ops']:,.0f} | {s['p50']:.2f} | {s['p99']:.2f} | {s['p999']:.2f} |"
+                         f" {s['errors'] + s['unavailable']} | {fmt_ratio(d1, s['ops'])} | {fmt_ratio(d3, s['ops'])} |")
+        lines.append("")
+    lines += ["## Dyno 3 nodes, open loop (workload A)", "",
+              "Latency is measured from each request's intended send time, so queueing shows.", "",
+              "| target rate | achieved ops/s | p99 | p99.9 | errors+503 |", "|---|---|---|---|---|"]
+    for rate, ach, p99, p999, errs in sweep:
+        lines.append(f"| {rate:,.0f} | {ach:,.0f} | {p99:.2f} | {p999:.2f} | {errs} |")
+    lines += ["", f"Charts: `{charts.name}/dyno3-A-latency.svg` (latency by percentile at the last rate) and"
+              f" `{charts.name}/dyno3-A-sweep.svg` (throughput against p99).", ""]
+    lines += ["## RocksDB db_bench (storage ceiling)", "",
+              "| benchmark | ops/s | p50 | p99 | p99.9 |", "|---|---|---|---|---|"]
+    for name in ["fillrandom", "readrandom", "readwhilewriting"]:
+        s = dbb.get(name)
+        if s:
+            lines.append(f"| {name} | {s['ops']:,.0f} | {s.get('p50', 0):.3f} | {s.get('p99', 0):.3f} | {s.get('p999', 0):.3f} |")
+    c1 = results.get("dyno-1", {}).get("C", {}).get("ops")
+    if c1 and dbb.get("readrandom"):
+        lines += ["", f"Dyno's single-node read-only throughput (workload C) is {c1 / dbb['readrandom']['ops']:.3f} of"
+                  " db_bench's readrandom on the same machine: the network, HTTP and replication layers cost the rest."]
+    lines += ["", "## Goals (issue 5)", ""]
+    a1, ar = results.get("dyno-1", {}).get("A"), results.get("redis", {}).get("A")
+    if a1 and ar:
+        ratio = a1["ops"] / ar["ops"]
+        lines.append(f"- Single node, YCSB-A, 64 clients: {a1['ops']:,.0f} ops/s = {ratio:.0%} of Redis"
+                     f" ({ar['ops']:,.0f}); the goal is 50%: {'met' if ratio >= 0.5 else 'missed'}.")
+    half = [s for s in sweep if abs(s[0] - round(peak * 0.5)) < 1]
+    if half:
+        rate, ach, p99, _, _ = half[0]
+        lines.append(f"- 3 nodes, R=2/W=2, at half the peak ({rate:,.0f} of {peak:,.0f} ops/s): p99 {p99:.2f} ms;"
+                     f" the goal is ≤ 10 ms: {'met' if p99 <= 10 else 'missed'}.")
+    lines += ["", "## Commands", "", "```"] + commands + ["```", "",
+              "Micro-benchmarks of the core and the storage engine, and cluster-operation figures: "
+              "`bench/MICRO.md`.", ""]
+    out_path.write_text("\n".join(lines))
+    log(f"wrote {out_path} ({elapsed / 60:.1f} min)")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
