@@ -992,3 +992,69 @@ async fn cli_client_prints_values_siblings_and_contexts() {
     let (ok, _, err) = dyno(&["put", "t", "k", "v", "--if-match", "garbage"], c.url(0));
     assert!(!ok && err.contains("InvalidContext"), "{err}");
 }
+
+/// `dyno bench` runs end to end (closed and open loop, JSON, SVG) against a
+/// one-node cluster. A smoke test: no performance assertion.
+#[tokio::test(flavor = "multi_thread")]
+async fn dyno_bench_smoke() {
+    let c = Cluster::start(1, NodeOpts::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svg = dir.path().join("chart");
+    let run = |args: Vec<String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dyno"))
+            .arg("bench")
+            .args(&args)
+            .output()
+            .expect("run dyno bench");
+        println!("{}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let base = |w: &str| {
+        vec![
+            "--url".to_owned(),
+            c.url(0),
+            "--workload".into(),
+            w.into(),
+            "--records".into(),
+            "200".into(),
+            "--clients".into(),
+            "4".into(),
+            "--duration".into(),
+            "1".into(),
+            "--quiet".into(),
+            "--json".into(),
+        ]
+    };
+    // Closed loop, workload F (read-modify-write), with a chart.
+    let mut args = base("f");
+    args.extend(["--svg".to_owned(), svg.display().to_string()]);
+    let out = run(args);
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["load"]["ops"]["insert"]["count"], 200);
+    let run0 = &report["runs"][0];
+    assert_eq!(run0["mode"], "closed");
+    assert!(run0["ops"]["rmw"]["count"].as_u64() > Some(0), "{run0}");
+    assert!(run0["ops"]["read"]["count"].as_u64() > Some(0), "{run0}");
+    assert_eq!(run0["overall"]["errors"], 0, "{run0}");
+    let chart = std::fs::read_to_string(dir.path().join("chart-latency.svg")).expect("chart");
+    assert!(chart.starts_with("<svg") && chart.contains("polyline"));
+
+    // Open loop at a fixed rate, workload D (inserts, latest), no load.
+    let mut args = base("d");
+    args.extend(["--rate".to_owned(), "200".into(), "--skip-load".into()]);
+    let out = run(args);
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let run0 = &report["runs"][0];
+    assert_eq!(run0["mode"], "open");
+    assert_eq!(run0["target_rate"], 200.0);
+    let done = run0["overall"]["count"].as_u64().unwrap_or(0);
+    assert!((100..=210).contains(&done), "about 200 requests in 1 s, got {done}");
+    assert!(run0["ops"]["insert"]["count"].as_u64() > Some(0));
+
+    // Bad input gets a clear error.
+    let out = run(vec!["--target".into(), "bogus".into(), "--url".into(), c.url(0)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --target"));
+}

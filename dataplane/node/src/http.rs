@@ -420,6 +420,7 @@ async fn cluster(State(node): State<AppState>) -> Json<serde_json::Value> {
                 "keys": state.map(|s| s.load.keys),
                 "bytes": state.map(|s| s.load.bytes),
                 "partitions": owned(&topology.current, id),
+                "partition_ids": topology.current.partitions_owned_by(id).iter().map(|p| p.0).collect::<Vec<_>>(),
                 "partitions_next": topology.next.as_ref().map(|n| owned(n, id)),
                 "handoff": state.map(|s| json!({
                     "epoch": s.handoff.epoch,
