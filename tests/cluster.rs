@@ -1050,11 +1050,19 @@ async fn dyno_bench_smoke() {
     assert_eq!(run0["mode"], "open");
     assert_eq!(run0["target_rate"], 200.0);
     let done = run0["overall"]["count"].as_u64().unwrap_or(0);
-    assert!((100..=210).contains(&done), "about 200 requests in 1 s, got {done}");
+    assert!(
+        (100..=210).contains(&done),
+        "about 200 requests in 1 s, got {done}"
+    );
     assert!(run0["ops"]["insert"]["count"].as_u64() > Some(0));
 
     // Bad input gets a clear error.
-    let out = run(vec!["--target".into(), "bogus".into(), "--url".into(), c.url(0)]);
+    let out = run(vec![
+        "--target".into(),
+        "bogus".into(),
+        "--url".into(),
+        c.url(0),
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --target"));
 }
