@@ -184,7 +184,8 @@ pub struct Transfer {
     pub from: Vec<NodeId>,
 }
 
-fn replica_set(ring: &Ring, p: PartitionId, n: usize) -> BTreeSet<NodeId> {
+/// The primaries of partition `p` with replication factor `n`.
+pub(crate) fn replica_set(ring: &Ring, p: PartitionId, n: usize) -> BTreeSet<NodeId> {
     ring.preference_list(p, n)
         .primaries()
         .iter()

@@ -23,7 +23,7 @@
 use std::collections::BTreeSet;
 
 use crate::codec::{DecodeError, Reader, put_varint};
-use crate::planner::{self, PlanError};
+use crate::planner::{self, PlanError, replica_set};
 use crate::ring::{Member, NodeId, PartitionId, Ring};
 
 const TOPOLOGY_FORMAT_V1: u8 = 1;
@@ -71,14 +71,6 @@ impl HandoffProgress {
     pub fn complete_for(&self, epoch: u64) -> bool {
         self.epoch == epoch && self.done >= self.total
     }
-}
-
-fn replica_set(ring: &Ring, p: PartitionId, n: usize) -> Vec<NodeId> {
-    ring.preference_list(p, n)
-        .primaries()
-        .iter()
-        .map(|m| m.id.clone())
-        .collect()
 }
 
 impl Topology {

@@ -336,26 +336,17 @@ fn local_digests(
 ) -> Result<BTreeMap<Vec<u8>, u64>, Failure> {
     let mut out = BTreeMap::new();
     for &(first, last) in ranges {
-        let mut start: Option<Vec<u8>> = None;
-        loop {
-            let page = node
-                .replica
-                .scan_positions(first, last, start.as_deref(), 1024, usize::MAX)
-                .map_err(|e| e.to_string())?;
-            for (k, v) in &page.items {
-                let Ok(ik) = decode_item_key(k) else { continue };
-                if node.replica.trees.n_of(ik.table) != n {
-                    continue;
+        node.replica
+            .scan_each(first, last, |k, v| {
+                if let Ok(ik) = decode_item_key(k)
+                    && node.replica.trees.n_of(ik.table) == n
+                    && let Ok(o) = decode_object(v)
+                {
+                    out.insert(k.to_vec(), o.digest());
                 }
-                if let Ok(o) = decode_object(v) {
-                    out.insert(k.clone(), o.digest());
-                }
-            }
-            match page.next {
-                Some(next) => start = Some(next),
-                None => break,
-            }
-        }
+                Ok::<_, crate::replica::ReplicaError>(true)
+            })
+            .map_err(|e| e.to_string())?;
     }
     Ok(out)
 }
@@ -584,28 +575,19 @@ async fn collect_tombstones(
     let candidates: Vec<(Vec<u8>, u64)> =
         tokio::task::spawn_blocking(move || -> Result<Vec<(Vec<u8>, u64)>, String> {
             let mut out = Vec::new();
-            let mut start: Option<Vec<u8>> = None;
-            loop {
-                let page = nn
-                    .replica
-                    .scan_positions(first, last, start.as_deref(), 1024, usize::MAX)
-                    .map_err(|e| e.to_string())?;
-                for (k, v) in &page.items {
-                    let Ok(ik) = decode_item_key(k) else { continue };
-                    if nn.replica.trees.n_of(ik.table) != n {
-                        continue;
-                    }
-                    let Ok(o) = decode_object(v) else { continue };
-                    if o.is_tombstone() && o.latest_timestamp().is_some_and(|t| t.millis() < cutoff)
+            nn.replica
+                .scan_each(first, last, |k, v| {
+                    if let Ok(ik) = decode_item_key(k)
+                        && nn.replica.trees.n_of(ik.table) == n
+                        && let Ok(o) = decode_object(v)
+                        && o.is_tombstone()
+                        && o.latest_timestamp().is_some_and(|t| t.millis() < cutoff)
                     {
-                        out.push((k.clone(), o.digest()));
+                        out.push((k.to_vec(), o.digest()));
                     }
-                }
-                match page.next {
-                    Some(next) if out.len() < 4096 => start = Some(next),
-                    _ => break,
-                }
-            }
+                    Ok::<_, crate::replica::ReplicaError>(out.len() < 4096)
+                })
+                .map_err(|e| e.to_string())?;
             Ok(out)
         })
         .await

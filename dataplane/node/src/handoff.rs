@@ -371,26 +371,20 @@ async fn drop_moved(node: &Arc<Node>, from: &Topology, now: &Topology) -> Result
         let (new_ring, me) = (new.clone(), node.me.clone());
         dropped += tokio::task::spawn_blocking(move || -> Result<u64, String> {
             let mut count = 0;
-            let mut start: Option<Vec<u8>> = None;
-            loop {
-                let page = nn
-                    .replica
-                    .scan_positions(first, last, start.as_deref(), 1024, usize::MAX)
-                    .map_err(|e| e.to_string())?;
-                for (k, _) in &page.items {
-                    let Ok(ik) = decode_item_key(k) else { continue };
-                    let n = nn.catalog.get(ik.table).map_or(3, |c| c.n as usize);
-                    if !is_replica(&new_ring, PartitionId(p), n, &me)
-                        && nn.replica.remove_item(k, None).map_err(|e| e.to_string())?
-                    {
-                        count += 1;
+            nn.replica
+                .scan_each(first, last, |k, _| {
+                    if let Ok(ik) = decode_item_key(k) {
+                        let n = nn.catalog.get(ik.table).map_or(3, |c| c.n as usize);
+                        if !is_replica(&new_ring, PartitionId(p), n, &me)
+                            && nn.replica.remove_item(k, None)?
+                        {
+                            count += 1;
+                        }
                     }
-                }
-                match page.next {
-                    Some(next) => start = Some(next),
-                    None => return Ok(count),
-                }
-            }
+                    Ok::<_, crate::replica::ReplicaError>(true)
+                })
+                .map_err(|e| e.to_string())?;
+            Ok(count)
         })
         .await
         .map_err(|e| e.to_string())??;

@@ -422,6 +422,29 @@ impl Replica {
         Ok(ScanPage { items, next })
     }
 
+    /// Calls `f` with each item (key, stored bytes) whose position is in
+    /// `first..=last`, page by page, until `f` returns `Ok(false)`.
+    pub fn scan_each<E: From<ReplicaError>>(
+        &self,
+        first: u64,
+        last: u64,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let mut start: Option<Vec<u8>> = None;
+        loop {
+            let page = self.scan_positions(first, last, start.as_deref(), 1024, usize::MAX)?;
+            for (k, v) in &page.items {
+                if !f(k, v)? {
+                    return Ok(());
+                }
+            }
+            match page.next {
+                Some(next) => start = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// The digest of each named item that this node holds.
     pub fn digests_of(&self, item_keys: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, u64)>, ReplicaError> {
         let mut out = Vec::new();
