@@ -1056,6 +1056,32 @@ async fn dyno_bench_smoke() {
     );
     assert!(run0["ops"]["insert"]["count"].as_u64() > Some(0));
 
+    // The gRPC API, with per-request quorums.
+    let mut args = base("b");
+    args.extend(
+        [
+            "--target",
+            "dyno-grpc",
+            "--skip-load",
+            "--r",
+            "1",
+            "--w",
+            "1",
+        ]
+        .map(String::from),
+    );
+    let out = run(args);
+    assert!(out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert!(
+        report["target"]
+            .as_str()
+            .is_some_and(|t| t.contains("gRPC"))
+    );
+    let run0 = &report["runs"][0];
+    assert!(run0["ops"]["read"]["count"].as_u64() > Some(0), "{run0}");
+    assert_eq!(run0["overall"]["errors"], 0, "{run0}");
+
     // Bad input gets a clear error.
     let out = run(vec![
         "--target".into(),
