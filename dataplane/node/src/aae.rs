@@ -313,19 +313,48 @@ async fn compare_with(
             .map_err(|s| rpc_err(node, peer, s))?
             .into_inner()
             .roots;
+        // Up to EXCHANGES_IN_FLIGHT partitions are exchanged at once (each
+        // is a few round trips); starts are paced by the budget.
+        let mut running = tokio::task::JoinSet::new();
+        let mut failure = None;
         for (&p, &theirs) in chunk.iter().zip(roots.iter()) {
-            let ours = node.replica.trees.root((n, p));
-            if ours != theirs {
-                exchange(node, n, p, peer).await?;
-                node.repair.update(|r| r.partitions_exchanged += 1);
-                let pps = f64::from(node.repair.config.partitions_per_sec.max(1));
-                tokio::time::sleep(Duration::from_secs_f64(1.0 / pps)).await;
-            }
             node.repair.update(|r| r.comparisons_done += 1);
+            if node.replica.trees.root((n, p)) == theirs {
+                continue;
+            }
+            while running.len() >= EXCHANGES_IN_FLIGHT {
+                if let Some(Ok(Err(e))) = running.join_next().await {
+                    failure = Some(e);
+                }
+            }
+            if failure.is_some() {
+                break;
+            }
+            let (nn, pp) = (Arc::clone(node), peer.clone());
+            running.spawn(async move {
+                let res = exchange(&nn, n, p, &pp).await;
+                if res.is_ok() {
+                    nn.repair.update(|r| r.partitions_exchanged += 1);
+                }
+                res
+            });
+            let pps = f64::from(node.repair.config.partitions_per_sec.max(1));
+            tokio::time::sleep(Duration::from_secs_f64(1.0 / pps)).await;
+        }
+        while let Some(res) = running.join_next().await {
+            if let Ok(Err(e)) = res {
+                failure = Some(e);
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
     }
     Ok(())
 }
+
+/// Partition exchanges with one peer at a time.
+const EXCHANGES_IN_FLIGHT: usize = 8;
 
 /// The digests of local items in `ranges` of partition `p` whose table has
 /// replication factor `n`.
