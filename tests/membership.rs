@@ -525,9 +525,11 @@ async fn join_and_decommission_under_write_load_lose_nothing() {
     assert_eq!(s, StatusCode::ACCEPTED, "{join}");
     let join_epoch = join["epoch"].as_u64().expect("epoch");
     let (s, busy) = c
-        .post(0, "/admin/v1/cluster/decommission", json!({"node": "n2"}))
+        .post(1, "/admin/v1/cluster/decommission", json!({"node": "n2"}))
         .await;
+    // Sent to n2, forwarded to n1 (which begins ring changes), refused there.
     assert_eq!(s, StatusCode::CONFLICT, "one change at a time: {busy}");
+    assert_eq!(busy["error"]["code"], "RingChangeInProgress", "{busy}");
     let view = wait_settled(&c, 0, join_epoch + 1, "the join to commit").await;
     let n4_view = wait_settled(&c, n4, join_epoch + 1, "n4 to apply the join").await;
     let streamed = handoff_bytes(&view, &n4_id, join_epoch);
@@ -573,7 +575,7 @@ async fn join_and_decommission_under_write_load_lose_nothing() {
         .and_then(|n| n["bytes"].as_u64())
         .unwrap_or(0);
     let (s, leave) = c
-        .post(0, "/admin/v1/cluster/decommission", json!({"node": "n2"}))
+        .post(2, "/admin/v1/cluster/decommission", json!({"node": "n2"}))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{leave}");
     let leave_epoch = leave["epoch"].as_u64().expect("epoch");

@@ -135,8 +135,34 @@ impl ApiError {
                 code: "NotInCluster",
                 message,
             },
-            "RingChanging" => ApiError::Unavailable {
-                code: "RingChanging",
+            "RingChanging" | "NodeDown" | "LeaderUnreachable" => ApiError::Unavailable {
+                code: match code {
+                    "RingChanging" => "RingChanging",
+                    "NodeDown" => "NodeDown",
+                    _ => "LeaderUnreachable",
+                },
+                message,
+            },
+            "UnknownNode" => ApiError::NotFound {
+                code: "UnknownNode",
+                message,
+            },
+            "NodeLeft"
+            | "TooFewNodes"
+            | "RingChangeInProgress"
+            | "AlreadyMember"
+            | "NotAMember"
+            | "InvalidRingChange"
+            | "ImmutableSetting" => ApiError::Conflict {
+                code: match code {
+                    "NodeLeft" => "NodeLeft",
+                    "TooFewNodes" => "TooFewNodes",
+                    "RingChangeInProgress" => "RingChangeInProgress",
+                    "AlreadyMember" => "AlreadyMember",
+                    "NotAMember" => "NotAMember",
+                    "ImmutableSetting" => "ImmutableSetting",
+                    _ => "InvalidRingChange",
+                },
                 message,
             },
             _ => ApiError::Internal(message),

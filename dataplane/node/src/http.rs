@@ -27,7 +27,6 @@ use crate::error::ApiError;
 use crate::grpc::PublicApi;
 use crate::node::{Node, PutRequest};
 use dyno_core::NodeId;
-use dyno_core::topology::{ChangeError, Topology};
 use dyno_proto::public::dyno_server::DynoServer;
 
 pub use crate::api::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
@@ -489,36 +488,14 @@ fn node_request(
     Ok((id, req.zone))
 }
 
-fn change_error(e: ChangeError) -> ApiError {
-    let code = match &e {
-        ChangeError::Busy { .. } => "RingChangeInProgress",
-        ChangeError::Plan(dyno_core::ring::RingError::DuplicateMember { .. }) => "AlreadyMember",
-        ChangeError::Plan(dyno_core::ring::RingError::UnknownMember { .. }) => "NotAMember",
-        ChangeError::Plan(_) => "InvalidRingChange",
-    };
-    ApiError::Conflict {
-        code,
-        message: e.to_string(),
-    }
-}
-
-async fn commit_change(node: &Node, next: Topology) -> Result<Response, ApiError> {
-    let epoch = next.epoch;
-    let to = next.next.clone();
-    let n = to.as_ref().map_or(3, |r| {
-        crate::handoff::max_n(node, r.members().len().max(next.current.members().len()))
-    });
-    let m = to
-        .as_ref()
-        .map(|r| dyno_core::planner::movement(&next.current, r, n));
-    node.cluster.offer_topology(next)?;
+fn began_response(b: crate::change::Began) -> Response {
     let body = json!({
-        "epoch": epoch,
-        "partition_replicas_to_move": m.map(|m| m.moved),
-        "partitions_reassigned": m.map(|m| m.partitions_reassigned),
-        "partition_replicas_total": m.map(|m| m.total),
+        "epoch": b.epoch,
+        "partition_replicas_to_move": b.moved,
+        "partitions_reassigned": b.reassigned,
+        "partition_replicas_total": b.total,
     });
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
 async fn join(
@@ -526,39 +503,9 @@ async fn join(
     body: Result<Json<NodeRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let (id, zone) = node_request(body)?;
-    let topology = node.cluster.topology();
-    if topology.epoch == 0 {
-        return Err(not_in_cluster());
-    }
-    match node.cluster.view().get(&id) {
-        None => {
-            return Err(ApiError::NotFound {
-                code: "UnknownNode",
-                message: format!(
-                    "no node named {id} has gossiped with this cluster; start it with --seed pointing at a member first"
-                ),
-            });
-        }
-        Some(s) if s.status == dyno_core::NodeStatus::Left => {
-            return Err(ApiError::Conflict {
-                code: "NodeLeft",
-                message: format!(
-                    "{id} was decommissioned; wipe its data directory and start it again to rejoin"
-                ),
-            });
-        }
-        Some(_) if !node.is_up(&id) => {
-            return Err(ApiError::Unavailable {
-                code: "NodeDown",
-                message: format!("{id} is not answering; it must be up to receive its partitions"),
-            });
-        }
-        Some(_) => {}
-    }
-    let next = topology
-        .begin_join(dyno_core::Member { id, zone })
-        .map_err(change_error)?;
-    commit_change(&node, next).await
+    crate::change::request(&node, crate::change::Action::Join, id, zone)
+        .await
+        .map(began_response)
 }
 
 async fn decommission(
@@ -566,35 +513,9 @@ async fn decommission(
     body: Result<Json<NodeRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let (id, _) = node_request(body)?;
-    let topology = node.cluster.topology();
-    if topology.epoch == 0 {
-        return Err(not_in_cluster());
-    }
-    let remaining = topology.current.members().len().saturating_sub(1);
-    if let Some(t) = node
-        .catalog
-        .list()
-        .iter()
-        .find(|t| t.config.n as usize > remaining)
-    {
-        return Err(ApiError::Conflict {
-            code: "TooFewNodes",
-            message: format!(
-                "table {} has n = {}; decommissioning {id} would leave {remaining} nodes",
-                t.name, t.config.n
-            ),
-        });
-    }
-    let next = topology.begin_leave(&id).map_err(change_error)?;
-    commit_change(&node, next).await
-}
-
-fn not_in_cluster() -> ApiError {
-    ApiError::Unavailable {
-        code: "NotInCluster",
-        message: "this node has not joined a cluster yet; run `dyno cluster join` against a member"
-            .into(),
-    }
+    crate::change::request(&node, crate::change::Action::Decommission, id, None)
+        .await
+        .map(began_response)
 }
 
 async fn repair_status(State(node): State<AppState>) -> Json<crate::aae::RepairStatus> {

@@ -13,6 +13,7 @@ pub mod aae;
 pub mod api;
 pub mod background;
 pub mod catalog;
+pub mod change;
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -168,6 +169,7 @@ pub async fn run(
         }),
         handoff: handoff::Handoff::default(),
         inline_io: config.durability == config::DurabilityArg::Periodic,
+        change_lock: tokio::sync::Mutex::new(()),
     });
 
     let http = tokio::net::TcpListener::bind(config.http_addr)

@@ -51,6 +51,8 @@ pub struct Node {
     pub handoff: crate::handoff::Handoff,
     /// Run point storage operations on the async threads (see `point_io`).
     pub inline_io: bool,
+    /// Held while a ring change is validated and begun (`change.rs`).
+    pub change_lock: tokio::sync::Mutex<()>,
 }
 
 /// How many times a write may be forwarded between nodes.

@@ -334,6 +334,35 @@ impl ReplicaRpc for RpcService {
             .map_err(internal)??;
         Ok(Response::new(batch))
     }
+
+    async fn begin_change(
+        &self,
+        request: Request<pb::BeginChangeRequest>,
+    ) -> Result<Response<pb::BeginChangeResponse>, Status> {
+        let req = request.into_inner();
+        let id = NodeId::new(&req.node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let action = if req.decommission {
+            crate::change::Action::Decommission
+        } else {
+            crate::change::Action::Join
+        };
+        let resp = match crate::change::begin_here(&self.node, action, id, req.zone).await {
+            Ok(b) => pb::BeginChangeResponse {
+                epoch: b.epoch,
+                moved: b.moved,
+                reassigned: b.reassigned,
+                total: b.total,
+                error_code: None,
+                error_message: None,
+            },
+            Err(e) => pb::BeginChangeResponse {
+                error_code: Some(e.code().to_owned()),
+                error_message: Some(e.to_string()),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(resp))
+    }
 }
 
 fn node_metrics_dropped(node: &Node, dropped: u32) {

@@ -1,0 +1,218 @@
+//! Beginning ring changes (join, decommission), one at a time.
+//!
+//! Two changes begun at once on different nodes would carry the same epoch,
+//! and gossip would keep only one of them, though both callers were told
+//! they began. So every change is begun by one node, the *change leader*:
+//! the first member of the current ring, by name, that this node believes
+//! up. A node that is not the leader forwards the request to it
+//! (`BeginChange` RPC); the leader validates and begins changes under a
+//! lock, so a second request sees the first change and is refused with
+//! `RingChangeInProgress`. (While views of who is up disagree, two nodes may
+//! both act as leader for a moment; the tie-break by encoding then still
+//! keeps the cluster consistent.)
+
+use std::sync::Arc;
+
+use dyno_core::topology::{ChangeError, Topology};
+use dyno_core::{Member, NodeId, NodeStatus};
+use dyno_proto::internal as pb;
+
+use crate::error::ApiError;
+use crate::node::Node;
+
+/// What a change does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Add a node to the ring.
+    Join,
+    /// Remove a node from the ring.
+    Decommission,
+}
+
+/// A change that has begun.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Began {
+    /// The ring epoch of the change.
+    pub epoch: u64,
+    /// Partition replicas that change hands (the plan's minimum).
+    pub moved: u64,
+    /// Partitions whose owner changes.
+    pub reassigned: u64,
+    /// Partition replicas in the cluster.
+    pub total: u64,
+}
+
+fn change_error(e: ChangeError) -> ApiError {
+    let code = match &e {
+        ChangeError::Busy { .. } => "RingChangeInProgress",
+        ChangeError::Plan(dyno_core::ring::RingError::DuplicateMember { .. }) => "AlreadyMember",
+        ChangeError::Plan(dyno_core::ring::RingError::UnknownMember { .. }) => "NotAMember",
+        ChangeError::Plan(_) => "InvalidRingChange",
+    };
+    ApiError::Conflict {
+        code,
+        message: e.to_string(),
+    }
+}
+
+/// The answer when this node has no ring yet.
+pub fn not_in_cluster() -> ApiError {
+    ApiError::Unavailable {
+        code: "NotInCluster",
+        message: "this node has not joined a cluster yet; send the request to a member".into(),
+    }
+}
+
+/// The node that begins ring changes, as this node sees it.
+pub fn leader(node: &Node, topology: &Topology) -> NodeId {
+    let mut members: Vec<&NodeId> = topology.current.members().iter().map(|m| &m.id).collect();
+    members.sort();
+    members
+        .into_iter()
+        .find(|id| node.is_up(id))
+        .cloned()
+        .unwrap_or_else(|| node.me.clone())
+}
+
+/// Begins a change: here if this node leads changes, else on the leader.
+pub async fn request(
+    node: &Arc<Node>,
+    action: Action,
+    id: NodeId,
+    zone: Option<String>,
+) -> Result<Began, ApiError> {
+    let topology = node.cluster.topology();
+    if topology.epoch == 0 {
+        return Err(not_in_cluster());
+    }
+    let leader = leader(node, &topology);
+    if leader == node.me {
+        return begin_here(node, action, id, zone).await;
+    }
+    let Some(peer) = node.cluster.peer(&leader) else {
+        return Err(ApiError::Unavailable {
+            code: "LeaderUnreachable",
+            message: format!(
+                "ring changes are begun by {leader}, whose address is not known yet; retry"
+            ),
+        });
+    };
+    let req = pb::BeginChangeRequest {
+        decommission: action == Action::Decommission,
+        node: id.to_string(),
+        zone,
+    };
+    let resp = tokio::time::timeout(node.timeout * 2, peer.client().begin_change(req))
+        .await
+        .map_err(|_| ApiError::Unavailable {
+            code: "LeaderUnreachable",
+            message: format!("{leader}, which begins ring changes, did not answer in time; retry"),
+        })?
+        .map_err(|s| ApiError::Unavailable {
+            code: "LeaderUnreachable",
+            message: format!(
+                "{leader}, which begins ring changes, failed: {}",
+                s.message()
+            ),
+        })?
+        .into_inner();
+    match resp.error_code {
+        Some(code) => Err(ApiError::from_code(
+            &code,
+            resp.error_message.unwrap_or_default(),
+        )),
+        None => Ok(Began {
+            epoch: resp.epoch,
+            moved: resp.moved,
+            reassigned: resp.reassigned,
+            total: resp.total,
+        }),
+    }
+}
+
+fn validate(node: &Node, topology: &Topology, action: Action, id: &NodeId) -> Result<(), ApiError> {
+    match action {
+        Action::Join => match node.cluster.view().get(id) {
+            None => Err(ApiError::NotFound {
+                code: "UnknownNode",
+                message: format!(
+                    "no node named {id} has gossiped with this cluster; start it with --seed pointing at a member first"
+                ),
+            }),
+            Some(s) if s.status == NodeStatus::Left => Err(ApiError::Conflict {
+                code: "NodeLeft",
+                message: format!(
+                    "{id} was decommissioned; wipe its data directory and start it again to rejoin"
+                ),
+            }),
+            Some(_) if !node.is_up(id) => Err(ApiError::Unavailable {
+                code: "NodeDown",
+                message: format!("{id} is not answering; it must be up to receive its partitions"),
+            }),
+            Some(_) => Ok(()),
+        },
+        Action::Decommission => {
+            let remaining = topology.current.members().len().saturating_sub(1);
+            match node
+                .catalog
+                .list()
+                .iter()
+                .find(|t| t.config.n as usize > remaining)
+            {
+                Some(t) => Err(ApiError::Conflict {
+                    code: "TooFewNodes",
+                    message: format!(
+                        "table {} has n = {}; decommissioning {id} would leave {remaining} nodes",
+                        t.name, t.config.n
+                    ),
+                }),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// Validates and begins a change on this node, one at a time.
+pub async fn begin_here(
+    node: &Arc<Node>,
+    action: Action,
+    id: NodeId,
+    zone: Option<String>,
+) -> Result<Began, ApiError> {
+    let _one_at_a_time = node.change_lock.lock().await;
+    let topology = node.cluster.topology();
+    if topology.epoch == 0 {
+        return Err(not_in_cluster());
+    }
+    if topology.next.is_some() {
+        return Err(change_error(ChangeError::Busy {
+            epoch: topology.epoch,
+        }));
+    }
+    validate(node, &topology, action, &id)?;
+    let next = match action {
+        Action::Join => topology.begin_join(Member { id, zone }),
+        Action::Decommission => topology.begin_leave(&id),
+    }
+    .map_err(change_error)?;
+    let to = next
+        .next
+        .as_ref()
+        .ok_or_else(|| ApiError::Internal("a begun change has no next ring".into()))?;
+    let n = crate::handoff::max_n(node, to.members().len().max(next.current.members().len()));
+    let m = dyno_core::planner::movement(&next.current, to, n);
+    let began = Began {
+        epoch: next.epoch,
+        moved: m.moved as u64,
+        reassigned: m.partitions_reassigned as u64,
+        total: m.total as u64,
+    };
+    node.cluster.offer_topology(next)?;
+    tracing::info!(
+        ?action,
+        epoch = began.epoch,
+        moved = began.moved,
+        "ring change begun"
+    );
+    Ok(began)
+}
