@@ -641,3 +641,75 @@ async fn join_and_decommission_under_write_load_lose_nothing() {
         Some(0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_join_can_be_aborted() {
+    let mut c = Cluster::start(3, NodeOpts::default()).await;
+    c.create_table("t", json!({"n": 3, "r": 2, "w": 2})).await;
+    for k in 0..50 {
+        let (s, b) = c.put(k % 3, "t", &format!("k{k}"), b"v", &[]).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    let n4 = c.add_node().await;
+    let n4_id = c.id(n4);
+    c.wait_for(
+        || async {
+            node_entry(&c.admin(0, "/admin/v1/cluster").await, &n4_id)
+                .is_some_and(|n| n["liveness"] == "up")
+        },
+        "n1 to hear of n4",
+    )
+    .await;
+    // Freeze n4, then join it at once (before φ suspects it): it can never
+    // pull its partitions, so the change cannot commit.
+    c.freeze(n4, true);
+    let (s, join) = c
+        .post(1, "/admin/v1/cluster/join", json!({"node": n4_id}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{join}");
+    let epoch = join["epoch"].as_u64().expect("epoch");
+    // The cluster keeps serving while the change is stuck.
+    let (s, b) = c.put(0, "t", "during", b"stuck", &[]).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = c.post(2, "/admin/v1/cluster/abort", json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["epoch"].as_u64(), Some(epoch + 1));
+    let (s, b) = c.post(0, "/admin/v1/cluster/abort", json!({})).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("NoRingChange"))
+    );
+    let v = wait_settled(&c, 0, epoch + 1, "the abort to apply").await;
+    assert_eq!(
+        node_entry(&v, &n4_id).and_then(|n| n["partitions"].as_u64()),
+        Some(0),
+        "n4 owns nothing after the abort"
+    );
+    // Thawed, n4 learns the abort and drops whatever it received.
+    c.freeze(n4, false);
+    c.poll(
+        60,
+        || async {
+            let v = c.admin(n4, "/admin/v1/cluster").await;
+            let settled = v["ring"]["epoch"].as_u64() >= Some(epoch + 1)
+                && v["drop_pending"] == false
+                && node_entry(&v, &n4_id).and_then(|n| n["keys"].as_u64()) == Some(0);
+            settled.then_some(v)
+        },
+        "n4 to apply the abort and hold nothing",
+    )
+    .await;
+    // Nothing was lost, and the ring can change again.
+    for k in 0..50 {
+        let (s, b) = c.get(2, "t", &format!("k{k}"), "?r=2").await;
+        assert_eq!((s, values(&b)), (StatusCode::OK, vec!["v".to_owned()]));
+    }
+    let (s, b) = c.get(1, "t", "during", "?r=2").await;
+    assert_eq!((s, values(&b)), (StatusCode::OK, vec!["stuck".to_owned()]));
+    let (s, join) = c
+        .post(0, "/admin/v1/cluster/join", json!({"node": n4_id}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{join}");
+    let epoch = join["epoch"].as_u64().expect("epoch");
+    wait_settled(&c, 0, epoch + 1, "the second join to commit").await;
+}

@@ -51,6 +51,9 @@ pub enum ChangeError {
     /// The planner refused.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// There is no change to abort.
+    #[error("no ring change is under way")]
+    Idle,
 }
 
 /// What a node reports about the change under way (gossiped).
@@ -130,6 +133,21 @@ impl Topology {
                 next: None,
             },
             None => self.clone(),
+        }
+    }
+
+    /// Abandons the change under way: the current ring stays, one epoch
+    /// later. Writes counted towards W went to the current replicas
+    /// throughout, so nothing acknowledged is lost; what gaining nodes
+    /// received is theirs to drop.
+    pub fn abort(&self) -> Result<Topology, ChangeError> {
+        match &self.next {
+            Some(_) => Ok(Topology {
+                epoch: self.epoch + 1,
+                current: self.current.clone(),
+                next: None,
+            }),
+            None => Err(ChangeError::Idle),
         }
     }
 
@@ -381,6 +399,21 @@ mod tests {
         assert!(done.current.member(&id("n4")).is_some());
         assert_eq!(joining.commit(), done, "commit is deterministic");
         assert_eq!(done.commit(), done, "nothing to commit");
+    }
+
+    #[test]
+    fn an_abort_keeps_the_current_ring_one_epoch_later() {
+        let t = Topology::new(ring(3));
+        assert_eq!(t.abort(), Err(ChangeError::Idle));
+        let joining = t.begin_join(Member::new(id("n4"))).expect("join");
+        let aborted = joining.abort().expect("abort");
+        assert_eq!(aborted.epoch, joining.epoch + 1);
+        assert_eq!(aborted.current, t.current);
+        assert!(aborted.next.is_none() && aborted.supersedes(&joining));
+        assert!(
+            aborted.begin_leave(&id("n1")).is_ok(),
+            "a new change can begin"
+        );
     }
 
     #[test]

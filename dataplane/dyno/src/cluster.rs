@@ -20,6 +20,16 @@ pub enum ClusterCommand {
     /// Streams a node's partitions to the others and removes it from the
     /// ring; waits until it has left. Stop its process afterwards.
     Decommission(ChangeArgs),
+    /// Abandons the ring change under way (for example when a joining node
+    /// died): the current ring stays, and nodes drop what they received.
+    Abort(AbortArgs),
+}
+
+/// Options of `dyno cluster abort`.
+#[derive(Debug, clap::Args)]
+pub struct AbortArgs {
+    #[command(flatten)]
+    target: Target,
 }
 
 /// Options of `dyno cluster status`.
@@ -140,6 +150,24 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
         }
         ClusterCommand::Join(args) => change(&http, "join", args).await,
         ClusterCommand::Decommission(args) => change(&http, "decommission", args).await,
+        ClusterCommand::Abort(args) => {
+            let base = args.target.base();
+            let resp = http
+                .post(format!("{base}/admin/v1/cluster/abort"))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {base}"))?;
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                bail!(
+                    "abort refused ({status}): {}",
+                    body["error"]["message"].as_str().unwrap_or("no details")
+                );
+            }
+            println!("ring change aborted; ring epoch {}", body["epoch"]);
+            Ok(())
+        }
     }
 }
 

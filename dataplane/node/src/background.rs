@@ -50,14 +50,12 @@ pub async fn replay_hints(
             if backlog.hints == 0 {
                 continue;
             }
-            let departed = !node.cluster.topology().involves(&target)
-                && node.cluster.topology().epoch > 0
-                && node
-                    .cluster
-                    .view()
-                    .get(&target)
-                    .is_some_and(|s| s.status == dyno_core::NodeStatus::Left);
-            if !departed && !node.is_up(&target) {
+            // A node outside both rings (it left, or a change that would
+            // have added it was aborted) gets nothing: its hints go to the
+            // keys' replicas. Otherwise wait until the detector sees it up.
+            let topology = node.cluster.topology();
+            let outside = topology.epoch > 0 && !topology.involves(&target);
+            if !outside && !node.is_up(&target) {
                 continue;
             }
             let (replica, t) = (Arc::clone(&node.replica), target.clone());
@@ -72,7 +70,7 @@ pub async fn replay_hints(
                     wall_ms().saturating_sub(hint.created_ms) > policy.max_age.as_millis() as u64;
                 let delivered = if expired {
                     true
-                } else if departed {
+                } else if outside || !still_replica(&node, &topology, &target, &hint) {
                     redirect(&node, &hint).await
                 } else {
                     node.send_replica_put(
@@ -105,7 +103,31 @@ pub async fn replay_hints(
     }
 }
 
-/// Delivers a hint for a node that left to the key's current replicas.
+/// True when `target` replicates the hint's key in the current or the next
+/// ring (a ring change since the hint was stored may have moved the key).
+fn still_replica(
+    node: &Node,
+    topology: &dyno_core::topology::Topology,
+    target: &dyno_core::NodeId,
+    hint: &crate::replica::Hint,
+) -> bool {
+    let Some(cfg) = node.catalog.get(&hint.table) else {
+        return true;
+    };
+    let position = dyno_core::hash::key_position(&hint.table, &hint.key);
+    let n = cfg.n as usize;
+    topology
+        .current
+        .preference_list_for(position, n)
+        .is_primary(target)
+        || topology
+            .next
+            .as_ref()
+            .is_some_and(|r| r.preference_list_for(position, n).is_primary(target))
+}
+
+/// Delivers a hint whose target no longer replicates the key (it left, or
+/// the ring changed) to the key's current replicas instead.
 async fn redirect(node: &Arc<Node>, hint: &crate::replica::Hint) -> bool {
     let Some(cfg) = node.catalog.get(&hint.table) else {
         return false;

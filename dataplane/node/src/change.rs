@@ -27,6 +27,8 @@ pub enum Action {
     Join,
     /// Remove a node from the ring.
     Decommission,
+    /// Abandon the change under way (the node id is ignored).
+    Abort,
 }
 
 /// A change that has begun.
@@ -48,6 +50,7 @@ fn change_error(e: ChangeError) -> ApiError {
         ChangeError::Plan(dyno_core::ring::RingError::DuplicateMember { .. }) => "AlreadyMember",
         ChangeError::Plan(dyno_core::ring::RingError::UnknownMember { .. }) => "NotAMember",
         ChangeError::Plan(_) => "InvalidRingChange",
+        ChangeError::Idle => "NoRingChange",
     };
     ApiError::Conflict {
         code,
@@ -99,6 +102,7 @@ pub async fn request(
     };
     let req = pb::BeginChangeRequest {
         decommission: action == Action::Decommission,
+        abort: action == Action::Abort,
         node: id.to_string(),
         zone,
     };
@@ -151,6 +155,7 @@ fn validate(node: &Node, topology: &Topology, action: Action, id: &NodeId) -> Re
             }),
             Some(_) => Ok(()),
         },
+        Action::Abort => Ok(()),
         Action::Decommission => {
             let remaining = topology.current.members().len().saturating_sub(1);
             match node
@@ -184,6 +189,18 @@ pub async fn begin_here(
     if topology.epoch == 0 {
         return Err(not_in_cluster());
     }
+    if action == Action::Abort {
+        let aborted = topology.abort().map_err(change_error)?;
+        let began = Began {
+            epoch: aborted.epoch,
+            moved: 0,
+            reassigned: 0,
+            total: 0,
+        };
+        node.cluster.offer_topology(aborted)?;
+        tracing::warn!(epoch = began.epoch, "ring change aborted");
+        return Ok(began);
+    }
     if topology.next.is_some() {
         return Err(change_error(ChangeError::Busy {
             epoch: topology.epoch,
@@ -192,7 +209,7 @@ pub async fn begin_here(
     validate(node, &topology, action, &id)?;
     let next = match action {
         Action::Join => topology.begin_join(Member { id, zone }),
-        Action::Decommission => topology.begin_leave(&id),
+        Action::Decommission | Action::Abort => topology.begin_leave(&id),
     }
     .map_err(change_error)?;
     let to = next

@@ -153,7 +153,8 @@ impl ApiError {
             | "AlreadyMember"
             | "NotAMember"
             | "InvalidRingChange"
-            | "ImmutableSetting" => ApiError::Conflict {
+            | "ImmutableSetting"
+            | "NoRingChange" => ApiError::Conflict {
                 code: match code {
                     "NodeLeft" => "NodeLeft",
                     "TooFewNodes" => "TooFewNodes",
@@ -161,6 +162,7 @@ impl ApiError {
                     "AlreadyMember" => "AlreadyMember",
                     "NotAMember" => "NotAMember",
                     "ImmutableSetting" => "ImmutableSetting",
+                    "NoRingChange" => "NoRingChange",
                     _ => "InvalidRingChange",
                 },
                 message,

@@ -149,7 +149,7 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
                 }
                 continue;
             }
-        } else if let Some(from) = drop_from(&node)
+        } else if let Some(_) = drop_from(&node)
             && node.cluster.all_live_applied(topology.epoch)
         {
             {
@@ -157,10 +157,16 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
                     _ = tokio::time::sleep(settle) => {}
                     _ = shutdown.changed() => return,
                 }
-                match drop_moved(&node, &from, &topology).await {
-                    Ok(dropped) => {
+                match drop_moved(&node, &topology).await {
+                    Ok((dropped, complete)) => {
                         lock(&node.handoff.report).items_dropped += dropped;
-                        let _ = node.replica.store().delete(Keyspace::Meta, DROP_FROM_KEY);
+                        if complete {
+                            let _ = node.replica.store().delete(Keyspace::Meta, DROP_FROM_KEY);
+                        } else {
+                            tracing::info!(
+                                "some items belong to tables this node does not know yet; sweeping again once it does"
+                            );
+                        }
                         tracing::info!(dropped, "dropped the items of partitions that moved away");
                     }
                     Err(e) => {
@@ -212,19 +218,19 @@ fn drop_from(node: &Node) -> Option<Topology> {
     Topology::decode(&raw).ok()
 }
 
-/// Records what a commit leaves this node to drop (called before the new
-/// topology is adopted).
+/// Called before a new topology is adopted. Whenever the ring settles at a
+/// new epoch (a commit, an abort, or a first ring), a sweep is due: once
+/// every live node has applied it, this node deletes the items of every
+/// partition it does not replicate. That drops what moved away, what an
+/// aborted change had sent here, and writes that reached this node late,
+/// routed by an older ring.
 pub fn note_commit(store: &dyn dyno_storage::Store, old: &Topology, new: &Topology, me: &NodeId) {
     // Epoch 0 is the placeholder of a node waiting to be joined.
-    if old.epoch == 0 {
-        return;
-    }
-    if old.current.member(me).is_some() {
+    if old.epoch > 0 && old.current.member(me).is_some() {
         let _ = store.put(Keyspace::Meta, b"was_member", &[1]);
     }
-    let commits_old = old.next.as_ref().is_some_and(|n| *n == new.current) && new.next.is_none();
-    if commits_old && old.current.member(me).is_some() {
-        let _ = store.put(Keyspace::Meta, DROP_FROM_KEY, &old.encode());
+    if new.next.is_none() && new.epoch > old.epoch {
+        let _ = store.put(Keyspace::Meta, DROP_FROM_KEY, &new.encode());
     }
 }
 
@@ -354,32 +360,46 @@ pub fn stream_page(
     })
 }
 
-/// Deletes the items this node held under `from` and no longer replicates.
-async fn drop_moved(node: &Arc<Node>, from: &Topology, now: &Topology) -> Result<u64, String> {
-    let old = &from.current;
-    let new = &now.current;
-    let n = max_n(node, old.members().len());
+/// Deletes the items of partitions this node does not replicate in `now`.
+/// Partitions it replicates for the smallest N (so for every table) are
+/// skipped without a scan. Items of tables this node's catalog does not
+/// know yet are kept, and the sweep is then retried (returns false).
+async fn drop_moved(node: &Arc<Node>, now: &Topology) -> Result<(u64, bool), String> {
+    let ring = &now.current;
+    let n_min = node
+        .catalog
+        .list()
+        .iter()
+        .map(|e| e.config.n as usize)
+        .min()
+        .unwrap_or(1)
+        .clamp(1, ring.members().len().max(1));
     let trees = &node.replica.trees;
     let leaves = trees.shape().leaves();
     let mut dropped = 0u64;
-    for p in 0..old.partition_count() as u32 {
-        if !is_replica(old, PartitionId(p), n, &node.me) {
+    let unknown = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for p in 0..ring.partition_count() as u32 {
+        if is_replica(ring, PartitionId(p), n_min, &node.me) {
             continue;
         }
         let (first, last) = (trees.leaf_range(p, 0).0, trees.leaf_range(p, leaves - 1).1);
         let nn = Arc::clone(node);
-        let (new_ring, me) = (new.clone(), node.me.clone());
+        let (ring, me, unknown) = (ring.clone(), node.me.clone(), Arc::clone(&unknown));
         dropped += tokio::task::spawn_blocking(move || -> Result<u64, String> {
             let mut count = 0;
             nn.replica
                 .scan_each(first, last, |k, _| {
-                    if let Ok(ik) = decode_item_key(k) {
-                        let n = nn.catalog.get(ik.table).map_or(3, |c| c.n as usize);
-                        if !is_replica(&new_ring, PartitionId(p), n, &me)
-                            && nn.replica.remove_item(k, None)?
-                        {
-                            count += 1;
-                        }
+                    let Ok(ik) = decode_item_key(k) else {
+                        return Ok(true);
+                    };
+                    let Some(cfg) = nn.catalog.get(ik.table) else {
+                        unknown.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(true);
+                    };
+                    if !is_replica(&ring, PartitionId(p), cfg.n as usize, &me)
+                        && nn.replica.remove_item(k, None)?
+                    {
+                        count += 1;
                     }
                     Ok::<_, crate::replica::ReplicaError>(true)
                 })
@@ -390,5 +410,8 @@ async fn drop_moved(node: &Arc<Node>, from: &Topology, now: &Topology) -> Result
         .map_err(|e| e.to_string())??;
     }
     node.metrics.handoff_items_dropped.inc_by(dropped);
-    Ok(dropped)
+    Ok((
+        dropped,
+        unknown.load(std::sync::atomic::Ordering::Relaxed) == 0,
+    ))
 }

@@ -48,6 +48,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/admin/v1/cluster", get(cluster))
         .route("/admin/v1/cluster/join", axum::routing::post(join))
         .route("/admin/v1/cluster/decommission", axum::routing::post(decommission))
+        .route("/admin/v1/cluster/abort", axum::routing::post(abort))
         .route("/admin/v1/repair", get(repair_status).post(repair_start))
         .route("/admin/v1/health", get(health))
         .route("/metrics", get(metrics))
@@ -514,6 +515,12 @@ async fn decommission(
 ) -> Result<Response, ApiError> {
     let (id, _) = node_request(body)?;
     crate::change::request(&node, crate::change::Action::Decommission, id, None)
+        .await
+        .map(began_response)
+}
+
+async fn abort(State(node): State<AppState>) -> Result<Response, ApiError> {
+    crate::change::request(&node, crate::change::Action::Abort, node.me.clone(), None)
         .await
         .map(began_response)
 }

@@ -341,7 +341,9 @@ impl ReplicaRpc for RpcService {
     ) -> Result<Response<pb::BeginChangeResponse>, Status> {
         let req = request.into_inner();
         let id = NodeId::new(&req.node).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let action = if req.decommission {
+        let action = if req.abort {
+            crate::change::Action::Abort
+        } else if req.decommission {
             crate::change::Action::Decommission
         } else {
             crate::change::Action::Join
