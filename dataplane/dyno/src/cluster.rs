@@ -151,24 +151,37 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Join(args) => change(&http, "join", args).await,
         ClusterCommand::Decommission(args) => change(&http, "decommission", args).await,
         ClusterCommand::Abort(args) => {
-            let base = args.target.base();
-            let resp = http
-                .post(format!("{base}/admin/v1/cluster/abort"))
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {base}"))?;
-            let status = resp.status();
-            let body: Value = resp.json().await.unwrap_or(Value::Null);
-            if !status.is_success() {
-                bail!(
-                    "abort refused ({status}): {}",
-                    body["error"]["message"].as_str().unwrap_or("no details")
-                );
-            }
+            let body = post_change(&http, &args.target.base(), "abort", json!({}), "abort").await?;
             println!("ring change aborted; ring epoch {}", body["epoch"]);
             Ok(())
         }
     }
+}
+
+/// POSTs to `/admin/v1/cluster/{action}`; the answer, or an error that
+/// quotes the node's message (`what` names the request in it).
+async fn post_change(
+    http: &reqwest::Client,
+    base: &str,
+    action: &str,
+    body: Value,
+    what: &str,
+) -> anyhow::Result<Value> {
+    let resp = http
+        .post(format!("{base}/admin/v1/cluster/{action}"))
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {base}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!(
+            "{what} refused ({status}): {}",
+            body["error"]["message"].as_str().unwrap_or("no details")
+        );
+    }
+    Ok(body)
 }
 
 /// Begins a join or decommission through `base` and follows it.
@@ -180,20 +193,15 @@ pub async fn begin_and_follow(
     zone: Option<&str>,
     wait: Option<Duration>,
 ) -> anyhow::Result<()> {
-    let resp = http
-        .post(format!("{base}/admin/v1/cluster/{action}"))
-        .json(&json!({ "node": node, "zone": zone }))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {base}"))?;
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!(
-            "{action} {node} refused ({status}): {}",
-            body["error"]["message"].as_str().unwrap_or("no details")
-        );
-    }
+    let what = format!("{action} {node}");
+    let body = post_change(
+        http,
+        base,
+        action,
+        json!({ "node": node, "zone": zone }),
+        &what,
+    )
+    .await?;
     let epoch = body["epoch"].as_u64().unwrap_or(0);
     println!(
         "{action} {node}: ring epoch {epoch}; the plan moves {} of {} partition replicas (the minimum for this change)",

@@ -75,6 +75,30 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// A node of the dev cluster on 127.0.0.1, with `extra` arguments after
+/// its id, data directory and addresses.
+fn dev_node(exe: &str, dir: &Path, id: String, http: u16, rpc: u16, extra: Vec<String>) -> DevNode {
+    let mut argv = vec![
+        exe.to_owned(),
+        "node".into(),
+        "--id".into(),
+        id.clone(),
+        "--data-dir".into(),
+        dir.join(&id).display().to_string(),
+        "--http-addr".into(),
+        format!("127.0.0.1:{http}"),
+        "--rpc-addr".into(),
+        format!("127.0.0.1:{rpc}"),
+    ];
+    argv.extend(extra);
+    DevNode {
+        id,
+        http: format!("http://127.0.0.1:{http}"),
+        pid: 0,
+        argv,
+    }
+}
+
 fn plan(args: &DevArgs, exe: &str, dir: &Path) -> anyhow::Result<Vec<DevNode>> {
     let n = usize::from(args.nodes);
     let mut ports = Vec::with_capacity(n);
@@ -97,35 +121,20 @@ fn plan(args: &DevArgs, exe: &str, dir: &Path) -> anyhow::Result<Vec<DevNode>> {
     Ok(ports
         .iter()
         .enumerate()
-        .map(|(i, (h, r))| {
-            let id = format!("n{}", i + 1);
-            let mut argv = vec![
-                exe.to_owned(),
-                "node".into(),
-                "--id".into(),
-                id.clone(),
-                "--data-dir".into(),
-                dir.join(&id).display().to_string(),
-                "--http-addr".into(),
-                format!("127.0.0.1:{h}"),
-                "--rpc-addr".into(),
-                format!("127.0.0.1:{r}"),
-            ];
-            for m in &members {
-                argv.push("--member".into());
-                argv.push(m.clone());
-            }
-            DevNode {
-                id,
-                http: format!("http://127.0.0.1:{h}"),
-                pid: 0,
-                argv,
-            }
+        .map(|(i, &(h, r))| {
+            let members = members
+                .iter()
+                .flat_map(|m| ["--member".to_owned(), m.clone()])
+                .collect();
+            dev_node(exe, dir, format!("n{}", i + 1), h, r, members)
         })
         .collect())
 }
 
-fn spawn(node: &DevNode, dir: &Path) -> anyhow::Result<Child> {
+/// Starts a node process logging to `DIR/ID.log`. An attached node dies
+/// with this process; a detached one (`dyno dev add-node`) outlives it, in
+/// its own process group so that a Ctrl-C here does not reach it.
+fn spawn(node: &DevNode, dir: &Path, detached: bool) -> anyhow::Result<Child> {
     let log_path = dir.join(format!("{}.log", node.id));
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -135,13 +144,17 @@ fn spawn(node: &DevNode, dir: &Path) -> anyhow::Result<Child> {
         .argv
         .split_first()
         .context("empty argv in cluster.json")?;
-    Command::new(program)
-        .args(rest)
+    let mut cmd = Command::new(program);
+    cmd.args(rest)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
+        .stderr(log);
+    if detached {
+        cmd.process_group(0);
+    } else {
+        cmd.kill_on_drop(true);
+    }
+    cmd.spawn()
         .with_context(|| format!("starting node {}", node.id))
 }
 
@@ -273,26 +286,8 @@ async fn add_node(args: AddNodeArgs) -> anyhow::Result<()> {
     let id = format!("n{n}");
     let (h, r) = (free_port()?, free_port()?);
     let exe = std::env::current_exe()?.display().to_string();
-    let mut node = DevNode {
-        id: id.clone(),
-        http: format!("http://127.0.0.1:{h}"),
-        pid: 0,
-        argv: vec![
-            exe,
-            "node".into(),
-            "--id".into(),
-            id.clone(),
-            "--data-dir".into(),
-            dir.join(&id).display().to_string(),
-            "--http-addr".into(),
-            format!("127.0.0.1:{h}"),
-            "--rpc-addr".into(),
-            format!("127.0.0.1:{r}"),
-            "--seed".into(),
-            seed,
-        ],
-    };
-    let mut child = spawn_detached(&node, &dir)?;
+    let mut node = dev_node(&exe, &dir, id.clone(), h, r, vec!["--seed".into(), seed]);
+    let mut child = spawn(&node, &dir, true)?;
     node.pid = child.id().unwrap_or(0);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -349,23 +344,6 @@ async fn add_node(args: AddNodeArgs) -> anyhow::Result<()> {
     // kill_on_drop): `dyno dev` stops it with the rest.
     drop(child);
     Ok(())
-}
-
-fn spawn_detached(node: &DevNode, dir: &Path) -> anyhow::Result<Child> {
-    let log_path = dir.join(format!("{}.log", node.id));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)?;
-    let (program, rest) = node.argv.split_first().context("empty argv")?;
-    Command::new(program)
-        .args(rest)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting node {}", node.id))
 }
 
 /// Stops nodes listed in cluster.json that this process did not start
@@ -441,7 +419,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let mut children = Vec::with_capacity(nodes.len());
     for node in &mut nodes {
-        let child = spawn(node, &dir)?;
+        let child = spawn(node, &dir, false)?;
         node.pid = child.id().unwrap_or(0);
         children.push((node.clone(), child));
     }

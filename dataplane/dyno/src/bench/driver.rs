@@ -239,6 +239,22 @@ impl Conn {
             .unwrap_or_default()
     }
 
+    /// The URL of an item on the next node, with `?quorum=` when set.
+    fn item_url(
+        urls: &[String],
+        next: &mut usize,
+        table: &str,
+        key: &str,
+        quorum: &str,
+        value: Option<u32>,
+    ) -> String {
+        let url = Self::pick(urls, next);
+        match value {
+            Some(v) => format!("{url}/v1/tables/{table}/items/{key}?{quorum}={v}"),
+            None => format!("{url}/v1/tables/{table}/items/{key}"),
+        }
+    }
+
     /// Reads a key.
     pub async fn read(&mut self, key: &str) -> Outcome {
         match self {
@@ -250,11 +266,7 @@ impl Conn {
                 next,
                 ..
             } => {
-                let url = Self::pick(urls, next);
-                let mut u = format!("{url}/v1/tables/{table}/items/{key}");
-                if let Some(r) = r {
-                    u.push_str(&format!("?r={r}"));
-                }
+                let u = Self::item_url(urls, next, table, key, "r", *r);
                 match http
                     .get(u)
                     .header("accept", "application/octet-stream")
@@ -347,11 +359,7 @@ impl Conn {
                 next,
                 ..
             } => {
-                let url = Self::pick(urls, next);
-                let mut u = format!("{url}/v1/tables/{table}/items/{key}");
-                if let Some(w) = w {
-                    u.push_str(&format!("?w={w}"));
-                }
+                let u = Self::item_url(urls, next, table, key, "w", *w);
                 let mut req = http.put(u).body(value.clone());
                 if let Some(c) = context {
                     req = req.header("x-dyno-context", c);

@@ -535,43 +535,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .await?,
         )
     };
-    let mut runs = Vec::new();
-    if args.sweep.is_empty() {
-        runs.push(
-            run_phase(
-                &target,
-                &http,
-                &args,
-                &shared,
-                Plan {
-                    load: false,
-                    rate: args.rate,
-                    duration,
-                    operations: args.operations,
-                },
-                seed,
-            )
-            .await?,
-        );
+    // One run phase, or one per rate of a sweep.
+    let rates: Vec<Option<f64>> = if args.sweep.is_empty() {
+        vec![args.rate]
     } else {
-        for &rate in &args.sweep {
-            runs.push(
-                run_phase(
-                    &target,
-                    &http,
-                    &args,
-                    &shared,
-                    Plan {
-                        load: false,
-                        rate: Some(rate),
-                        duration,
-                        operations: args.operations,
-                    },
-                    seed,
-                )
-                .await?,
-            );
-        }
+        args.sweep.iter().copied().map(Some).collect()
+    };
+    let mut runs = Vec::with_capacity(rates.len());
+    for rate in rates {
+        let plan = Plan {
+            load: false,
+            rate,
+            duration,
+            operations: args.operations,
+        };
+        runs.push(run_phase(&target, &http, &args, &shared, plan, seed).await?);
     }
     let summary = report::Summary {
         target: target.describe(),
