@@ -224,7 +224,7 @@ impl Ring {
 
     /// The partition holding a key position.
     pub fn partition_of(&self, position: u64) -> PartitionId {
-        PartitionId((position >> (64 - u32::from(self.partition_bits))) as u32)
+        partition_of(self.partition_bits, position)
     }
 
     /// The owner (first primary) of a partition.
@@ -306,6 +306,12 @@ impl Ring {
         // Rings always have at least one member (checked at construction).
         &self.members[0]
     }
+}
+
+/// The partition of a key position among `2^partition_bits` partitions:
+/// its top bits.
+pub fn partition_of(partition_bits: u8, position: u64) -> PartitionId {
+    PartitionId((position >> (64 - u32::from(partition_bits))) as u32)
 }
 
 pub(crate) fn check_members(members: &[Member], q: usize) -> Result<(), RingError> {

@@ -226,9 +226,9 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
 /// The replication factors of the catalog's tables, clamped to the ring.
 fn replication_factors(node: &Node, members: usize) -> BTreeSet<u32> {
     node.catalog
-        .list()
-        .iter()
-        .map(|e| e.config.n.min(members as u32))
+        .replication_factors()
+        .into_iter()
+        .map(|n| n.min(members as u32))
         .filter(|&n| n > 0)
         .collect()
 }
@@ -447,23 +447,16 @@ async fn exchange(node: &Arc<Node>, n: u32, p: u32, peer: &NodeId) -> Result<(),
             _ => leaves.push((leaf, leaf)),
         }
     }
-    let theirs: BTreeMap<Vec<u8>, u64> = client
-        .key_digests(pb::KeyDigestsRequest {
-            n,
-            partition: p,
-            leaves: leaves
-                .iter()
-                .map(|&(first, last)| pb::LeafRangeMsg { first, last })
-                .collect(),
-            item_keys: Vec::new(),
-        })
-        .await
-        .map_err(|s| rpc_err(node, peer, s))?
-        .into_inner()
-        .entries
-        .into_iter()
-        .map(|e| (e.item_key, e.digest))
-        .collect();
+    let request = pb::KeyDigestsRequest {
+        n,
+        partition: p,
+        leaves: leaves
+            .iter()
+            .map(|&(first, last)| pb::LeafRangeMsg { first, last })
+            .collect(),
+        item_keys: Vec::new(),
+    };
+    let theirs = remote_digests(node, &mut client, peer, request).await?;
     let (nn, ll) = (Arc::clone(node), leaves.clone());
     let ours: BTreeMap<Vec<u8>, u64> =
         tokio::task::spawn_blocking(move || digests_in_leaves(&nn, n, p, &ll))
@@ -486,6 +479,24 @@ async fn exchange(node: &Arc<Node>, n: u32, p: u32, peer: &NodeId) -> Result<(),
         tokio::time::sleep(Duration::from_secs_f64(batch.len() as f64 / kps)).await;
     }
     Ok(())
+}
+
+/// A peer's (item key → digest) map for a `KeyDigests` request.
+async fn remote_digests(
+    node: &Node,
+    client: &mut dyno_proto::internal::replica_client::ReplicaClient<tonic::transport::Channel>,
+    peer: &NodeId,
+    request: pb::KeyDigestsRequest,
+) -> Result<BTreeMap<Vec<u8>, u64>, Failure> {
+    Ok(client
+        .key_digests(request)
+        .await
+        .map_err(|s| rpc_err(node, peer, s))?
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| (e.item_key, e.digest))
+        .collect())
 }
 
 /// Fetches the peer's versions of `keys`, merges them locally, and pushes
@@ -597,9 +608,7 @@ async fn collect_tombstones(
 ) -> Result<(), Failure> {
     let grace_ms = node.repair.config.tombstone_grace_secs.saturating_mul(1000);
     let cutoff = wall_ms().saturating_sub(grace_ms);
-    let trees = &node.replica.trees;
-    let leaves = trees.shape().leaves();
-    let (first, last) = (trees.leaf_range(p, 0).0, trees.leaf_range(p, leaves - 1).1);
+    let (first, last) = node.replica.trees.partition_range(p);
     let nn = Arc::clone(node);
     let candidates: Vec<(Vec<u8>, u64)> =
         tokio::task::spawn_blocking(move || -> Result<Vec<(Vec<u8>, u64)>, String> {
@@ -635,20 +644,13 @@ async fn collect_tombstones(
             .peer(peer)
             .map(|x| x.client())
             .ok_or_else(|| format!("no address for {peer}"))?;
-        let theirs: BTreeMap<Vec<u8>, u64> = client
-            .key_digests(pb::KeyDigestsRequest {
-                n,
-                partition: p,
-                leaves: Vec::new(),
-                item_keys: agreed.keys().cloned().collect(),
-            })
-            .await
-            .map_err(|s| rpc_err(node, peer, s))?
-            .into_inner()
-            .entries
-            .into_iter()
-            .map(|e| (e.item_key, e.digest))
-            .collect();
+        let request = pb::KeyDigestsRequest {
+            n,
+            partition: p,
+            leaves: Vec::new(),
+            item_keys: agreed.keys().cloned().collect(),
+        };
+        let theirs = remote_digests(node, &mut client, peer, request).await?;
         agreed.retain(|k, d| theirs.get(k) == Some(d));
     }
     if agreed.is_empty() {

@@ -163,6 +163,11 @@ impl Catalog {
             .unwrap_or_default()
     }
 
+    /// The replication factors of the tables, ascending.
+    pub fn replication_factors(&self) -> std::collections::BTreeSet<u32> {
+        self.list().iter().map(|e| e.config.n).collect()
+    }
+
     /// Merges an entry: kept if newer than what this node has. Returns true
     /// when it changed the catalog.
     pub fn merge(&self, entry: TableEntry) -> Result<bool, StoreError> {

@@ -212,12 +212,8 @@ pub async fn begin_here(
         Action::Decommission | Action::Abort => topology.begin_leave(&id),
     }
     .map_err(change_error)?;
-    let to = next
-        .next
-        .as_ref()
+    let m = crate::handoff::planned_movement(node, &next)
         .ok_or_else(|| ApiError::Internal("a begun change has no next ring".into()))?;
-    let n = crate::handoff::max_n(node, to.members().len().max(next.current.members().len()));
-    let m = dyno_core::planner::movement(&next.current, to, n);
     let began = Began {
         epoch: next.epoch,
         moved: m.moved as u64,

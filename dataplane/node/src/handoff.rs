@@ -9,10 +9,11 @@
 //!   items in, and reports its progress through gossip. When every node of
 //!   both rings reports complete, it commits (any node may; the commit is
 //!   deterministic).
-//! * **After a commit** (persisted as `drop_from`) it waits until every
-//!   live node has applied the commit, plus a settling delay for requests
-//!   in flight, then deletes the items of partitions it no longer
-//!   replicates. A node that left the ring then reports itself `left`.
+//! * **After a commit or an abort** (a sweep is due: the `sweep_due` meta
+//!   record, holding the epoch) it waits until every live node has applied
+//!   that epoch, plus a settling delay for requests in flight, then deletes
+//!   the items of partitions it does not replicate. A node that left the
+//!   ring then reports itself `left`.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -28,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::node::{Node, mode_from_pb};
 
-const DROP_FROM_KEY: &[u8] = b"drop_from";
+const SWEEP_DUE_KEY: &[u8] = b"sweep_due";
 const PAGE_ITEMS: u32 = 512;
 const PAGE_BYTES: u32 = 4 << 20;
 
@@ -67,18 +68,28 @@ impl Handoff {
     }
 }
 
-/// The largest replication factor among the tables, clamped to `members`
-/// (the partitions to move are those of the largest replica sets; the
-/// sources filter items by their own table's N).
-pub fn max_n(node: &Node, members: usize) -> usize {
-    node.catalog
-        .list()
-        .iter()
-        .map(|e| e.config.n as usize)
-        .max()
-        .unwrap_or(3)
-        .min(members)
-        .max(1)
+/// The replication factor a ring change is planned with: the largest
+/// among the tables, clamped to the larger ring (the partitions to move are
+/// those of the largest replica sets; the sources filter items by their own
+/// table's N).
+pub fn max_n(node: &Node, topology: &Topology) -> usize {
+    let members = topology
+        .next
+        .as_ref()
+        .map_or(0, |n| n.members().len())
+        .max(topology.current.members().len());
+    let largest = node.catalog.replication_factors().last().copied();
+    (largest.unwrap_or(3) as usize).min(members).max(1)
+}
+
+/// What the change under way moves, in partition replicas.
+pub fn planned_movement(node: &Node, topology: &Topology) -> Option<dyno_core::planner::Movement> {
+    let next = topology.next.as_ref()?;
+    Some(dyno_core::planner::movement(
+        &topology.current,
+        next,
+        max_n(node, topology),
+    ))
 }
 
 fn publish(node: &Node) {
@@ -99,12 +110,8 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let settle = node.timeout * 2;
     loop {
         let topology = node.cluster.topology();
-        if let Some(next) = &topology.next {
-            let n = max_n(
-                &node,
-                next.members().len().max(topology.current.members().len()),
-            );
-            let incoming = topology.incoming(&node.me, n);
+        if topology.next.is_some() {
+            let incoming = topology.incoming(&node.me, max_n(&node, &topology));
             {
                 let mut r = lock(&node.handoff.report);
                 if r.epoch != topology.epoch {
@@ -149,35 +156,31 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
                 }
                 continue;
             }
-        } else if let Some(_) = drop_from(&node)
-            && node.cluster.all_live_applied(topology.epoch)
-        {
-            {
-                tokio::select! {
-                    _ = tokio::time::sleep(settle) => {}
-                    _ = shutdown.changed() => return,
+        } else if sweep_due(&node) && node.cluster.all_live_applied(topology.epoch) {
+            tokio::select! {
+                _ = tokio::time::sleep(settle) => {}
+                _ = shutdown.changed() => return,
+            }
+            match drop_moved(&node, &topology).await {
+                Ok((dropped, complete)) => {
+                    lock(&node.handoff.report).items_dropped += dropped;
+                    if complete {
+                        let _ = node.replica.store().delete(Keyspace::Meta, SWEEP_DUE_KEY);
+                    } else {
+                        tracing::info!(
+                            "some items belong to tables this node does not know yet; sweeping again once it does"
+                        );
+                    }
+                    tracing::info!(dropped, "dropped the items of partitions that moved away");
                 }
-                match drop_moved(&node, &topology).await {
-                    Ok((dropped, complete)) => {
-                        lock(&node.handoff.report).items_dropped += dropped;
-                        if complete {
-                            let _ = node.replica.store().delete(Keyspace::Meta, DROP_FROM_KEY);
-                        } else {
-                            tracing::info!(
-                                "some items belong to tables this node does not know yet; sweeping again once it does"
-                            );
-                        }
-                        tracing::info!(dropped, "dropped the items of partitions that moved away");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "dropping moved partitions failed; will retry")
-                    }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping moved partitions failed; will retry")
                 }
             }
         }
         if topology.current.member(&node.me).is_none()
             && topology.next.is_none()
-            && drop_from(&node).is_none()
+            && !sweep_due(&node)
             && was_member(&node)
             && !node.cluster.local().left
         {
@@ -201,21 +204,13 @@ fn was_member(node: &Node) -> bool {
     )
 }
 
-/// True while this node still has to drop items moved away by the last
-/// commit.
-pub fn drop_pending(node: &Node) -> bool {
-    drop_from(node).is_some()
-}
-
-/// Persisted by `Cluster::offer_topology` when a commit replaces a change
-/// this node took part in.
-fn drop_from(node: &Node) -> Option<Topology> {
-    let raw = node
-        .replica
-        .store()
-        .get(Keyspace::Meta, DROP_FROM_KEY)
-        .ok()??;
-    Topology::decode(&raw).ok()
+/// True while a sweep of partitions this node does not replicate is due
+/// (after the last commit or abort).
+pub fn sweep_due(node: &Node) -> bool {
+    matches!(
+        node.replica.store().get(Keyspace::Meta, SWEEP_DUE_KEY),
+        Ok(Some(_))
+    )
 }
 
 /// Called before a new topology is adopted. Whenever the ring settles at a
@@ -230,7 +225,7 @@ pub fn note_commit(store: &dyn dyno_storage::Store, old: &Topology, new: &Topolo
         let _ = store.put(Keyspace::Meta, b"was_member", &[1]);
     }
     if new.next.is_none() && new.epoch > old.epoch {
-        let _ = store.put(Keyspace::Meta, DROP_FROM_KEY, &new.encode());
+        let _ = store.put(Keyspace::Meta, SWEEP_DUE_KEY, &new.epoch.to_le_bytes());
     }
 }
 
@@ -321,12 +316,7 @@ pub fn stream_page(
     if req.partition as usize >= ring.partition_count() {
         return Err(tonic::Status::invalid_argument("no such partition"));
     }
-    let trees = &node.replica.trees;
-    let leaves = trees.shape().leaves();
-    let (first, last) = (
-        trees.leaf_range(req.partition, 0).0,
-        trees.leaf_range(req.partition, leaves - 1).1,
-    );
+    let (first, last) = node.replica.trees.partition_range(req.partition);
     let page = node
         .replica
         .scan_positions(
@@ -366,23 +356,16 @@ pub fn stream_page(
 /// know yet are kept, and the sweep is then retried (returns false).
 async fn drop_moved(node: &Arc<Node>, now: &Topology) -> Result<(u64, bool), String> {
     let ring = &now.current;
-    let n_min = node
-        .catalog
-        .list()
-        .iter()
-        .map(|e| e.config.n as usize)
-        .min()
-        .unwrap_or(1)
-        .clamp(1, ring.members().len().max(1));
+    let smallest = node.catalog.replication_factors().first().copied();
+    let n_min = (smallest.unwrap_or(1) as usize).clamp(1, ring.members().len().max(1));
     let trees = &node.replica.trees;
-    let leaves = trees.shape().leaves();
     let mut dropped = 0u64;
     let unknown = Arc::new(std::sync::atomic::AtomicU64::new(0));
     for p in 0..ring.partition_count() as u32 {
         if is_replica(ring, PartitionId(p), n_min, &node.me) {
             continue;
         }
-        let (first, last) = (trees.leaf_range(p, 0).0, trees.leaf_range(p, leaves - 1).1);
+        let (first, last) = trees.partition_range(p);
         let nn = Arc::clone(node);
         let (ring, me, unknown) = (ring.clone(), node.me.clone(), Arc::clone(&unknown));
         dropped += tokio::task::spawn_blocking(move || -> Result<u64, String> {

@@ -390,11 +390,16 @@ async fn cluster(State(node): State<AppState>) -> Json<serde_json::Value> {
     let view = node.cluster.view();
     let mut ids: std::collections::BTreeSet<NodeId> = view.nodes().keys().cloned().collect();
     ids.extend(topology.nodes());
-    let owned = |ring: &dyno_core::Ring, id: &NodeId| ring.partitions_owned_by(id).len();
     let nodes: Vec<_> = ids
         .iter()
         .map(|id| {
             let state = view.get(id);
+            let owned_now: Vec<u32> = topology
+                .current
+                .partitions_owned_by(id)
+                .iter()
+                .map(|p| p.0)
+                .collect();
             let (liveness, phi) = node.cluster.liveness(id);
             let in_current = topology.current.member(id).is_some();
             let in_next = topology.next.as_ref().map(|n| n.member(id).is_some());
@@ -419,9 +424,9 @@ async fn cluster(State(node): State<AppState>) -> Json<serde_json::Value> {
                 "ring_version": state.map(|s| s.ring_version),
                 "keys": state.map(|s| s.load.keys),
                 "bytes": state.map(|s| s.load.bytes),
-                "partitions": owned(&topology.current, id),
-                "partition_ids": topology.current.partitions_owned_by(id).iter().map(|p| p.0).collect::<Vec<_>>(),
-                "partitions_next": topology.next.as_ref().map(|n| owned(n, id)),
+                "partitions": owned_now.len(),
+                "partition_ids": owned_now,
+                "partitions_next": topology.next.as_ref().map(|n| n.partitions_owned_by(id).len()),
                 "handoff": state.map(|s| json!({
                     "epoch": s.handoff.epoch,
                     "partitions_done": s.handoff.done,
@@ -432,30 +437,23 @@ async fn cluster(State(node): State<AppState>) -> Json<serde_json::Value> {
             })
         })
         .collect();
-    let change = topology.next.as_ref().map(|next| {
-        let n = crate::handoff::max_n(&node, next.members().len().max(topology.current.members().len()));
-        let m = dyno_core::planner::movement(&topology.current, next, n);
-        let total: u64 = topology
-            .nodes()
-            .iter()
-            .filter_map(|id| view.get(id))
-            .filter(|s| s.handoff.epoch == topology.epoch)
-            .map(|s| u64::from(s.handoff.total))
-            .sum();
-        let done: u64 = topology
-            .nodes()
-            .iter()
-            .filter_map(|id| view.get(id))
-            .filter(|s| s.handoff.epoch == topology.epoch)
-            .map(|s| u64::from(s.handoff.done))
-            .sum();
+    let change = crate::handoff::planned_movement(&node, &topology).map(|m| {
+        // Sum the gossiped reports of this change's nodes.
+        let (mut done, mut total, mut bytes) = (0u64, 0u64, 0u64);
+        for s in topology.nodes().iter().filter_map(|id| view.get(id)) {
+            if s.handoff.epoch == topology.epoch {
+                done += u64::from(s.handoff.done);
+                total += u64::from(s.handoff.total);
+                bytes += s.handoff.bytes;
+            }
+        }
         json!({
             "partition_replicas_to_move": m.moved,
             "partitions_reassigned": m.partitions_reassigned,
             "partition_replicas_total": m.total,
             "partitions_done": done,
             "partitions_reported": total,
-            "bytes_received": topology.nodes().iter().filter_map(|id| view.get(id)).filter(|s| s.handoff.epoch == topology.epoch).map(|s| s.handoff.bytes).sum::<u64>(),
+            "bytes_received": bytes,
         })
     });
     Json(json!({
@@ -469,7 +467,7 @@ async fn cluster(State(node): State<AppState>) -> Json<serde_json::Value> {
         },
         "change": change,
         "handoff": node.handoff.report(),
-        "drop_pending": crate::handoff::drop_pending(&node),
+        "drop_pending": crate::handoff::sweep_due(&node),
         "nodes": nodes,
     }))
 }

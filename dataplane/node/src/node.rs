@@ -165,10 +165,7 @@ impl Node {
     fn serving_topology(&self) -> Result<Arc<dyno_core::topology::Topology>, ApiError> {
         let t = self.cluster.topology();
         if t.epoch == 0 {
-            return Err(ApiError::Unavailable {
-                code: "NotInCluster",
-                message: "this node has not joined a cluster yet; send requests to a member".into(),
-            });
+            return Err(crate::change::not_in_cluster());
         }
         Ok(t)
     }

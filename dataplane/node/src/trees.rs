@@ -61,7 +61,7 @@ impl Trees {
 
     /// The partition of a key position.
     pub fn partition_of(&self, position: u64) -> PartitionId {
-        PartitionId((position >> (64 - u32::from(self.partition_bits))) as u32)
+        dyno_core::ring::partition_of(self.partition_bits, position)
     }
 
     /// The N of a table (0 when the catalog does not know it yet).
@@ -139,6 +139,15 @@ impl Trees {
     /// The inclusive position range of a leaf.
     pub fn leaf_range(&self, partition: u32, leaf: usize) -> (u64, u64) {
         dyno_core::merkle::leaf_range(self.shape, self.partition_bits, partition, leaf)
+    }
+
+    /// The inclusive position range of a whole partition.
+    pub fn partition_range(&self, partition: u32) -> (u64, u64) {
+        let last_leaf = self.shape.leaves() - 1;
+        (
+            self.leaf_range(partition, 0).0,
+            self.leaf_range(partition, last_leaf).1,
+        )
     }
 
     /// Keys and bytes stored.
