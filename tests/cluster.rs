@@ -419,14 +419,7 @@ async fn no_acknowledged_write_is_lost_under_sigkill() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    let seed: u64 = std::env::var("DYNO_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(7, |d| d.as_nanos() as u64)
-        });
+    let seed = support::test_seed();
     let victim = (seed % 3) as usize;
     let kill_at = 40 + (seed / 3 % 80) as usize;
     println!(

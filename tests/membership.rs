@@ -36,6 +36,22 @@ async fn sees_all_up(c: &Cluster, i: usize, ids: &[String]) -> bool {
     })
 }
 
+/// Starts one more node (seeded from node 1) and waits until node 1 sees
+/// it up; returns its index and id.
+async fn add_known_node(c: &mut Cluster) -> (usize, String) {
+    let i = c.add_node().await;
+    let id = c.id(i);
+    c.wait_for(
+        || async {
+            node_entry(&c.admin(0, "/admin/v1/cluster").await, &id)
+                .is_some_and(|n| n["liveness"] == "up")
+        },
+        "node 1 to hear of the new node",
+    )
+    .await;
+    (i, id)
+}
+
 /// Deletes a key through node `i` with the context of a read, as a client
 /// that means to delete what it saw.
 async fn delete(c: &Cluster, i: usize, key: &str) {
@@ -427,14 +443,7 @@ fn handoff_bytes(view: &Value, id: &str, epoch: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn join_and_decommission_under_write_load_lose_nothing() {
-    let seed: u64 = std::env::var("DYNO_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(7, |d| d.as_nanos() as u64)
-        });
+    let seed = support::test_seed();
     println!("seed {seed} (replay with DYNO_TEST_SEED={seed})");
     let mut c = Cluster::start(
         3,
@@ -509,16 +518,7 @@ async fn join_and_decommission_under_write_load_lose_nothing() {
     }
 
     // Join a fourth node.
-    let n4 = c.add_node().await;
-    let n4_id = c.id(n4);
-    c.wait_for(
-        || async {
-            node_entry(&c.admin(0, "/admin/v1/cluster").await, &n4_id)
-                .is_some_and(|n| n["liveness"] == "up")
-        },
-        "n1 to hear of n4",
-    )
-    .await;
+    let (n4, n4_id) = add_known_node(&mut c).await;
     let (s, join) = c
         .post(0, "/admin/v1/cluster/join", json!({"node": n4_id}))
         .await;
@@ -650,16 +650,7 @@ async fn a_stuck_join_can_be_aborted() {
         let (s, b) = c.put(k % 3, "t", &format!("k{k}"), b"v", &[]).await;
         assert_eq!(s, StatusCode::OK, "{b}");
     }
-    let n4 = c.add_node().await;
-    let n4_id = c.id(n4);
-    c.wait_for(
-        || async {
-            node_entry(&c.admin(0, "/admin/v1/cluster").await, &n4_id)
-                .is_some_and(|n| n["liveness"] == "up")
-        },
-        "n1 to hear of n4",
-    )
-    .await;
+    let (n4, n4_id) = add_known_node(&mut c).await;
     // Freeze n4, then join it at once (before φ suspects it): it can never
     // pull its partitions, so the change cannot commit.
     c.freeze(n4, true);

@@ -27,6 +27,42 @@ pub fn values(body: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The seed of a seeded fault test: `DYNO_TEST_SEED`, else the clock.
+/// Tests print it so that a failure can be replayed.
+pub fn test_seed() -> u64 {
+    std::env::var("DYNO_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64)
+        })
+}
+
+/// `dyno node` arguments common to every test node: identity, data
+/// directory, addresses, a short replica timeout, and `opts`.
+fn node_argv(dir: &std::path::Path, id: &str, http: u16, rpc: u16, opts: &NodeOpts) -> Vec<String> {
+    let mut argv = vec![
+        "node".to_owned(),
+        "--id".into(),
+        id.to_owned(),
+        "--data-dir".into(),
+        dir.join(id).display().to_string(),
+        "--http-addr".into(),
+        format!("127.0.0.1:{http}"),
+        "--rpc-addr".into(),
+        format!("127.0.0.1:{rpc}"),
+        "--replica-timeout-ms".into(),
+        "1000".into(),
+    ];
+    if let Some(b) = opts.hint_max_bytes {
+        argv.extend(["--hint-max-bytes-per-target".into(), b.to_string()]);
+    }
+    argv.extend(opts.extra.iter().cloned());
+    argv
+}
+
 /// Options for every node of a test cluster.
 #[derive(Debug, Clone, Default)]
 pub struct NodeOpts {
@@ -102,29 +138,13 @@ impl Cluster {
         let mut nodes = Vec::new();
         for (i, (h, r)) in ports.iter().enumerate() {
             let id = format!("n{}", i + 1);
-            let mut argv = vec![
-                "node".to_owned(),
-                "--id".into(),
-                id.clone(),
-                "--data-dir".into(),
-                dir.path().join(&id).display().to_string(),
-                "--http-addr".into(),
-                format!("127.0.0.1:{h}"),
-                "--rpc-addr".into(),
-                format!("127.0.0.1:{r}"),
-                "--replica-timeout-ms".into(),
-                "1000".into(),
-            ];
-            if let Some(b) = opts.hint_max_bytes {
-                argv.extend(["--hint-max-bytes-per-target".into(), b.to_string()]);
-            }
+            let mut argv = node_argv(dir.path(), &id, *h, *r, &opts);
             for to in 0..n {
                 argv.extend(["--member".into(), member(i, to)]);
             }
             if opts.seed_only && i > 0 {
                 argv.extend(["--seed".into(), seed.clone()]);
             }
-            argv.extend(opts.extra.iter().cloned());
             let log = dir.path().join(format!("{id}.log"));
             nodes.push(Proc {
                 id,
@@ -221,22 +241,8 @@ impl Cluster {
         let i = self.nodes.len();
         let id = format!("n{}", i + 1);
         let (h, r) = (free_port(), free_port());
-        let mut argv = vec![
-            "node".to_owned(),
-            "--id".into(),
-            id.clone(),
-            "--data-dir".into(),
-            self.dir.path().join(&id).display().to_string(),
-            "--http-addr".into(),
-            format!("127.0.0.1:{h}"),
-            "--rpc-addr".into(),
-            format!("127.0.0.1:{r}"),
-            "--replica-timeout-ms".into(),
-            "1000".into(),
-            "--seed".into(),
-            self.seed.clone(),
-        ];
-        argv.extend(self.opts.extra.iter().cloned());
+        let mut argv = node_argv(self.dir.path(), &id, h, r, &self.opts);
+        argv.extend(["--seed".into(), self.seed.clone()]);
         self.nodes.push(Proc {
             log: self.dir.path().join(format!("{id}.log")),
             id,
