@@ -34,7 +34,7 @@
 //! size is bounded by the number of storage incarnations that have ever
 //! coordinated a write to the key. What *is* bounded is the client context
 //! (see [`Object::client_context`]): when it would exceed
-//! [`crate::context::MAX_CONTEXT_ENTRIES`], entries for actors that no sibling
+//! `context::MAX_CONTEXT_ENTRIES`, entries for actors that no sibling
 //! carries are dropped. A smaller context covers fewer dots, so a write made
 //! with it can only supersede *less*: it may leave an extra sibling, but it
 //! never makes a concurrent write look older.

@@ -124,7 +124,7 @@ pub const DEFAULT_SPACING: usize = 3;
 /// Partition ownership at one ring version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ring {
-    version: u64,
+    pub(crate) version: u64,
     partition_bits: u8,
     spacing: usize,
     members: Vec<Member>,
@@ -136,39 +136,6 @@ pub struct Ring {
 }
 
 impl Ring {
-    /// A new ring (version 1) over `members`.
-    ///
-    /// The first `spacing + 1` members get the partitions dealt round-robin
-    /// (adjusted at the wrap so the spacing rule holds where it can); the
-    /// rest join one by one through the planner. Joining gives every node
-    /// varied neighbours, which a pure round-robin layout does not: there,
-    /// all of a node's partitions sit between the same few nodes, and a
-    /// leave could hand them only to the others, unbalancing the ring.
-    pub fn new(
-        partition_bits: u8,
-        spacing: usize,
-        members: Vec<Member>,
-    ) -> Result<Ring, RingError> {
-        if !(1..=16).contains(&partition_bits) {
-            return Err(RingError::BadPartitionBits {
-                bits: partition_bits,
-            });
-        }
-        let q = 1usize << partition_bits;
-        check_members(&members, q)?;
-        let base = members.len().min(spacing + 1);
-        let mut owners: Vec<u16> = (0..q).map(|p| (p % base) as u16).collect();
-        crate::planner::fix_spacing(&mut owners, base, spacing);
-        let mut rest = members;
-        let joiners = rest.split_off(base);
-        let mut ring = Ring::from_owners(1, partition_bits, spacing, rest, owners);
-        for m in joiners {
-            ring = crate::planner::plan_join(&ring, m)?;
-        }
-        ring.version = 1;
-        Ok(ring)
-    }
-
     /// Assembles a ring from explicit parts (the planner and decoders).
     pub(crate) fn from_owners(
         version: u64,
