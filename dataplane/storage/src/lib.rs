@@ -46,6 +46,7 @@
 //! assert_eq!(store.get(Keyspace::Items, b"k").unwrap(), Some(b"v".to_vec()));
 //! ```
 
+mod group;
 mod memory;
 mod rocks;
 
@@ -220,6 +221,21 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
 
     /// Makes every write so far durable, whatever the durability setting.
     fn sync(&self) -> Result<(), StoreError>;
+
+    /// Applies a batch like [`Store::write`], visible at once, but leaves
+    /// the wait for durability to [`Store::wait_durable`]. A caller that
+    /// holds a lock while writing (a key's read-modify-write) lets it go
+    /// before it waits, so that writers of the same key do not queue behind
+    /// each other's fsyncs, and concurrent writers share one fsync.
+    fn write_deferred(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.write(batch)
+    }
+
+    /// Returns once every write this thread made before the call is durable
+    /// according to the store's [`Durability`] (at once for `Periodic`).
+    fn wait_durable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Sets one key.
     fn put(&self, keyspace: Keyspace, key: &[u8], value: &[u8]) -> Result<(), StoreError> {

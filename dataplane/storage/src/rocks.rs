@@ -41,6 +41,10 @@ impl RocksConfig {
 pub struct RocksStore {
     db: Arc<DB>,
     write_opts: WriteOptions,
+    /// For `write_deferred`: never syncs (the group syncer does).
+    deferred_opts: WriteOptions,
+    durability: Durability,
+    group: crate::group::GroupSync,
     syncer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
     path: PathBuf,
 }
@@ -91,6 +95,7 @@ impl RocksStore {
 
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(config.durability == Durability::Sync);
+        let deferred_opts = WriteOptions::default();
         let syncer = match config.durability {
             Durability::Sync => None,
             Durability::Periodic { interval } => Some(spawn_syncer(Arc::clone(&db), interval)),
@@ -98,9 +103,32 @@ impl RocksStore {
         Ok(RocksStore {
             db,
             write_opts,
+            deferred_opts,
+            durability: config.durability,
+            group: crate::group::GroupSync::default(),
             syncer: Mutex::new(syncer),
             path: config.path.clone(),
         })
+    }
+
+    fn batch(&self, batch: WriteBatch) -> Result<rocksdb::WriteBatch, StoreError> {
+        let mut b = rocksdb::WriteBatch::default();
+        for op in batch.ops {
+            match op {
+                BatchOp::Put {
+                    keyspace,
+                    key,
+                    value,
+                } => b.put_cf(self.cf(keyspace)?, key, frame(&value)),
+                BatchOp::Delete { keyspace, key } => b.delete_cf(self.cf(keyspace)?, key),
+            }
+        }
+        Ok(b)
+    }
+
+    /// Fsyncs run by group commit so far (`Durability::Sync`).
+    pub fn group_fsyncs(&self) -> u64 {
+        self.group.fsyncs()
     }
 
     fn cf(&self, ks: Keyspace) -> Result<&ColumnFamily, StoreError> {
@@ -183,18 +211,22 @@ impl Store for RocksStore {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let mut b = rocksdb::WriteBatch::default();
-        for op in batch.ops {
-            match op {
-                BatchOp::Put {
-                    keyspace,
-                    key,
-                    value,
-                } => b.put_cf(self.cf(keyspace)?, key, frame(&value)),
-                BatchOp::Delete { keyspace, key } => b.delete_cf(self.cf(keyspace)?, key),
-            }
-        }
+        let b = self.batch(batch)?;
         self.db.write_opt(b, &self.write_opts).map_err(engine)
+    }
+
+    fn write_deferred(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let b = self.batch(batch)?;
+        self.db.write_opt(b, &self.deferred_opts).map_err(engine)
+    }
+
+    fn wait_durable(&self) -> Result<(), StoreError> {
+        if self.durability != Durability::Sync {
+            return Ok(());
+        }
+        self.group
+            .wait(|| self.db.flush_wal(true).map_err(|e| e.into_string()))
+            .map_err(|message| StoreError::Engine { message })
     }
 
     fn scan(

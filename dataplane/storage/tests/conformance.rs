@@ -110,6 +110,34 @@ fn concurrent_writers_all_land(s: Arc<dyn Store>) {
     s.sync().expect("sync");
 }
 
+/// Deferred writes are visible at once and survive `wait_durable`, from
+/// many threads at a time (the group-commit path).
+fn deferred_writes_land_and_become_durable(s: Arc<dyn Store>) {
+    let threads: Vec<_> = (0..8u8)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                for i in 0..50u8 {
+                    let mut b = WriteBatch::new();
+                    b.put(Keyspace::Items, vec![t, i], vec![i]);
+                    s.write_deferred(b).expect("deferred write");
+                    assert_eq!(get(&*s, Keyspace::Items, &[t, i]), Some(vec![i]));
+                    s.wait_durable().expect("durable");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer");
+    }
+    assert_eq!(
+        s.scan(Keyspace::Items, &[], None, 10_000)
+            .expect("scan")
+            .len(),
+        400
+    );
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -150,6 +178,11 @@ macro_rules! conformance {
                 let (s, _guard) = $make;
                 concurrent_writers_all_land(s);
             }
+            #[test]
+            fn deferred() {
+                let (s, _guard) = $make;
+                deferred_writes_land_and_become_durable(s);
+            }
         }
     };
 }
@@ -160,8 +193,49 @@ fn rocks() -> (Arc<dyn Store>, tempfile::TempDir) {
     (Arc::new(s), dir)
 }
 
+fn rocks_sync() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = RocksConfig::new(dir.path());
+    cfg.durability = dyno_storage::Durability::Sync;
+    let s = RocksStore::open(&cfg).expect("open");
+    (Arc::new(s), dir)
+}
+
 conformance!(memory, (Arc::new(MemoryStore::new()) as Arc<dyn Store>, ()));
 conformance!(rocksdb, rocks());
+conformance!(rocksdb_sync, rocks_sync());
+
+/// Under `Durability::Sync`, concurrent deferred writers share fsyncs.
+#[test]
+fn rocksdb_sync_writers_share_fsyncs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = RocksConfig::new(dir.path());
+    cfg.durability = dyno_storage::Durability::Sync;
+    let s = Arc::new(RocksStore::open(&cfg).expect("open"));
+    let threads: Vec<_> = (0..16u8)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                for i in 0..25u8 {
+                    let mut b = WriteBatch::new();
+                    b.put(Keyspace::Items, vec![t, i], vec![0; 1024]);
+                    s.write_deferred(b).expect("write");
+                    s.wait_durable().expect("durable");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer");
+    }
+    let fsyncs = s.group_fsyncs();
+    println!("400 sync writes from 16 threads: {fsyncs} fsyncs");
+    // How many are shared depends on the disk's fsync time; at least one ran.
+    assert!(
+        (1..=400).contains(&fsyncs),
+        "{fsyncs} fsyncs for 400 writes"
+    );
+}
 
 #[test]
 fn rocksdb_data_survives_reopen() {
