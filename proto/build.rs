@@ -7,6 +7,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["."])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Objects and values as `Bytes`: a write's fan-out encodes the object
+    // once and every replica message shares it, and received values are
+    // not copied out of the receive buffer.
+    tonic_prost_build::configure()
+        .bytes(".dyno.internal.v1.ReplicaPutRequest.object")
+        .bytes(".dyno.internal.v1.ReplicaGetResponse.object")
+        .bytes(".dyno.internal.v1.CoordinatePutRequest.value")
+        .compile_fds(fds)?;
     Ok(())
 }

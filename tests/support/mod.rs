@@ -41,18 +41,16 @@ pub fn test_seed() -> u64 {
 }
 
 /// `dyno node` arguments common to every test node: identity, data
-/// directory, addresses, a short replica timeout, and `opts`.
-fn node_argv(dir: &std::path::Path, id: &str, http: u16, rpc: u16, opts: &NodeOpts) -> Vec<String> {
+/// directory, a short replica timeout, and `opts`. The node's sockets are
+/// bound by the harness and passed in (see [`Listeners`]), so no address
+/// is given here.
+fn node_argv(dir: &std::path::Path, id: &str, opts: &NodeOpts) -> Vec<String> {
     let mut argv = vec![
         "node".to_owned(),
         "--id".into(),
         id.to_owned(),
         "--data-dir".into(),
         dir.join(id).display().to_string(),
-        "--http-addr".into(),
-        format!("127.0.0.1:{http}"),
-        "--rpc-addr".into(),
-        format!("127.0.0.1:{rpc}"),
         "--replica-timeout-ms".into(),
         "1000".into(),
     ];
@@ -77,9 +75,46 @@ pub struct NodeOpts {
     pub extra: Vec<String>,
 }
 
+/// A node's two sockets, bound by the harness before the node starts and
+/// passed to it as inherited file descriptors (`LISTEN_FDS`, as systemd
+/// does). Every port is known before any node starts, and no port is ever
+/// released and re-taken by number while other tests run.
+struct Listeners {
+    http: std::net::TcpListener,
+    rpc: std::net::TcpListener,
+}
+
+impl Listeners {
+    /// Fresh sockets on ports the kernel picks.
+    fn fresh() -> Listeners {
+        Listeners::on(0, 0)
+    }
+
+    /// Sockets on given ports (a restart reuses its ports: std sets
+    /// SO_REUSEADDR, so the ports of a killed node can be bound again).
+    fn on(http: u16, rpc: u16) -> Listeners {
+        let bind = |port: u16| {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"))
+        };
+        Listeners {
+            http: bind(http),
+            rpc: bind(rpc),
+        }
+    }
+
+    fn ports(&self) -> (u16, u16) {
+        let port = |l: &std::net::TcpListener| l.local_addr().expect("addr").port();
+        (port(&self.http), port(&self.rpc))
+    }
+}
+
 struct Proc {
     id: String,
     http: String,
+    ports: (u16, u16),
+    /// Bound and not yet handed to a node process.
+    listeners: Option<Listeners>,
     argv: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
@@ -97,19 +132,15 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 impl Cluster {
     /// Starts `n` nodes and waits until each answers its health check.
     pub async fn start(n: usize, opts: NodeOpts) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let mut bound: Vec<Option<Listeners>> = (0..n).map(|_| Some(Listeners::fresh())).collect();
+        let ports: Vec<(u16, u16)> = bound
+            .iter()
+            .map(|l| l.as_ref().expect("bound").ports())
+            .collect();
         let mut links = std::collections::BTreeMap::new();
         if opts.proxies {
             for from in 0..n {
@@ -136,9 +167,9 @@ impl Cluster {
         };
         let seed = format!("127.0.0.1:{}", ports[0].1);
         let mut nodes = Vec::new();
-        for (i, (h, r)) in ports.iter().enumerate() {
+        for (i, (h, _)) in ports.iter().enumerate() {
             let id = format!("n{}", i + 1);
-            let mut argv = node_argv(dir.path(), &id, *h, *r, &opts);
+            let mut argv = node_argv(dir.path(), &id, &opts);
             for to in 0..n {
                 argv.extend(["--member".into(), member(i, to)]);
             }
@@ -149,6 +180,8 @@ impl Cluster {
             nodes.push(Proc {
                 id,
                 http: format!("http://127.0.0.1:{h}"),
+                ports: ports[i],
+                listeners: bound[i].take(),
                 argv,
                 log,
                 child: None,
@@ -176,20 +209,40 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) {
+        use command_fds::{CommandFdExt, FdMapping};
         let p = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&p.log)
             .expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_dyno"))
-            .args(&p.argv)
+        let listeners = p
+            .listeners
+            .take()
+            .unwrap_or_else(|| Listeners::on(p.ports.0, p.ports.1));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dyno"));
+        cmd.args(&p.argv)
+            .env("LISTEN_FDS", "2")
+            .env_remove("LISTEN_PID")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn dyno node");
-        p.child = Some(child);
+            .stderr(log);
+        cmd.fd_mappings(vec![
+            FdMapping {
+                parent_fd: listeners.http.into(),
+                child_fd: 3,
+            },
+            FdMapping {
+                parent_fd: listeners.rpc.into(),
+                child_fd: 4,
+            },
+        ])
+        .expect("fd mappings");
+        p.child = Some(cmd.spawn().expect("spawn dyno node"));
+        // Dropping the command closes this process's copies of the sockets:
+        // once the node dies, connections to it are refused, as they would
+        // be for a real crashed node.
+        drop(cmd);
     }
 
     async fn wait_healthy(&self, i: usize) {
@@ -240,13 +293,16 @@ impl Cluster {
     pub async fn add_node(&mut self) -> usize {
         let i = self.nodes.len();
         let id = format!("n{}", i + 1);
-        let (h, r) = (free_port(), free_port());
-        let mut argv = node_argv(self.dir.path(), &id, h, r, &self.opts);
+        let listeners = Listeners::fresh();
+        let ports = listeners.ports();
+        let mut argv = node_argv(self.dir.path(), &id, &self.opts);
         argv.extend(["--seed".into(), self.seed.clone()]);
         self.nodes.push(Proc {
             log: self.dir.path().join(format!("{id}.log")),
             id,
-            http: format!("http://127.0.0.1:{h}"),
+            http: format!("http://127.0.0.1:{}", ports.0),
+            ports,
+            listeners: Some(listeners),
             argv,
             child: None,
         });

@@ -90,7 +90,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Node(config) => {
             init_logging();
-            runtime()?.block_on(dyno_node::run(config, stop_signal()))?;
+            runtime()?.block_on(async {
+                let listeners = dyno_node::Listeners::inherited_or_bind(&config).await?;
+                dyno_node::run(config, listeners, stop_signal()).await
+            })?;
             Ok(())
         }
         Command::Dev(args) => runtime()?.block_on(dev::run(args)),

@@ -26,11 +26,13 @@ use dyno_core::keys::decode_item_key;
 use dyno_core::{NodeId, PartitionId};
 use dyno_proto::internal as pb;
 use serde::Serialize;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
-use crate::cluster::classify;
-use crate::node::{Node, mode_to_pb};
-use crate::replica::wall_ms;
+use crate::node::Node;
+use crate::peer::PeerClient;
+use crate::sys::wall_ms;
+use crate::wire::{classify, mode_to_pb};
+use crate::worker::{Worker, WorkerError, WorkerState};
 
 /// Anti-entropy settings.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -156,27 +158,57 @@ impl Repair {
     }
 }
 
-/// Runs passes on schedule and on request until shutdown.
-pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
-    let interval = node.repair.config.interval_secs;
-    let mut next_scheduled =
-        (interval > 0).then(|| tokio::time::Instant::now() + Duration::from_secs(interval));
-    loop {
+/// The anti-entropy worker: a pass on schedule and on request.
+#[derive(Debug)]
+pub struct AntiEntropy {
+    node: Arc<Node>,
+    repair: Arc<Repair>,
+    next_scheduled: Option<tokio::time::Instant>,
+    trigger: Option<&'static str>,
+}
+
+impl AntiEntropy {
+    /// A worker repairing `node`'s replicas, reporting into `repair`.
+    pub fn new(node: Arc<Node>, repair: Arc<Repair>) -> AntiEntropy {
+        let interval = repair.config.interval_secs;
+        AntiEntropy {
+            node,
+            repair,
+            next_scheduled: (interval > 0)
+                .then(|| tokio::time::Instant::now() + Duration::from_secs(interval)),
+            trigger: None,
+        }
+    }
+}
+
+impl Worker for AntiEntropy {
+    fn name(&self) -> &'static str {
+        "anti_entropy"
+    }
+
+    async fn wait_for_work(&mut self) {
+        let next = self.next_scheduled;
         let sleep = async {
-            match next_scheduled {
+            match next {
                 Some(t) => tokio::time::sleep_until(t).await,
                 None => std::future::pending().await,
             }
         };
-        let trigger = tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = node.repair.wake.notified() => "request",
+        self.trigger = Some(tokio::select! {
+            _ = self.repair.wake.notified() => "request",
             _ = sleep => "schedule",
+        });
+    }
+
+    async fn work(&mut self) -> Result<WorkerState, WorkerError> {
+        let Some(trigger) = self.trigger.take() else {
+            return Ok(WorkerState::Idle); // the first step, before any wait
         };
+        let repair = &self.repair;
         {
-            let mut s = lock(&node.repair.state);
+            let mut s = lock(&repair.state);
             if trigger == "request" && !s.queued {
-                continue;
+                return Ok(WorkerState::Idle);
             }
             s.queued = false;
             let id = s.next_id;
@@ -189,11 +221,20 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
             });
         }
         tracing::info!(trigger, "anti-entropy pass started");
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = pass(&node) => {}
+        pass(&self.node, repair).await;
+        repair.finish_pass();
+        let interval = repair.config.interval_secs;
+        if interval > 0 {
+            self.next_scheduled = Some(tokio::time::Instant::now() + Duration::from_secs(interval));
         }
-        let mut s = lock(&node.repair.state);
+        Ok(WorkerState::Idle)
+    }
+}
+
+impl Repair {
+    /// Moves the running pass to `last` and adds it to the totals.
+    fn finish_pass(&self) {
+        let mut s = lock(&self.state);
         if let Some(mut r) = s.running.take() {
             r.finished_ms = Some(wall_ms());
             tracing::info!(
@@ -217,15 +258,12 @@ pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
             t.id = r.id;
             s.last = Some(r);
         }
-        if interval > 0 {
-            next_scheduled = Some(tokio::time::Instant::now() + Duration::from_secs(interval));
-        }
     }
 }
 
 /// The replication factors of the catalog's tables, clamped to the ring.
 fn replication_factors(node: &Node, members: usize) -> BTreeSet<u32> {
-    node.catalog
+    node.catalog()
         .replication_factors()
         .into_iter()
         .map(|n| n.min(members as u32))
@@ -233,10 +271,10 @@ fn replication_factors(node: &Node, members: usize) -> BTreeSet<u32> {
         .collect()
 }
 
-async fn pass(node: &Arc<Node>) {
-    let topology = node.cluster.topology();
+async fn pass(node: &Arc<Node>, repair: &Arc<Repair>) {
+    let topology = node.cluster().topology();
     let ring = &topology.current;
-    if ring.member(&node.me).is_none() {
+    if ring.member(node.me()).is_none() {
         return;
     }
     // (n, peer) -> partitions shared with that peer.
@@ -245,36 +283,36 @@ async fn pass(node: &Arc<Node>) {
     for n in replication_factors(node, ring.members().len()) {
         for p in 0..ring.partition_count() as u32 {
             let pl = ring.preference_list(PartitionId(p), n as usize);
-            if !pl.is_primary(&node.me) {
+            if !pl.is_primary(node.me()) {
                 continue;
             }
             let others: Vec<NodeId> = pl
                 .primaries()
                 .iter()
                 .map(|m| m.id.clone())
-                .filter(|id| id != &node.me)
+                .filter(|id| id != node.me())
                 .collect();
             for o in &others {
                 work.entry((n, o.clone())).or_default().push(p);
             }
-            if pl.primaries().first().is_some_and(|m| m.id == node.me) {
+            if pl.primaries().first().is_some_and(|m| &m.id == node.me()) {
                 gc.push((n, p, others));
             }
         }
     }
     let total: u64 = work.values().map(|v| v.len() as u64).sum();
-    node.repair.update(|r| r.comparisons_total = total);
+    repair.update(|r| r.comparisons_total = total);
     for ((n, peer), partitions) in work {
-        if let Err(why) = compare_with(node, n, &peer, &partitions).await {
+        if let Err(why) = compare_with(node, repair, n, &peer, &partitions).await {
             tracing::debug!(peer = %peer, error = %why, "anti-entropy with a peer stopped");
-            node.repair.update(|r| r.peers_skipped += 1);
+            repair.update(|r| r.peers_skipped += 1);
         }
     }
     // Tombstone GC only while the ring is stable: during a change, a
     // partition's replicas are in flux.
     if topology.next.is_none() {
         for (n, p, others) in gc {
-            if let Err(why) = collect_tombstones(node, n, p, &others).await {
+            if let Err(why) = collect_tombstones(node, repair, n, p, &others).await {
                 tracing::debug!(partition = p, error = %why, "tombstone collection skipped");
             }
         }
@@ -284,12 +322,13 @@ async fn pass(node: &Arc<Node>) {
 type Failure = String;
 
 fn rpc_err(node: &Node, peer: &NodeId, s: tonic::Status) -> Failure {
-    node.cluster.note_rpc(peer, Err(classify(&s)));
+    node.cluster().note_rpc(peer, Err(classify(&s)));
     format!("{peer}: {}", s.message())
 }
 
 async fn compare_with(
     node: &Arc<Node>,
+    repair: &Arc<Repair>,
     n: u32,
     peer: &NodeId,
     partitions: &[u32],
@@ -298,7 +337,7 @@ async fn compare_with(
         return Err(format!("{peer} is down"));
     }
     let client = || {
-        node.cluster
+        node.cluster()
             .peer(peer)
             .map(|p| p.client())
             .ok_or_else(|| format!("no address for {peer}"))
@@ -311,15 +350,14 @@ async fn compare_with(
             })
             .await
             .map_err(|s| rpc_err(node, peer, s))?
-            .into_inner()
             .roots;
         // Up to EXCHANGES_IN_FLIGHT partitions are exchanged at once (each
         // is a few round trips); starts are paced by the budget.
         let mut running = tokio::task::JoinSet::new();
         let mut failure = None;
         for (&p, &theirs) in chunk.iter().zip(roots.iter()) {
-            node.repair.update(|r| r.comparisons_done += 1);
-            if node.replica.trees.root((n, p)) == theirs {
+            repair.update(|r| r.comparisons_done += 1);
+            if node.replica().trees.root((n, p)) == theirs {
                 continue;
             }
             while running.len() >= EXCHANGES_IN_FLIGHT {
@@ -330,15 +368,15 @@ async fn compare_with(
             if failure.is_some() {
                 break;
             }
-            let (nn, pp) = (Arc::clone(node), peer.clone());
+            let (nn, pp, rr) = (Arc::clone(node), peer.clone(), Arc::clone(repair));
             running.spawn(async move {
-                let res = exchange(&nn, n, p, &pp).await;
+                let res = exchange(&nn, &rr, n, p, &pp).await;
                 if res.is_ok() {
-                    nn.repair.update(|r| r.partitions_exchanged += 1);
+                    rr.update(|r| r.partitions_exchanged += 1);
                 }
                 res
             });
-            let pps = f64::from(node.repair.config.partitions_per_sec.max(1));
+            let pps = f64::from(repair.config.partitions_per_sec.max(1));
             tokio::time::sleep(Duration::from_secs_f64(1.0 / pps)).await;
         }
         while let Some(res) = running.join_next().await {
@@ -365,10 +403,10 @@ fn local_digests(
 ) -> Result<BTreeMap<Vec<u8>, u64>, Failure> {
     let mut out = BTreeMap::new();
     for &(first, last) in ranges {
-        node.replica
+        node.replica()
             .scan_each(first, last, |k, v| {
                 if let Ok(ik) = decode_item_key(k)
-                    && node.replica.trees.n_of(ik.table) == n
+                    && node.replica().trees.n_of(ik.table) == n
                     && let Ok(o) = decode_object(v)
                 {
                     out.insert(k.to_vec(), o.digest());
@@ -387,7 +425,7 @@ pub fn digests_in_leaves(
     p: u32,
     leaves: &[(u32, u32)],
 ) -> Result<Vec<(Vec<u8>, u64)>, Failure> {
-    let trees = &node.replica.trees;
+    let trees = &node.replica().trees;
     let leaf_count = trees.shape().leaves() as u32;
     let ranges: Vec<(u64, u64)> = leaves
         .iter()
@@ -402,13 +440,19 @@ pub fn digests_in_leaves(
     Ok(local_digests(node, n, &ranges)?.into_iter().collect())
 }
 
-async fn exchange(node: &Arc<Node>, n: u32, p: u32, peer: &NodeId) -> Result<(), Failure> {
-    let mut client = node
-        .cluster
+async fn exchange(
+    node: &Arc<Node>,
+    repair: &Repair,
+    n: u32,
+    p: u32,
+    peer: &NodeId,
+) -> Result<(), Failure> {
+    let client = node
+        .cluster()
         .peer(peer)
         .map(|x| x.client())
         .ok_or_else(|| format!("no address for {peer}"))?;
-    let trees = &node.replica.trees;
+    let trees = &node.replica().trees;
     let shape = trees.shape();
     let fanout = 1usize << shape.fanout_bits;
     // Walk down the levels, keeping only the children that differ.
@@ -423,7 +467,6 @@ async fn exchange(node: &Arc<Node>, n: u32, p: u32, peer: &NodeId) -> Result<(),
             })
             .await
             .map_err(|s| rpc_err(node, peer, s))?
-            .into_inner()
             .hashes;
         let mut next = Vec::new();
         for (k, &i) in frontier.iter().enumerate() {
@@ -456,7 +499,7 @@ async fn exchange(node: &Arc<Node>, n: u32, p: u32, peer: &NodeId) -> Result<(),
             .collect(),
         item_keys: Vec::new(),
     };
-    let theirs = remote_digests(node, &mut client, peer, request).await?;
+    let theirs = remote_digests(node, client.as_ref(), peer, request).await?;
     let (nn, ll) = (Arc::clone(node), leaves.clone());
     let ours: BTreeMap<Vec<u8>, u64> =
         tokio::task::spawn_blocking(move || digests_in_leaves(&nn, n, p, &ll))
@@ -471,11 +514,11 @@ async fn exchange(node: &Arc<Node>, n: u32, p: u32, peer: &NodeId) -> Result<(),
         .map(|k| (*k).clone())
         .collect();
     let compared = all.len() as u64;
-    node.metrics.aae_keys_compared.inc_by(compared);
-    node.repair.update(|r| r.keys_compared += compared);
+    node.metrics().aae_keys_compared.inc_by(compared);
+    repair.update(|r| r.keys_compared += compared);
     for batch in differing.chunks(256) {
-        repair_keys(node, &mut client, peer, batch, &theirs).await?;
-        let kps = f64::from(node.repair.config.keys_per_sec.max(1));
+        repair_keys(node, repair, client.as_ref(), peer, batch, &theirs).await?;
+        let kps = f64::from(repair.config.keys_per_sec.max(1));
         tokio::time::sleep(Duration::from_secs_f64(batch.len() as f64 / kps)).await;
     }
     Ok(())
@@ -484,7 +527,7 @@ async fn exchange(node: &Arc<Node>, n: u32, p: u32, peer: &NodeId) -> Result<(),
 /// A peer's (item key → digest) map for a `KeyDigests` request.
 async fn remote_digests(
     node: &Node,
-    client: &mut dyno_proto::internal::replica_client::ReplicaClient<tonic::transport::Channel>,
+    client: &dyn PeerClient,
     peer: &NodeId,
     request: pb::KeyDigestsRequest,
 ) -> Result<BTreeMap<Vec<u8>, u64>, Failure> {
@@ -492,7 +535,6 @@ async fn remote_digests(
         .key_digests(request)
         .await
         .map_err(|s| rpc_err(node, peer, s))?
-        .into_inner()
         .entries
         .into_iter()
         .map(|e| (e.item_key, e.digest))
@@ -503,7 +545,8 @@ async fn remote_digests(
 /// the merged versions back.
 async fn repair_keys(
     node: &Arc<Node>,
-    client: &mut dyno_proto::internal::replica_client::ReplicaClient<tonic::transport::Channel>,
+    repair: &Repair,
+    client: &dyn PeerClient,
     peer: &NodeId,
     keys: &[Vec<u8>],
     theirs: &BTreeMap<Vec<u8>, u64>,
@@ -520,7 +563,6 @@ async fn repair_keys(
             .fetch_items(pb::FetchItemsRequest { item_keys: fetch })
             .await
             .map_err(|s| rpc_err(node, peer, s))?
-            .into_inner()
             .items
     };
     let received: u64 = fetched.iter().map(|i| i.object.len() as u64).sum();
@@ -533,10 +575,12 @@ async fn repair_keys(
                 let Ok(obj) = decode_object(&item.object) else {
                     continue;
                 };
-                let mode = item_mode(&nn, &item.item_key)
-                    .unwrap_or_else(|| crate::node::mode_from_pb(item.conflict));
+                let mode = nn
+                    .catalog()
+                    .mode_of_item(&item.item_key)
+                    .unwrap_or_else(|| crate::wire::mode_from_pb(item.conflict));
                 if nn
-                    .replica
+                    .replica()
                     .merge_raw(&item.item_key, &obj, mode)
                     .map_err(|e| e.to_string())?
                 {
@@ -545,7 +589,7 @@ async fn repair_keys(
             }
             let mut push = Vec::new();
             for (k, raw) in nn
-                .replica
+                .replica()
                 .fetch_raw(&keys_owned)
                 .map_err(|e| e.to_string())?
             {
@@ -555,7 +599,7 @@ async fn repair_keys(
                 if digest.is_some() && digest == theirs_digests.get(&k).copied() {
                     continue;
                 }
-                let mode = item_mode(&nn, &k).unwrap_or_default();
+                let mode = nn.catalog().mode_of_item(&k).unwrap_or_default();
                 push.push(pb::Item {
                     item_key: k,
                     object: raw,
@@ -577,14 +621,13 @@ async fn repair_keys(
             })
             .await
             .map_err(|s| rpc_err(node, peer, s))?
-            .into_inner()
             .changed
     };
     let repaired = merged_local + u64::from(changed_remote);
-    node.metrics.aae_keys_repaired.inc_by(repaired);
-    node.metrics.aae_bytes_sent.inc_by(sent);
-    node.metrics.aae_bytes_received.inc_by(received);
-    node.repair.update(|r| {
+    node.metrics().aae_keys_repaired.inc_by(repaired);
+    node.metrics().aae_bytes_sent.inc_by(sent);
+    node.metrics().aae_bytes_received.inc_by(received);
+    repair.update(|r| {
         r.keys_repaired += repaired;
         r.bytes_sent += sent;
         r.bytes_received += received;
@@ -592,31 +635,26 @@ async fn repair_keys(
     Ok(())
 }
 
-/// The conflict mode of an item's table, if the catalog knows it.
-pub fn item_mode(node: &Node, item_key: &[u8]) -> Option<dyno_core::ConflictMode> {
-    let ik = decode_item_key(item_key).ok()?;
-    node.catalog.get(ik.table).map(|c| c.mode())
-}
-
 /// Removes tombstones of partition `p` older than the grace period that
 /// every primary holds at the same version.
 async fn collect_tombstones(
     node: &Arc<Node>,
+    repair: &Repair,
     n: u32,
     p: u32,
     others: &[NodeId],
 ) -> Result<(), Failure> {
-    let grace_ms = node.repair.config.tombstone_grace_secs.saturating_mul(1000);
+    let grace_ms = repair.config.tombstone_grace_secs.saturating_mul(1000);
     let cutoff = wall_ms().saturating_sub(grace_ms);
-    let (first, last) = node.replica.trees.partition_range(p);
+    let (first, last) = node.replica().trees.partition_range(p);
     let nn = Arc::clone(node);
     let candidates: Vec<(Vec<u8>, u64)> =
         tokio::task::spawn_blocking(move || -> Result<Vec<(Vec<u8>, u64)>, String> {
             let mut out = Vec::new();
-            nn.replica
+            nn.replica()
                 .scan_each(first, last, |k, v| {
                     if let Ok(ik) = decode_item_key(k)
-                        && nn.replica.trees.n_of(ik.table) == n
+                        && nn.replica().trees.n_of(ik.table) == n
                         && let Ok(o) = decode_object(v)
                         && o.is_tombstone()
                         && o.latest_timestamp().is_some_and(|t| t.millis() < cutoff)
@@ -639,8 +677,8 @@ async fn collect_tombstones(
         if !node.is_up(peer) {
             return Err(format!("{peer} is down"));
         }
-        let mut client = node
-            .cluster
+        let client = node
+            .cluster()
             .peer(peer)
             .map(|x| x.client())
             .ok_or_else(|| format!("no address for {peer}"))?;
@@ -650,7 +688,7 @@ async fn collect_tombstones(
             leaves: Vec::new(),
             item_keys: agreed.keys().cloned().collect(),
         };
-        let theirs = remote_digests(node, &mut client, peer, request).await?;
+        let theirs = remote_digests(node, client.as_ref(), peer, request).await?;
         agreed.retain(|k, d| theirs.get(k) == Some(d));
     }
     if agreed.is_empty() {
@@ -664,8 +702,8 @@ async fn collect_tombstones(
         })
         .collect();
     for peer in others {
-        let mut client = node
-            .cluster
+        let client = node
+            .cluster()
             .peer(peer)
             .map(|x| x.client())
             .ok_or_else(|| format!("no address for {peer}"))?;
@@ -680,12 +718,12 @@ async fn collect_tombstones(
     let dropped = tokio::task::spawn_blocking(move || {
         agreed
             .iter()
-            .filter(|(k, d)| nn.replica.remove_item(k, Some(**d)).unwrap_or(false))
+            .filter(|(k, d)| nn.replica().remove_item(k, Some(**d)).unwrap_or(false))
             .count() as u64
     })
     .await
     .map_err(|e| e.to_string())?;
-    node.metrics.tombstones_dropped.inc_by(dropped);
-    node.repair.update(|r| r.tombstones_dropped += dropped);
+    node.metrics().tombstones_dropped.inc_by(dropped);
+    repair.update(|r| r.tombstones_dropped += dropped);
     Ok(())
 }

@@ -6,13 +6,15 @@
 //! the highest version, so nodes converge whatever order updates arrive in.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use dyno_core::ConflictMode;
+use dyno_core::planner::Movement;
+use dyno_core::topology::Topology;
 use dyno_storage::{Keyspace, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::error::{ErrorCode, ServiceError};
 
 /// Highest replication factor a table may ask for.
 pub const MAX_N: u32 = 7;
@@ -66,23 +68,23 @@ impl TableConfig {
     }
 
     /// Checks the settings for a cluster of `members` nodes.
-    pub fn validate(&self, members: usize) -> Result<(), ApiError> {
+    pub fn validate(&self, members: usize) -> Result<(), ServiceError> {
         if !(1..=MAX_N).contains(&self.n) {
-            return Err(ApiError::bad(
-                "InvalidTableConfig",
+            return Err(ServiceError::new(
+                ErrorCode::InvalidTableConfig,
                 format!("n must be between 1 and {MAX_N}, got {}", self.n),
             ));
         }
         if self.n as usize > members {
-            return Err(ApiError::bad(
-                "InvalidTableConfig",
+            return Err(ServiceError::new(
+                ErrorCode::InvalidTableConfig,
                 format!("n = {} but the cluster has only {members} nodes", self.n),
             ));
         }
         for (name, v) in [("r", self.r), ("w", self.w)] {
             if !(1..=self.n).contains(&v) {
-                return Err(ApiError::bad(
-                    "InvalidTableConfig",
+                return Err(ServiceError::new(
+                    ErrorCode::InvalidTableConfig,
                     format!("{name} must be between 1 and n = {}, got {v}", self.n),
                 ));
             }
@@ -92,7 +94,7 @@ impl TableConfig {
 }
 
 /// Checks a table name: 1 to 255 bytes of `[A-Za-z0-9_.-]`.
-pub fn validate_table_name(name: &str) -> Result<(), ApiError> {
+pub fn validate_table_name(name: &str) -> Result<(), ServiceError> {
     let ok = (1..=dyno_core::keys::MAX_TABLE_NAME).contains(&name.len())
         && name
             .bytes()
@@ -100,8 +102,8 @@ pub fn validate_table_name(name: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad(
-            "InvalidTableName",
+        Err(ServiceError::new(
+            ErrorCode::InvalidTableName,
             format!("invalid table name {name:?}: use 1 to 255 characters of A-Z a-z 0-9 _ - ."),
         ))
     }
@@ -120,9 +122,15 @@ pub struct TableEntry {
 }
 
 /// The node's copy of the catalog.
+///
+/// Readers (every request) take the `tables` read lock for a map lookup
+/// only. Writers are serialised by `writer` and persist an entry *before*
+/// taking the write lock, so a slow disk (an fsync under `--durability
+/// sync`) never blocks a request.
 #[derive(Debug)]
 pub struct Catalog {
     tables: RwLock<BTreeMap<String, TableEntry>>,
+    writer: Mutex<()>,
     store: Arc<dyn Store>,
 }
 
@@ -146,6 +154,7 @@ impl Catalog {
         }
         Ok(Catalog {
             tables: RwLock::new(tables),
+            writer: Mutex::new(()),
             store,
         })
     }
@@ -171,11 +180,14 @@ impl Catalog {
     /// Merges an entry: kept if newer than what this node has. Returns true
     /// when it changed the catalog.
     pub fn merge(&self, entry: TableEntry) -> Result<bool, StoreError> {
-        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
-        if tables
+        let _one_writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = self
+            .tables
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .get(&entry.name)
-            .is_some_and(|old| old.version >= entry.version)
-        {
+            .is_none_or(|old| old.version < entry.version);
+        if !newer {
             return Ok(false);
         }
         let mut key = PREFIX.to_vec();
@@ -184,7 +196,41 @@ impl Catalog {
             message: e.to_string(),
         })?;
         self.store.put(Keyspace::Meta, &key, &bytes)?;
-        tables.insert(entry.name.clone(), entry);
+        self.tables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry.name.clone(), entry);
         Ok(true)
+    }
+
+    /// The conflict mode of the table an item key belongs to (`None` when
+    /// the key does not decode or the table is not known here yet).
+    pub fn mode_of_item(&self, item_key: &[u8]) -> Option<ConflictMode> {
+        let ik = dyno_core::keys::decode_item_key(item_key).ok()?;
+        self.get(ik.table).map(|c| c.mode())
+    }
+
+    /// The replication factor a ring change is planned with: the largest
+    /// among the tables, clamped to the larger ring (the partitions to move
+    /// are those of the largest replica sets; sources filter items by their
+    /// own table's N).
+    pub fn change_n(&self, topology: &Topology) -> usize {
+        let members = topology
+            .next
+            .as_ref()
+            .map_or(0, |n| n.members().len())
+            .max(topology.current.members().len());
+        let largest = self.replication_factors().last().copied();
+        (largest.unwrap_or(3) as usize).min(members).max(1)
+    }
+
+    /// What the change under way moves, in partition replicas.
+    pub fn planned_movement(&self, topology: &Topology) -> Option<Movement> {
+        let next = topology.next.as_ref()?;
+        Some(dyno_core::planner::movement(
+            &topology.current,
+            next,
+            self.change_n(topology),
+        ))
     }
 }

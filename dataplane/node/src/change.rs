@@ -17,7 +17,7 @@ use dyno_core::topology::{ChangeError, Topology};
 use dyno_core::{Member, NodeId, NodeStatus};
 use dyno_proto::internal as pb;
 
-use crate::error::ApiError;
+use crate::error::{ErrorCode, ServiceError};
 use crate::node::Node;
 
 /// What a change does.
@@ -44,25 +44,31 @@ pub struct Began {
     pub total: u64,
 }
 
-fn change_error(e: ChangeError) -> ApiError {
+fn change_error(e: ChangeError) -> ServiceError {
     let code = match &e {
-        ChangeError::Busy { .. } => "RingChangeInProgress",
-        ChangeError::Plan(dyno_core::ring::RingError::DuplicateMember { .. }) => "AlreadyMember",
-        ChangeError::Plan(dyno_core::ring::RingError::UnknownMember { .. }) => "NotAMember",
-        ChangeError::Plan(_) => "InvalidRingChange",
-        ChangeError::Idle => "NoRingChange",
+        ChangeError::Busy { .. } => ErrorCode::RingChangeInProgress,
+        ChangeError::Plan(dyno_core::ring::RingError::DuplicateMember { .. }) => {
+            ErrorCode::AlreadyMember
+        }
+        ChangeError::Plan(dyno_core::ring::RingError::UnknownMember { .. }) => {
+            ErrorCode::NotAMember
+        }
+        ChangeError::Plan(_) => ErrorCode::InvalidRingChange,
+        ChangeError::Idle => ErrorCode::NoRingChange,
     };
-    ApiError::Conflict {
-        code,
-        message: e.to_string(),
-    }
+    ServiceError::new(code, e.to_string())
 }
 
-/// The answer when this node has no ring yet.
-pub fn not_in_cluster() -> ApiError {
-    ApiError::Unavailable {
-        code: "NotInCluster",
-        message: "this node has not joined a cluster yet; send the request to a member".into(),
+/// Serialises ring changes begun on this node (when it is the leader).
+#[derive(Debug, Default)]
+pub struct ChangeLeader {
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl ChangeLeader {
+    /// A leader with no change being begun.
+    pub fn new() -> ChangeLeader {
+        ChangeLeader::default()
     }
 }
 
@@ -74,31 +80,27 @@ pub fn leader(node: &Node, topology: &Topology) -> NodeId {
         .into_iter()
         .find(|id| node.is_up(id))
         .cloned()
-        .unwrap_or_else(|| node.me.clone())
+        .unwrap_or_else(|| node.me().clone())
 }
 
 /// Begins a change: here if this node leads changes, else on the leader.
 pub async fn request(
     node: &Arc<Node>,
+    here: &ChangeLeader,
     action: Action,
     id: NodeId,
     zone: Option<String>,
-) -> Result<Began, ApiError> {
-    let topology = node.cluster.topology();
-    if topology.epoch == 0 {
-        return Err(not_in_cluster());
-    }
+) -> Result<Began, ServiceError> {
+    let topology = node.serving_topology()?;
     let leader = leader(node, &topology);
-    if leader == node.me {
-        return begin_here(node, action, id, zone).await;
+    if &leader == node.me() {
+        return begin_here(node, here, action, id, zone).await;
     }
-    let Some(peer) = node.cluster.peer(&leader) else {
-        return Err(ApiError::Unavailable {
-            code: "LeaderUnreachable",
-            message: format!(
-                "ring changes are begun by {leader}, whose address is not known yet; retry"
-            ),
-        });
+    let Some(peer) = node.cluster().peer(&leader) else {
+        return Err(ServiceError::new(
+            ErrorCode::LeaderUnreachable,
+            format!("ring changes are begun by {leader}, whose address is not known yet; retry"),
+        ));
     };
     let req = pb::BeginChangeRequest {
         decommission: action == Action::Decommission,
@@ -106,25 +108,25 @@ pub async fn request(
         node: id.to_string(),
         zone,
     };
-    let resp = tokio::time::timeout(node.timeout * 2, peer.client().begin_change(req))
+    let resp = tokio::time::timeout(node.timeout() * 2, peer.client().begin_change(req))
         .await
-        .map_err(|_| ApiError::Unavailable {
-            code: "LeaderUnreachable",
-            message: format!("{leader}, which begins ring changes, did not answer in time; retry"),
+        .map_err(|_| {
+            ServiceError::new(
+                ErrorCode::LeaderUnreachable,
+                format!("{leader}, which begins ring changes, did not answer in time; retry"),
+            )
         })?
-        .map_err(|s| ApiError::Unavailable {
-            code: "LeaderUnreachable",
-            message: format!(
-                "{leader}, which begins ring changes, failed: {}",
-                s.message()
-            ),
-        })?
-        .into_inner();
-    match resp.error_code {
-        Some(code) => Err(ApiError::from_code(
-            &code,
-            resp.error_message.unwrap_or_default(),
-        )),
+        .map_err(|s| {
+            ServiceError::new(
+                ErrorCode::LeaderUnreachable,
+                format!(
+                    "{leader}, which begins ring changes, failed: {}",
+                    s.message()
+                ),
+            )
+        })?;
+    match resp.error {
+        Some(e) => Err(crate::wire::error_from_pb(e)),
         None => Ok(Began {
             epoch: resp.epoch,
             moved: resp.moved,
@@ -134,43 +136,48 @@ pub async fn request(
     }
 }
 
-fn validate(node: &Node, topology: &Topology, action: Action, id: &NodeId) -> Result<(), ApiError> {
+fn validate(
+    node: &Node,
+    topology: &Topology,
+    action: Action,
+    id: &NodeId,
+) -> Result<(), ServiceError> {
     match action {
-        Action::Join => match node.cluster.view().get(id) {
-            None => Err(ApiError::NotFound {
-                code: "UnknownNode",
-                message: format!(
+        Action::Join => match node.cluster().view().get(id) {
+            None => Err(ServiceError::new(
+                ErrorCode::UnknownNode,
+                format!(
                     "no node named {id} has gossiped with this cluster; start it with --seed pointing at a member first"
                 ),
-            }),
-            Some(s) if s.status == NodeStatus::Left => Err(ApiError::Conflict {
-                code: "NodeLeft",
-                message: format!(
+            )),
+            Some(s) if s.status == NodeStatus::Left => Err(ServiceError::new(
+                ErrorCode::NodeLeft,
+                format!(
                     "{id} was decommissioned; wipe its data directory and start it again to rejoin"
                 ),
-            }),
-            Some(_) if !node.is_up(id) => Err(ApiError::Unavailable {
-                code: "NodeDown",
-                message: format!("{id} is not answering; it must be up to receive its partitions"),
-            }),
+            )),
+            Some(_) if !node.is_up(id) => Err(ServiceError::new(
+                ErrorCode::NodeDown,
+                format!("{id} is not answering; it must be up to receive its partitions"),
+            )),
             Some(_) => Ok(()),
         },
         Action::Abort => Ok(()),
         Action::Decommission => {
             let remaining = topology.current.members().len().saturating_sub(1);
             match node
-                .catalog
+                .catalog()
                 .list()
                 .iter()
                 .find(|t| t.config.n as usize > remaining)
             {
-                Some(t) => Err(ApiError::Conflict {
-                    code: "TooFewNodes",
-                    message: format!(
+                Some(t) => Err(ServiceError::new(
+                    ErrorCode::TooFewNodes,
+                    format!(
                         "table {} has n = {}; decommissioning {id} would leave {remaining} nodes",
                         t.name, t.config.n
                     ),
-                }),
+                )),
                 None => Ok(()),
             }
         }
@@ -180,15 +187,13 @@ fn validate(node: &Node, topology: &Topology, action: Action, id: &NodeId) -> Re
 /// Validates and begins a change on this node, one at a time.
 pub async fn begin_here(
     node: &Arc<Node>,
+    here: &ChangeLeader,
     action: Action,
     id: NodeId,
     zone: Option<String>,
-) -> Result<Began, ApiError> {
-    let _one_at_a_time = node.change_lock.lock().await;
-    let topology = node.cluster.topology();
-    if topology.epoch == 0 {
-        return Err(not_in_cluster());
-    }
+) -> Result<Began, ServiceError> {
+    let _one_at_a_time = here.lock.lock().await;
+    let topology = node.serving_topology()?;
     if action == Action::Abort {
         let aborted = topology.abort().map_err(change_error)?;
         let began = Began {
@@ -197,7 +202,7 @@ pub async fn begin_here(
             reassigned: 0,
             total: 0,
         };
-        node.cluster.offer_topology(aborted)?;
+        offer(node, aborted).await?;
         tracing::warn!(epoch = began.epoch, "ring change aborted");
         return Ok(began);
     }
@@ -212,15 +217,17 @@ pub async fn begin_here(
         Action::Decommission | Action::Abort => topology.begin_leave(&id),
     }
     .map_err(change_error)?;
-    let m = crate::handoff::planned_movement(node, &next)
-        .ok_or_else(|| ApiError::Internal("a begun change has no next ring".into()))?;
+    let m = node
+        .catalog()
+        .planned_movement(&next)
+        .ok_or_else(|| ServiceError::internal("a begun change has no next ring"))?;
     let began = Began {
         epoch: next.epoch,
         moved: m.moved as u64,
         reassigned: m.partitions_reassigned as u64,
         total: m.total as u64,
     };
-    node.cluster.offer_topology(next)?;
+    offer(node, next).await?;
     tracing::info!(
         ?action,
         epoch = began.epoch,
@@ -228,4 +235,14 @@ pub async fn begin_here(
         "ring change begun"
     );
     Ok(began)
+}
+
+/// Adopts a topology this node made, persisting it on the blocking pool
+/// (an fsync under `--durability sync`).
+async fn offer(node: &Arc<Node>, t: Topology) -> Result<(), ServiceError> {
+    let n = Arc::clone(node);
+    tokio::task::spawn_blocking(move || n.cluster().offer_topology(t))
+        .await
+        .map_err(ServiceError::internal)??;
+    Ok(())
 }

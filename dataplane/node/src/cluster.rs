@@ -23,11 +23,10 @@ use dyno_core::coordinator::ReplicaFailure;
 use dyno_core::membership::{Addresses, Load};
 use dyno_core::topology::{HandoffProgress, Topology};
 use dyno_core::{Membership, NodeId, NodeState, NodeStatus, PhiConfig, PhiDetector};
-use dyno_proto::internal::replica_client::ReplicaClient;
-use dyno_storage::{Keyspace, Store, StoreError};
-use tonic::transport::{Channel, Endpoint};
+use dyno_storage::{Store, StoreError};
 
-const TOPOLOGY_KEY: &[u8] = b"topology";
+use crate::meta;
+use crate::peer::{Connector, PeerClient};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -38,21 +37,6 @@ fn mono_ms(epoch: Instant) -> u64 {
     epoch.elapsed().as_millis() as u64
 }
 
-/// A client for an RPC address (connects lazily).
-pub fn rpc_client(rpc: &str, timeout: Duration) -> ReplicaClient<Channel> {
-    let channel = Endpoint::from_shared(rpc.to_owned())
-        .map(|e| {
-            e.connect_timeout(Duration::from_millis(500))
-                .timeout(timeout)
-                .tcp_nodelay(true)
-        })
-        .map(|e| e.connect_lazy())
-        .unwrap_or_else(|_| Endpoint::from_static("http://127.0.0.1:1").connect_lazy());
-    ReplicaClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20)
-}
-
 /// Another node, as far as this node can reach it.
 #[derive(Debug)]
 pub struct Peer {
@@ -60,12 +44,12 @@ pub struct Peer {
     pub id: NodeId,
     /// Its addresses.
     pub addresses: Addresses,
-    client: ReplicaClient<Channel>,
+    client: Arc<dyn PeerClient>,
 }
 
 impl Peer {
-    fn new(id: NodeId, addresses: Addresses, timeout: Duration) -> Peer {
-        let client = rpc_client(&addresses.rpc, timeout);
+    fn new(id: NodeId, addresses: Addresses, connector: &dyn Connector) -> Peer {
+        let client = connector.connect(&addresses.rpc);
         Peer {
             id,
             addresses,
@@ -73,9 +57,9 @@ impl Peer {
         }
     }
 
-    /// A client for this peer (cheap to clone; shares the connection).
-    pub fn client(&self) -> ReplicaClient<Channel> {
-        self.client.clone()
+    /// This peer's internal API (cheap to clone; shares the connection).
+    pub fn client(&self) -> Arc<dyn PeerClient> {
+        Arc::clone(&self.client)
     }
 }
 
@@ -123,37 +107,57 @@ pub struct Cluster {
     health: Mutex<BTreeMap<NodeId, Health>>,
     local: Mutex<LocalState>,
     topology: RwLock<Arc<Topology>>,
+    /// Serialises topology changes, so that the (possibly fsynced) write
+    /// happens outside the lock every request reads.
+    topology_writer: Mutex<()>,
     phi: PhiConfig,
     started: Instant,
     timeout: Duration,
+    connector: Arc<dyn Connector>,
     store: Arc<dyn Store>,
     /// Bumped whenever the topology changes (the handoff driver waits on it).
     pub topology_changed: tokio::sync::watch::Sender<u64>,
 }
 
+/// What a [`Cluster`] is built from.
+#[derive(Debug)]
+pub struct ClusterParts {
+    /// This node.
+    pub me: NodeId,
+    /// Its own entry.
+    pub local: LocalState,
+    /// Addresses pinned on the command line.
+    pub pinned: BTreeMap<NodeId, Addresses>,
+    /// The ring to start with when the store holds none.
+    pub initial: Topology,
+    /// Failure detection settings.
+    pub phi: PhiConfig,
+    /// The per-call timeout.
+    pub timeout: Duration,
+    /// Makes peer clients.
+    pub connector: Arc<dyn Connector>,
+    /// Where the topology is persisted.
+    pub store: Arc<dyn Store>,
+}
+
 impl Cluster {
     /// A cluster view: the persisted topology if there is one, else
     /// `initial`; `pinned` addresses come from the command line.
-    pub fn new(
-        me: NodeId,
-        local: LocalState,
-        pinned: BTreeMap<NodeId, Addresses>,
-        initial: Topology,
-        phi: PhiConfig,
-        timeout: Duration,
-        store: Arc<dyn Store>,
-    ) -> Result<Cluster, StoreError> {
-        let topology = match store.get(Keyspace::Meta, TOPOLOGY_KEY)? {
-            Some(raw) => match Topology::decode(&raw) {
-                Ok(t) => t,
-                Err(e) => {
-                    return Err(StoreError::Engine {
-                        message: format!("stored topology is unreadable: {e}"),
-                    });
-                }
-            },
+    pub fn new(parts: ClusterParts) -> Result<Cluster, StoreError> {
+        let ClusterParts {
+            me,
+            local,
+            pinned,
+            initial,
+            phi,
+            timeout,
+            connector,
+            store,
+        } = parts;
+        let topology = match meta::topology(store.as_ref())? {
+            Some(t) => t,
             None => {
-                store.put(Keyspace::Meta, TOPOLOGY_KEY, &initial.encode())?;
+                meta::init_topology(store.as_ref(), &initial)?;
                 initial
             }
         };
@@ -163,7 +167,7 @@ impl Cluster {
             .map(|(id, a)| {
                 (
                     id.clone(),
-                    Arc::new(Peer::new(id.clone(), a.clone(), timeout)),
+                    Arc::new(Peer::new(id.clone(), a.clone(), connector.as_ref())),
                 )
             })
             .collect();
@@ -176,9 +180,11 @@ impl Cluster {
             health: Mutex::new(BTreeMap::new()),
             local: Mutex::new(local),
             topology: RwLock::new(Arc::new(topology)),
+            topology_writer: Mutex::new(()),
             phi,
             started: Instant::now(),
             timeout,
+            connector,
             store,
             topology_changed: tx,
         };
@@ -193,21 +199,24 @@ impl Cluster {
 
     /// Adopts `t` if it supersedes the current topology; persists it first.
     /// Returns true when adopted.
+    ///
+    /// The write (an fsync under `--durability sync`) happens under
+    /// `topology_writer` only; requests keep reading the old topology until
+    /// the new one is durable, then see it at once.
     pub fn offer_topology(&self, t: Topology) -> Result<bool, StoreError> {
-        let mut cur = self.topology.write().unwrap_or_else(|e| e.into_inner());
+        let _one_writer = lock(&self.topology_writer);
+        let cur = self.topology();
         if !t.supersedes(&cur) {
             return Ok(false);
         }
-        crate::handoff::note_commit(self.store.as_ref(), &cur, &t, &self.me);
-        self.store.put(Keyspace::Meta, TOPOLOGY_KEY, &t.encode())?;
+        meta::save_topology(self.store.as_ref(), &cur, &t, &self.me)?;
         tracing::info!(
             epoch = t.epoch,
             changing = t.next.is_some(),
             "topology changed"
         );
         let epoch = t.epoch;
-        *cur = Arc::new(t);
-        drop(cur);
+        *self.topology.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(t);
         self.topology_changed.send_replace(epoch);
         self.refresh_local(0);
         Ok(true)
@@ -423,13 +432,27 @@ impl Cluster {
         tracing::info!(peer = %id, rpc = %addresses.rpc, "learnt a peer's address");
         peers.insert(
             id.clone(),
-            Arc::new(Peer::new(id.clone(), addresses.clone(), self.timeout)),
+            Arc::new(Peer::new(
+                id.clone(),
+                addresses.clone(),
+                self.connector.as_ref(),
+            )),
         );
     }
 
     /// The per-RPC timeout.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// A client for an address that is not (yet) a known peer: a seed.
+    pub fn connect(&self, rpc_url: &str) -> Arc<dyn PeerClient> {
+        self.connector.connect(rpc_url)
+    }
+
+    /// The store the topology is persisted in (for the meta records).
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
     /// True when every live node of the view has applied at least `epoch`
@@ -451,15 +474,6 @@ fn empty_state(generation: u64) -> NodeState {
         addresses: Addresses::default(),
         load: Load::default(),
         handoff: HandoffProgress::default(),
-    }
-}
-
-/// Classifies an RPC failure.
-pub fn classify(status: &tonic::Status) -> ReplicaFailure {
-    match status.code() {
-        tonic::Code::Unavailable => ReplicaFailure::Unreachable,
-        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => ReplicaFailure::Timeout,
-        _ => ReplicaFailure::Failed,
     }
 }
 

@@ -150,6 +150,12 @@ pub struct NodeConfig {
     /// How long the coordinator waits for one replica, in milliseconds.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub replica_timeout_ms: u64,
+    /// How long a client request may take in all, in milliseconds; past it
+    /// the request fails with 503 `DeadlineExceeded`. At least 5 times
+    /// --replica-timeout-ms, so that a write that is forwarded and waits for
+    /// its replicas is not cut short.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    pub request_timeout_ms: u64,
     /// Hints older than this many seconds are dropped (anti-entropy repairs
     /// what they carried).
     #[arg(long, default_value_t = 3 * 3600)]
@@ -170,6 +176,12 @@ impl NodeConfig {
             return Err(ConfigError::Invalid(format!(
                 "--tombstone-grace-secs ({}) must exceed --hint-max-age-secs ({}), or an old hint could bring a deleted value back",
                 self.tombstone_grace_secs, self.hint_max_age_secs
+            )));
+        }
+        if self.request_timeout_ms < 5 * self.replica_timeout_ms {
+            return Err(ConfigError::Invalid(format!(
+                "--request-timeout-ms ({}) must be at least 5 times --replica-timeout-ms ({})",
+                self.request_timeout_ms, self.replica_timeout_ms
             )));
         }
         if !(self.phi_threshold > 0.0 && self.phi_threshold.is_finite()) {
@@ -197,6 +209,11 @@ impl NodeConfig {
             )));
         }
         Ok(me)
+    }
+
+    /// A client request's deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
     }
 
     /// The per-replica timeout.

@@ -7,14 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::{Cluster, rpc_url};
+use crate::node::Node;
+use crate::peer::PeerClient;
+use crate::worker::{Worker, WorkerError, WorkerState};
 use dyno_core::membership::{Addresses, Load};
 use dyno_core::topology::{HandoffProgress, Topology};
 use dyno_core::{Membership, NodeId, NodeState, NodeStatus};
 use dyno_proto::internal as pb;
-use tokio::sync::watch;
-
-use crate::cluster::{Cluster, rpc_client, rpc_url};
-use crate::node::Node;
 
 /// Gossip settings.
 #[derive(Debug, Clone)]
@@ -117,6 +117,7 @@ pub fn absorb(cluster: &Cluster, msg: &pb::GossipMessage) {
 }
 
 /// A small xorshift generator for picking peers (no crate needed).
+#[derive(Debug)]
 struct Pick(u64);
 
 impl Pick {
@@ -128,22 +129,50 @@ impl Pick {
     }
 }
 
-/// Runs gossip rounds until shutdown.
-pub async fn run(node: Arc<Node>, config: GossipConfig, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(config.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pick = Pick(crate::replica::random_u64() | 1);
-    let seeds: Vec<_> = config
-        .seeds
-        .iter()
-        .map(|a| rpc_client(&rpc_url(*a), node.cluster.timeout()))
-        .collect();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
+/// The gossip worker: one round per interval.
+#[derive(Debug)]
+pub struct Gossip {
+    node: Arc<Node>,
+    fanout: usize,
+    tick: tokio::time::Interval,
+    pick: Pick,
+    seeds: Vec<Arc<dyn PeerClient>>,
+}
+
+impl Gossip {
+    /// A worker gossiping for `node`.
+    pub fn new(node: Arc<Node>, config: GossipConfig) -> Gossip {
+        let mut tick = tokio::time::interval(config.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let seeds = config
+            .seeds
+            .iter()
+            .map(|a| node.cluster().connect(&rpc_url(*a)))
+            .collect();
+        Gossip {
+            node,
+            fanout: config.fanout,
+            tick,
+            pick: Pick(crate::sys::random_u64() | 1),
+            seeds,
         }
-        let cluster = &node.cluster;
+    }
+}
+
+impl Worker for Gossip {
+    fn name(&self) -> &'static str {
+        "gossip"
+    }
+
+    async fn wait_for_work(&mut self) {
+        self.tick.tick().await;
+    }
+
+    /// One round. Peers that fail are noted against their liveness, not
+    /// reported as errors of the worker: failures are what gossip detects.
+    async fn work(&mut self) -> Result<WorkerState, WorkerError> {
+        let node = &self.node;
+        let cluster = node.cluster();
         node.refresh_load();
         cluster.refresh_local(1);
         let view = cluster.view();
@@ -153,25 +182,21 @@ pub async fn run(node: Arc<Node>, config: GossipConfig, mut shutdown: watch::Rec
             .filter(|p| view.get(&p.id).is_none_or(|s| s.status != NodeStatus::Left))
             .collect();
         let mut chosen = Vec::new();
-        while chosen.len() < config.fanout && !candidates.is_empty() {
-            chosen.push(candidates.swap_remove(pick.next(candidates.len())));
+        while chosen.len() < self.fanout && !candidates.is_empty() {
+            chosen.push(candidates.swap_remove(self.pick.next(candidates.len())));
         }
         let mut exchanges = Vec::new();
         let msg = message(cluster);
         for peer in &chosen {
-            let (mut client, msg, id) = (peer.client(), msg.clone(), peer.id.clone());
-            exchanges.push(tokio::spawn(
-                async move { (Some(id), client.gossip(msg).await) },
-            ));
+            let (call, id) = (peer.client().gossip(msg.clone()), peer.id.clone());
+            exchanges.push(tokio::spawn(async move { (Some(id), call.await) }));
         }
         // Seeds: while no peer is known, and now and then afterwards so
         // that two halves started apart still find each other.
-        if chosen.is_empty() || pick.next(10) == 0 {
-            for client in &seeds {
-                let (mut client, msg) = (client.clone(), msg.clone());
-                exchanges.push(tokio::spawn(
-                    async move { (None, client.gossip(msg).await) },
-                ));
+        if chosen.is_empty() || self.pick.next(10) == 0 {
+            for client in &self.seeds {
+                let call = client.gossip(msg.clone());
+                exchanges.push(tokio::spawn(async move { (None, call.await) }));
             }
         }
         for ex in exchanges {
@@ -181,14 +206,15 @@ pub async fn run(node: Arc<Node>, config: GossipConfig, mut shutdown: watch::Rec
                     if let Some(id) = &id {
                         cluster.note_rpc(id, Ok(()));
                     }
-                    absorb(cluster, &reply.into_inner());
+                    absorb(cluster, &reply);
                 }
                 Err(status) => {
                     if let Some(id) = &id {
-                        cluster.note_rpc(id, Err(crate::cluster::classify(&status)));
+                        cluster.note_rpc(id, Err(crate::wire::classify(&status)));
                     }
                 }
             }
         }
+        Ok(WorkerState::Idle)
     }
 }

@@ -1,108 +1,64 @@
-//! The public gRPC API (`proto/dyno.proto`): the same operations as the
-//! HTTP API, through the same validation (`api.rs`) and the same node
-//! methods. Errors map to gRPC codes here; the Dyno error code travels in
-//! the `dyno-error-code` metadata entry.
-
-use std::sync::Arc;
-use std::time::Instant;
+//! The public gRPC API (`proto/dyno.proto`): an adapter over [`Service`],
+//! the same operations as the HTTP API. [`ServiceError`]s become gRPC
+//! statuses in one place (`status_of`); the Dyno error code travels in the
+//! `dyno-error-code` metadata entry.
 
 use bytes::Bytes;
 use dyno_proto::public as pb;
 use dyno_proto::public::dyno_server::Dyno;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
-use crate::api;
-use crate::error::ApiError;
-use crate::node::{Node, PutRequest};
+use crate::error::{ErrorCode, ErrorKind, ServiceError};
+use crate::service::{Condition, GetItem, Service, WriteItem};
 
 /// The public gRPC service.
 #[derive(Debug, Clone)]
 pub struct PublicApi {
-    node: Arc<Node>,
+    service: Service,
 }
 
 impl PublicApi {
-    /// Serves `node`.
-    pub fn new(node: Arc<Node>) -> Self {
-        PublicApi { node }
+    /// Serves `service`.
+    pub fn new(service: Service) -> Self {
+        PublicApi { service }
     }
 }
 
-impl From<ApiError> for Status {
-    fn from(e: ApiError) -> Status {
-        use tonic::Code;
-        let code = match &e {
-            ApiError::TableNotFound { .. } => Code::NotFound,
-            ApiError::BadRequest { .. } | ApiError::ValueTooLarge { .. } => Code::InvalidArgument,
-            ApiError::PreconditionFailed { .. } | ApiError::TooManySiblings { .. } => {
-                Code::FailedPrecondition
-            }
-            ApiError::QuorumNotMet { .. } | ApiError::Unavailable { .. } => Code::Unavailable,
-            ApiError::Conflict { .. } => Code::FailedPrecondition,
-            ApiError::NotFound { .. } => Code::NotFound,
-            ApiError::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error while serving a gRPC request");
-                let mut s = Status::internal("internal error; see the node's log");
-                s.metadata_mut().insert(
-                    "dyno-error-code",
-                    tonic::metadata::MetadataValue::from_static("InternalError"),
-                );
-                return s;
-            }
-        };
-        let mut s = Status::new(code, e.to_string());
-        if let Ok(v) = e.code().parse() {
-            s.metadata_mut().insert("dyno-error-code", v);
-        }
-        s
+/// The gRPC code of an error code: the one mapping for gRPC.
+pub fn code_of(code: ErrorCode) -> Code {
+    match code.kind() {
+        ErrorKind::BadRequest | ErrorKind::TooLarge => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::PreconditionFailed | ErrorKind::Conflict => Code::FailedPrecondition,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Internal => Code::Internal,
     }
+}
+
+/// An error as a gRPC status; internal errors are logged here and hidden.
+pub fn status_of(e: &ServiceError) -> Status {
+    if e.code == ErrorCode::Internal {
+        tracing::error!(error = %e.message, "internal error while serving a gRPC request");
+    }
+    let mut s = Status::new(code_of(e.code), e.client_message());
+    if let Ok(v) = e.code.as_str().parse() {
+        s.metadata_mut().insert("dyno-error-code", v);
+    }
+    s
 }
 
 impl PublicApi {
-    async fn write(
-        &self,
-        op: &'static str,
-        req: WriteArgs,
-    ) -> Result<Response<pb::WriteResponse>, Status> {
-        let started = Instant::now();
-        let table = req.table.clone();
-        let res = self.write_inner(req).await;
-        api::record(&self.node, op, &table, started, res.as_ref().err());
+    async fn write(&self, req: WriteItem) -> Result<Response<pb::WriteResponse>, Status> {
+        let ctx = self.service.anonymous_ctx();
+        let written = self
+            .service
+            .write_item(&ctx, req)
+            .await
+            .map_err(|e| status_of(&e))?;
         Ok(Response::new(pb::WriteResponse {
-            context: res?.context,
+            context: written.context,
         }))
     }
-
-    async fn write_inner(&self, req: WriteArgs) -> Result<crate::node::PutResult, ApiError> {
-        api::check_key(&req.key)?;
-        if let Some(v) = &req.value {
-            api::check_value(v.len())?;
-        }
-        let cfg = self.node.table(&req.table)?;
-        let w = api::quorum("w", req.w.map(|w| w.to_string()).as_deref(), cfg.n, cfg.w)?;
-        let context = api::write_context(req.context.as_deref())?;
-        let condition = api::condition(req.if_match.as_deref(), req.if_none_match)?;
-        self.node
-            .put(PutRequest {
-                table: req.table,
-                key: req.key,
-                value: req.value,
-                context,
-                w,
-                condition,
-            })
-            .await
-    }
-}
-
-struct WriteArgs {
-    table: String,
-    key: Vec<u8>,
-    value: Option<Bytes>,
-    context: Option<String>,
-    w: Option<u32>,
-    if_match: Option<String>,
-    if_none_match: bool,
 }
 
 #[tonic::async_trait]
@@ -111,26 +67,25 @@ impl Dyno for PublicApi {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let started = Instant::now();
         let req = request.into_inner();
-        let res: Result<pb::GetResponse, ApiError> = async {
-            api::check_key(&req.key)?;
-            let cfg = self.node.table(&req.table)?;
-            let r = api::quorum("r", req.r.map(|r| r.to_string()).as_deref(), cfg.n, cfg.r)?;
-            let state = self.node.get(&req.table, &req.key, r).await?;
-            let values: Vec<Vec<u8>> = state
-                .as_ref()
-                .map(|o| o.live_values().map(|v| v.to_vec()).collect())
-                .unwrap_or_default();
-            Ok(pb::GetResponse {
-                found: !values.is_empty(),
-                values,
-                context: api::context_string(state.as_ref()),
-            })
-        }
-        .await;
-        api::record(&self.node, "get", &req.table, started, res.as_ref().err());
-        Ok(Response::new(res?))
+        let ctx = self.service.anonymous_ctx();
+        let read = self
+            .service
+            .get_item(
+                &ctx,
+                GetItem {
+                    table: req.table,
+                    key: req.key,
+                    r: req.r,
+                },
+            )
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(pb::GetResponse {
+            found: !read.values.is_empty(),
+            values: read.values.iter().map(|v| v.to_vec()).collect(),
+            context: read.context,
+        }))
     }
 
     async fn put(
@@ -138,16 +93,20 @@ impl Dyno for PublicApi {
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = request.into_inner();
-        let args = WriteArgs {
+        let condition = match (r.if_match, r.if_none_match) {
+            (Some(c), _) => Condition::IfMatch(c),
+            (None, true) => Condition::IfNoneMatch,
+            (None, false) => Condition::None,
+        };
+        self.write(WriteItem {
             table: r.table,
             key: r.key,
             value: Some(Bytes::from(r.value)),
             context: r.context,
             w: r.w,
-            if_match: r.if_match,
-            if_none_match: r.if_none_match,
-        };
-        self.write("put", args).await
+            condition,
+        })
+        .await
     }
 
     async fn delete(
@@ -155,15 +114,34 @@ impl Dyno for PublicApi {
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = request.into_inner();
-        let args = WriteArgs {
+        self.write(WriteItem {
             table: r.table,
             key: r.key,
             value: None,
             context: r.context,
             w: r.w,
-            if_match: None,
-            if_none_match: false,
-        };
-        self.write("delete", args).await
+            condition: Condition::None,
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_carry_the_code_and_hide_internal_details() {
+        let s = status_of(&ServiceError::internal("secret path /var/x"));
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("/var/x"));
+        let s = status_of(&ServiceError::value_too_large(2 << 20, 1 << 20));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(
+            s.metadata()
+                .get("dyno-error-code")
+                .and_then(|v| v.to_str().ok()),
+            Some("ValueTooLarge")
+        );
     }
 }

@@ -23,13 +23,12 @@ use dyno_core::keys::decode_item_key;
 use dyno_core::topology::{HandoffProgress, Topology, is_replica};
 use dyno_core::{NodeId, PartitionId};
 use dyno_proto::internal as pb;
-use dyno_storage::Keyspace;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::node::{Node, mode_from_pb};
-
-const SWEEP_DUE_KEY: &[u8] = b"sweep_due";
+use crate::meta;
+use crate::node::Node;
+use crate::worker::{Worker, WorkerError, WorkerState};
 const PAGE_ITEMS: u32 = 512;
 const PAGE_BYTES: u32 = 4 << 20;
 
@@ -68,33 +67,9 @@ impl Handoff {
     }
 }
 
-/// The replication factor a ring change is planned with: the largest
-/// among the tables, clamped to the larger ring (the partitions to move are
-/// those of the largest replica sets; the sources filter items by their own
-/// table's N).
-pub fn max_n(node: &Node, topology: &Topology) -> usize {
-    let members = topology
-        .next
-        .as_ref()
-        .map_or(0, |n| n.members().len())
-        .max(topology.current.members().len());
-    let largest = node.catalog.replication_factors().last().copied();
-    (largest.unwrap_or(3) as usize).min(members).max(1)
-}
-
-/// What the change under way moves, in partition replicas.
-pub fn planned_movement(node: &Node, topology: &Topology) -> Option<dyno_core::planner::Movement> {
-    let next = topology.next.as_ref()?;
-    Some(dyno_core::planner::movement(
-        &topology.current,
-        next,
-        max_n(node, topology),
-    ))
-}
-
-fn publish(node: &Node) {
-    let r = lock(&node.handoff.report).clone();
-    node.cluster.update_local(|l| {
+fn publish(node: &Node, handoff: &Handoff) {
+    let r = lock(&handoff.report).clone();
+    node.cluster().update_local(|l| {
         l.handoff = HandoffProgress {
             epoch: r.epoch,
             done: r.partitions_done,
@@ -104,158 +79,155 @@ fn publish(node: &Node) {
     });
 }
 
-/// Runs the driver until shutdown.
-pub async fn run(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
-    let mut changed = node.cluster.topology_changed.subscribe();
-    let settle = node.timeout * 2;
-    loop {
-        let topology = node.cluster.topology();
-        if topology.next.is_some() {
-            let incoming = topology.incoming(&node.me, max_n(&node, &topology));
-            {
-                let mut r = lock(&node.handoff.report);
-                if r.epoch != topology.epoch {
-                    *r = HandoffReport {
-                        epoch: topology.epoch,
-                        partitions_total: incoming.len() as u32,
-                        ..HandoffReport::default()
-                    };
-                    lock(&node.handoff.done).clear();
-                }
-            }
-            publish(&node);
-            if node.cluster.all_live_applied(topology.epoch) {
-                for (p, sources) in incoming {
-                    if lock(&node.handoff.done).contains(&p.0) {
-                        continue;
-                    }
-                    if *shutdown.borrow() || node.cluster.topology().epoch != topology.epoch {
-                        break;
-                    }
-                    match pull(&node, &topology, p, &sources).await {
-                        Ok(()) => {
-                            lock(&node.handoff.done).insert(p.0);
-                            lock(&node.handoff.report).partitions_done += 1;
-                            publish(&node);
-                        }
-                        Err(e) => {
-                            tracing::warn!(partition = p.0, error = %e, "partition transfer failed; will retry")
-                        }
-                    }
-                }
-            }
-            let view = node.cluster.view();
-            if topology.ready_to_commit(|id| view.get(id).map(|s| &s.handoff)) {
-                let committed = topology.commit();
-                tracing::info!(
-                    epoch = committed.epoch,
-                    "every node holds its new partitions; committing the ring change"
-                );
-                if let Err(e) = node.cluster.offer_topology(committed) {
-                    tracing::error!(error = %e, "could not persist the committed ring");
-                }
-                continue;
-            }
-        } else if sweep_due(&node) && node.cluster.all_live_applied(topology.epoch) {
-            tokio::select! {
-                _ = tokio::time::sleep(settle) => {}
-                _ = shutdown.changed() => return,
-            }
-            match drop_moved(&node, &topology).await {
-                Ok((dropped, complete)) => {
-                    lock(&node.handoff.report).items_dropped += dropped;
-                    if complete {
-                        let _ = node.replica.store().delete(Keyspace::Meta, SWEEP_DUE_KEY);
-                    } else {
-                        tracing::info!(
-                            "some items belong to tables this node does not know yet; sweeping again once it does"
-                        );
-                    }
-                    tracing::info!(dropped, "dropped the items of partitions that moved away");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "dropping moved partitions failed; will retry")
-                }
-            }
+/// The handoff worker: wakes on every topology change and twice a second.
+#[derive(Debug)]
+pub struct HandoffWorker {
+    node: Arc<Node>,
+    handoff: Arc<Handoff>,
+    changed: watch::Receiver<u64>,
+}
+
+impl HandoffWorker {
+    /// A worker carrying out `node`'s ring changes, reporting into `handoff`.
+    pub fn new(node: Arc<Node>, handoff: Arc<Handoff>) -> HandoffWorker {
+        let changed = node.cluster().topology_changed.subscribe();
+        HandoffWorker {
+            node,
+            handoff,
+            changed,
         }
-        if topology.current.member(&node.me).is_none()
-            && topology.next.is_none()
-            && !sweep_due(&node)
-            && was_member(&node)
-            && !node.cluster.local().left
-        {
-            tracing::info!(
-                "decommission complete: this node holds no partitions and has left the ring"
-            );
-            node.cluster.update_local(|l| l.left = true);
-        }
+    }
+}
+
+impl Worker for HandoffWorker {
+    fn name(&self) -> &'static str {
+        "handoff"
+    }
+
+    async fn wait_for_work(&mut self) {
         tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = changed.changed() => {}
+            _ = self.changed.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
-}
 
-fn was_member(node: &Node) -> bool {
-    matches!(
-        node.replica.store().get(Keyspace::Meta, b"was_member"),
-        Ok(Some(_))
-    )
-}
-
-/// True while a sweep of partitions this node does not replicate is due
-/// (after the last commit or abort).
-pub fn sweep_due(node: &Node) -> bool {
-    matches!(
-        node.replica.store().get(Keyspace::Meta, SWEEP_DUE_KEY),
-        Ok(Some(_))
-    )
-}
-
-/// Called before a new topology is adopted. Whenever the ring settles at a
-/// new epoch (a commit, an abort, or a first ring), a sweep is due: once
-/// every live node has applied it, this node deletes the items of every
-/// partition it does not replicate. That drops what moved away, what an
-/// aborted change had sent here, and writes that reached this node late,
-/// routed by an older ring.
-pub fn note_commit(store: &dyn dyno_storage::Store, old: &Topology, new: &Topology, me: &NodeId) {
-    // Epoch 0 is the placeholder of a node waiting to be joined.
-    if old.epoch > 0 && old.current.member(me).is_some() {
-        let _ = store.put(Keyspace::Meta, b"was_member", &[1]);
+    async fn work(&mut self) -> Result<WorkerState, WorkerError> {
+        step(&self.node, &self.handoff).await
     }
-    if new.next.is_none() && new.epoch > old.epoch {
-        let _ = store.put(Keyspace::Meta, SWEEP_DUE_KEY, &new.epoch.to_le_bytes());
+}
+
+/// One step: pull what is due, commit when every node is ready, sweep what
+/// moved away, and notice a finished decommission. Busy after a commit (the
+/// sweep follows at once).
+async fn step(node: &Arc<Node>, handoff: &Handoff) -> Result<WorkerState, WorkerError> {
+    let cluster = node.cluster();
+    let store = node.replica().store();
+    let topology = cluster.topology();
+    if topology.next.is_some() {
+        let incoming = topology.incoming(node.me(), node.catalog().change_n(&topology));
+        {
+            let mut r = lock(&handoff.report);
+            if r.epoch != topology.epoch {
+                *r = HandoffReport {
+                    epoch: topology.epoch,
+                    partitions_total: incoming.len() as u32,
+                    ..HandoffReport::default()
+                };
+                lock(&handoff.done).clear();
+            }
+        }
+        publish(node, handoff);
+        if cluster.all_live_applied(topology.epoch) {
+            for (p, sources) in incoming {
+                if lock(&handoff.done).contains(&p.0) {
+                    continue;
+                }
+                if cluster.topology().epoch != topology.epoch {
+                    break;
+                }
+                match pull(node, handoff, &topology, p, &sources).await {
+                    Ok(()) => {
+                        lock(&handoff.done).insert(p.0);
+                        lock(&handoff.report).partitions_done += 1;
+                        publish(node, handoff);
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = p.0, error = %e, "partition transfer failed; will retry")
+                    }
+                }
+            }
+        }
+        let view = cluster.view();
+        if topology.ready_to_commit(|id| view.get(id).map(|s| &s.handoff)) {
+            let committed = topology.commit();
+            tracing::info!(
+                epoch = committed.epoch,
+                "every node holds its new partitions; committing the ring change"
+            );
+            cluster
+                .offer_topology(committed)
+                .map_err(|e| WorkerError::new(format!("persisting the committed ring: {e}")))?;
+            return Ok(WorkerState::Busy);
+        }
+    } else if meta::sweep_due(store).map_err(WorkerError::new)?
+        && cluster.all_live_applied(topology.epoch)
+    {
+        // Requests routed by the old ring may still be in flight.
+        tokio::time::sleep(node.timeout() * 2).await;
+        let (dropped, complete) = drop_moved(node, &topology)
+            .await
+            .map_err(|e| WorkerError::new(format!("dropping moved partitions: {e}")))?;
+        lock(&handoff.report).items_dropped += dropped;
+        tracing::info!(dropped, "dropped the items of partitions that moved away");
+        if complete {
+            meta::clear_sweep_due(store).map_err(WorkerError::new)?;
+        } else {
+            tracing::info!(
+                "some items belong to tables this node does not know yet; sweeping again once it does"
+            );
+        }
     }
+    if topology.current.member(node.me()).is_none()
+        && topology.next.is_none()
+        && !meta::sweep_due(store).map_err(WorkerError::new)?
+        && meta::was_member(store).map_err(WorkerError::new)?
+        && !cluster.local().left
+    {
+        tracing::info!(
+            "decommission complete: this node holds no partitions and has left the ring"
+        );
+        cluster.update_local(|l| l.left = true);
+    }
+    Ok(WorkerState::Idle)
 }
 
 async fn pull(
     node: &Arc<Node>,
+    handoff: &Handoff,
     topology: &Topology,
     p: PartitionId,
     sources: &[NodeId],
 ) -> Result<(), String> {
     let mut last_err = String::from("no source is up");
     for source in sources.iter().filter(|s| node.is_up(s)) {
-        let Some(peer) = node.cluster.peer(source) else {
+        let Some(peer) = node.cluster().peer(source) else {
             continue;
         };
-        let mut client = peer.client();
+        let client = peer.client();
         let mut start: Option<Vec<u8>> = None;
         let result: Result<(), String> = async {
             loop {
                 let batch = client
                     .stream_partition(pb::StreamPartitionRequest {
                         partition: p.0,
-                        for_node: node.me.to_string(),
+                        for_node: node.me().to_string(),
                         epoch: topology.epoch,
                         start_key: start.clone(),
                         max_items: PAGE_ITEMS,
                         max_bytes: PAGE_BYTES,
                     })
                     .await
-                    .map_err(|s| format!("{source}: {}", s.message()))?
-                    .into_inner();
+                    .map_err(|s| format!("{source}: {}", s.message()))?;
                 let bytes: u64 = batch
                     .items
                     .iter()
@@ -267,9 +239,11 @@ async fn pull(
                 tokio::task::spawn_blocking(move || -> Result<(), String> {
                     for item in items {
                         let obj = decode_object(&item.object).map_err(|e| e.to_string())?;
-                        let mode = crate::aae::item_mode(&nn, &item.item_key)
-                            .unwrap_or_else(|| mode_from_pb(item.conflict));
-                        nn.replica
+                        let mode = nn
+                            .catalog()
+                            .mode_of_item(&item.item_key)
+                            .unwrap_or_else(|| crate::wire::mode_from_pb(item.conflict));
+                        nn.replica()
                             .merge_raw(&item.item_key, &obj, mode)
                             .map_err(|e| e.to_string())?;
                     }
@@ -277,9 +251,9 @@ async fn pull(
                 })
                 .await
                 .map_err(|e| e.to_string())??;
-                node.metrics.handoff_bytes_received.inc_by(bytes);
+                node.metrics().handoff_bytes_received.inc_by(bytes);
                 {
-                    let mut r = lock(&node.handoff.report);
+                    let mut r = lock(&handoff.report);
                     r.items_received += count;
                     r.bytes_received += bytes;
                 }
@@ -303,7 +277,7 @@ pub fn stream_page(
     node: &Node,
     req: &pb::StreamPartitionRequest,
 ) -> Result<pb::ItemBatch, tonic::Status> {
-    let topology = node.cluster.topology();
+    let topology = node.cluster().topology();
     if topology.epoch < req.epoch {
         return Err(tonic::Status::failed_precondition(format!(
             "this node has not applied ring epoch {} yet (it has {})",
@@ -316,9 +290,9 @@ pub fn stream_page(
     if req.partition as usize >= ring.partition_count() {
         return Err(tonic::Status::invalid_argument("no such partition"));
     }
-    let (first, last) = node.replica.trees.partition_range(req.partition);
+    let (first, last) = node.replica().trees.partition_range(req.partition);
     let page = node
-        .replica
+        .replica()
         .scan_positions(
             first,
             last,
@@ -332,7 +306,7 @@ pub fn stream_page(
         let Ok(ik) = decode_item_key(&k) else {
             continue;
         };
-        let Some(cfg) = node.catalog.get(ik.table) else {
+        let Some(cfg) = node.catalog().get(ik.table) else {
             continue;
         };
         if !is_replica(ring, PartitionId(req.partition), cfg.n as usize, &for_node) {
@@ -341,7 +315,7 @@ pub fn stream_page(
         items.push(pb::Item {
             item_key: k,
             object: v,
-            conflict: crate::node::mode_to_pb(cfg.mode()),
+            conflict: crate::wire::mode_to_pb(cfg.mode()),
         });
     }
     Ok(pb::ItemBatch {
@@ -356,31 +330,31 @@ pub fn stream_page(
 /// know yet are kept, and the sweep is then retried (returns false).
 async fn drop_moved(node: &Arc<Node>, now: &Topology) -> Result<(u64, bool), String> {
     let ring = &now.current;
-    let smallest = node.catalog.replication_factors().first().copied();
+    let smallest = node.catalog().replication_factors().first().copied();
     let n_min = (smallest.unwrap_or(1) as usize).clamp(1, ring.members().len().max(1));
-    let trees = &node.replica.trees;
+    let trees = &node.replica().trees;
     let mut dropped = 0u64;
     let unknown = Arc::new(std::sync::atomic::AtomicU64::new(0));
     for p in 0..ring.partition_count() as u32 {
-        if is_replica(ring, PartitionId(p), n_min, &node.me) {
+        if is_replica(ring, PartitionId(p), n_min, node.me()) {
             continue;
         }
         let (first, last) = trees.partition_range(p);
         let nn = Arc::clone(node);
-        let (ring, me, unknown) = (ring.clone(), node.me.clone(), Arc::clone(&unknown));
+        let (ring, me, unknown) = (ring.clone(), node.me().clone(), Arc::clone(&unknown));
         dropped += tokio::task::spawn_blocking(move || -> Result<u64, String> {
             let mut count = 0;
-            nn.replica
+            nn.replica()
                 .scan_each(first, last, |k, _| {
                     let Ok(ik) = decode_item_key(k) else {
                         return Ok(true);
                     };
-                    let Some(cfg) = nn.catalog.get(ik.table) else {
+                    let Some(cfg) = nn.catalog().get(ik.table) else {
                         unknown.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         return Ok(true);
                     };
                     if !is_replica(&ring, PartitionId(p), cfg.n as usize, &me)
-                        && nn.replica.remove_item(k, None)?
+                        && nn.replica().remove_item(k, None)?
                     {
                         count += 1;
                     }
@@ -392,7 +366,7 @@ async fn drop_moved(node: &Arc<Node>, now: &Topology) -> Result<(u64, bool), Str
         .await
         .map_err(|e| e.to_string())??;
     }
-    node.metrics.handoff_items_dropped.inc_by(dropped);
+    node.metrics().handoff_items_dropped.inc_by(dropped);
     Ok((
         dropped,
         unknown.load(std::sync::atomic::Ordering::Relaxed) == 0,

@@ -1,9 +1,7 @@
 //! The public HTTP/JSON API and the admin API (see the README for the
-//! contract). Handlers validate input, call the node, and shape responses;
-//! all error mapping goes through `ApiError`.
-
-use std::sync::Arc;
-use std::time::Instant;
+//! contract): an adapter over [`Service`]. Handlers parse paths, queries,
+//! headers and bodies, call one service function, and shape the response.
+//! [`ServiceError`]s become HTTP responses in one place, `error_response`.
 
 use axum::Json;
 use axum::Router;
@@ -12,32 +10,72 @@ use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use dyno_core::coordinator::Condition;
-use dyno_core::hash::key_position;
-use dyno_core::{Object, VersionVector};
+use dyno_proto::public::dyno_server::DynoServer;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{self, context_string};
-use crate::catalog::{ConflictArg, TableConfig, TableEntry, validate_table_name};
-use crate::error::ApiError;
+use crate::catalog::TableEntry;
+use crate::change::{Action, Began};
+use crate::error::{ErrorCode, ErrorKind, ServiceError};
 use crate::grpc::PublicApi;
-use crate::node::{Node, PutRequest};
-use dyno_core::NodeId;
-use dyno_proto::public::dyno_server::DynoServer;
+use crate::service::{Condition, GetItem, Service, TableSpec, WriteItem, parse_quorum};
 
-pub use crate::api::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use crate::service::items_limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 /// The context header.
 pub const CONTEXT_HEADER: &str = "x-dyno-context";
 
-type AppState = Arc<Node>;
+/// The HTTP status of an error code: the one mapping for HTTP.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code.kind() {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error as an HTTP response: `{"error": {"code", "message"}}`. Internal
+/// errors are logged here, where they are handled, and hidden from the
+/// client.
+fn error_response(e: &ServiceError) -> Response {
+    if e.code == ErrorCode::Internal {
+        tracing::error!(error = %e.message, "internal error while serving a request");
+    }
+    let body = json!({ "error": { "code": e.code.as_str(), "message": e.client_message() } });
+    (status_of(e.code), Json(body)).into_response()
+}
+
+/// A handler's error.
+#[derive(Debug)]
+pub struct HttpError(ServiceError);
+
+impl From<ServiceError> for HttpError {
+    fn from(e: ServiceError) -> Self {
+        HttpError(e)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        error_response(&self.0)
+    }
+}
+
+type Result<T> = std::result::Result<T, HttpError>;
+
+fn bad(code: ErrorCode, message: impl Into<String>) -> HttpError {
+    HttpError(ServiceError::new(code, message))
+}
 
 /// The router for the public and admin APIs.
-pub fn router(node: Arc<Node>) -> Router {
+pub fn router(service: Service) -> Router {
     Router::new()
         .route("/v1/tables/{table}/items/{key}", get(get_item).put(put_item).delete(delete_item))
         .route("/admin/v1/tables", get(list_tables))
@@ -46,15 +84,16 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/admin/v1/tables/{table}/keys/{key}/replica", get(local_replica))
         .route("/admin/v1/hints", get(hints))
         .route("/admin/v1/cluster", get(cluster))
-        .route("/admin/v1/cluster/join", axum::routing::post(join))
-        .route("/admin/v1/cluster/decommission", axum::routing::post(decommission))
-        .route("/admin/v1/cluster/abort", axum::routing::post(abort))
+        .route("/admin/v1/cluster/join", post(join))
+        .route("/admin/v1/cluster/decommission", post(decommission))
+        .route("/admin/v1/cluster/abort", post(abort))
         .route("/admin/v1/repair", get(repair_status).post(repair_start))
+        .route("/admin/v1/workers", get(workers))
         .route("/admin/v1/health", get(health))
         .route("/metrics", get(metrics))
         .route_service(
             &format!("/{}/{{*rest}}", <DynoServer<PublicApi> as tonic::server::NamedService>::NAME),
-            DynoServer::new(PublicApi::new(Arc::clone(&node)))
+            DynoServer::new(PublicApi::new(service.clone()))
                 .max_decoding_message_size(4 << 20)
                 .max_encoding_message_size(64 << 20),
         )
@@ -63,121 +102,80 @@ pub fn router(node: Arc<Node>) -> Router {
             (StatusCode::NOT_FOUND, Json(body))
         })
         .layer(DefaultBodyLimit::max(MAX_VALUE_BYTES))
-        .with_state(node)
+        .with_state(service)
 }
 
-fn check_key(key: &str) -> Result<Vec<u8>, ApiError> {
-    api::check_key(key.as_bytes())?;
-    Ok(key.as_bytes().to_vec())
+type PathParams =
+    std::result::Result<Path<(String, String)>, axum::extract::rejection::PathRejection>;
+
+fn table_and_key(p: PathParams) -> Result<(String, Vec<u8>)> {
+    let Path((table, key)) = p.map_err(|e| bad(ErrorCode::InvalidKey, format!("bad path: {e}")))?;
+    Ok((table, key.into_bytes()))
 }
 
-type PathParams = Result<Path<(String, String)>, axum::extract::rejection::PathRejection>;
-
-fn table_and_key(p: PathParams) -> Result<(String, Vec<u8>), ApiError> {
-    let Path((table, key)) =
-        p.map_err(|e| ApiError::bad("InvalidKey", format!("bad path: {e}")))?;
-    Ok((table, check_key(&key)?))
-}
-
-/// Reads `?r=` or `?w=` from the query string (see `api::quorum`).
-fn quorum_param(
-    query: &Option<String>,
-    name: &str,
-    n: u32,
-    default: u32,
-) -> Result<usize, ApiError> {
-    let value = query.as_deref().and_then(|q| {
-        // The last occurrence wins, as with most query parsers.
+/// The value of `name` in a query string (the last occurrence wins, as
+/// with most query parsers).
+fn query_param<'q>(query: &'q Option<String>, name: &str) -> Option<&'q str> {
+    query.as_deref().and_then(|q| {
         q.split('&').rev().filter(|p| !p.is_empty()).find_map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             (k == name).then_some(v)
         })
-    });
-    api::quorum(name, value, n, default)
+    })
 }
 
-fn context_header(headers: &HeaderMap, name: &str) -> Result<Option<VersionVector>, ApiError> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => {
-            let s = v
-                .to_str()
-                .map_err(|_| ApiError::bad("InvalidContext", format!("{name} is not ASCII")))?;
-            api::parse_context(name, s).map(Some)
-        }
-    }
+fn header_str<'h>(headers: &'h HeaderMap, name: &str, code: ErrorCode) -> Result<Option<&'h str>> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| bad(code, format!("{name} is not ASCII")))
+        })
+        .transpose()
 }
 
-fn condition(headers: &HeaderMap) -> Result<Option<Condition>, ApiError> {
-    if let Some(ctx) = context_header(headers, "if-match")? {
-        return Ok(Some(Condition::IfMatch(ctx)));
+fn condition(headers: &HeaderMap) -> Result<Condition> {
+    if let Some(c) = header_str(headers, "if-match", ErrorCode::InvalidContext)? {
+        return Ok(Condition::IfMatch(c.to_owned()));
     }
     match headers.get(header::IF_NONE_MATCH).map(|v| v.to_str()) {
-        None => Ok(None),
-        Some(Ok("*")) => Ok(Some(Condition::IfNoneMatch)),
-        Some(_) => Err(ApiError::bad(
-            "InvalidCondition",
+        None => Ok(Condition::None),
+        Some(Ok("*")) => Ok(Condition::IfNoneMatch),
+        Some(_) => Err(bad(
+            ErrorCode::InvalidCondition,
             "If-None-Match only supports \"*\"",
         )),
     }
 }
 
-fn record(
-    node: &Node,
-    op: &'static str,
-    table: &str,
-    started: Instant,
-    res: &Result<Response, ApiError>,
-) {
-    api::record(node, op, table, started, res.as_ref().err());
-}
-
 async fn get_item(
-    State(node): State<AppState>,
+    State(service): State<Service>,
     path: PathParams,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
+) -> Result<Response> {
     let (table, key) = table_and_key(path)?;
-    let res = get_item_inner(&node, &table, &key, q, &headers).await;
-    record(&node, "get", &table, started, &res);
-    res
-}
-
-async fn get_item_inner(
-    node: &Arc<Node>,
-    table: &str,
-    key: &[u8],
-    q: Option<String>,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
-    let cfg = node.table(table)?;
-    let r = quorum_param(&q, "r", cfg.n, cfg.r)?;
-    let state = node.get(table, key, r).await?;
-    let values: Vec<&Bytes> = state
-        .as_ref()
-        .map(|o| o.live_values().collect())
-        .unwrap_or_default();
-    let context = context_string(state.as_ref());
+    let r = parse_quorum("r", query_param(&q, "r"))?;
+    let ctx = service.anonymous_ctx();
+    let read = service.get_item(&ctx, GetItem { table, key, r }).await?;
     let raw = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/octet-stream"));
-    let body = json!({ "context": context, "values": values.iter().map(|v| B64.encode(v)).collect::<Vec<_>>() });
-    let status = match values.len() {
+    let status = match read.values.len() {
         0 => StatusCode::NOT_FOUND,
         1 => StatusCode::OK,
         _ if raw => StatusCode::MULTIPLE_CHOICES,
         _ => StatusCode::OK,
     };
-    if raw && let [only] = values.as_slice() {
-        let mut resp = (StatusCode::OK, (*only).clone()).into_response();
+    if raw && let [only] = read.values.as_slice() {
+        let mut resp = (StatusCode::OK, only.clone()).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
-        if let Some(c) = context
+        if let Some(c) = read
+            .context
             .as_deref()
             .and_then(|c| HeaderValue::from_str(c).ok())
         {
@@ -185,17 +183,21 @@ async fn get_item_inner(
         }
         return Ok(resp);
     }
-    Ok((status, Json(body)).into_response())
+    let values: Vec<String> = read.values.iter().map(|v| B64.encode(v)).collect();
+    Ok((
+        status,
+        Json(json!({ "context": read.context, "values": values })),
+    )
+        .into_response())
 }
 
 async fn put_item(
-    State(node): State<AppState>,
+    State(service): State<Service>,
     path: PathParams,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response> {
     let (table, key) = table_and_key(path)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -203,65 +205,43 @@ async fn put_item(
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .unwrap_or(MAX_VALUE_BYTES + 1);
-            ApiError::ValueTooLarge {
-                size,
-                limit: MAX_VALUE_BYTES,
-            }
+            HttpError(ServiceError::value_too_large(size, MAX_VALUE_BYTES))
         } else {
-            ApiError::bad("InvalidBody", e.body_text())
+            bad(ErrorCode::InvalidBody, e.body_text())
         }
     })?;
-    let res = write_inner(&node, table.clone(), key, Some(body), q, &headers).await;
-    record(&node, "put", &table, started, &res);
-    res
+    write(&service, table, key, Some(body), q, &headers).await
 }
 
 async fn delete_item(
-    State(node): State<AppState>,
+    State(service): State<Service>,
     path: PathParams,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
+) -> Result<Response> {
     let (table, key) = table_and_key(path)?;
-    let res = write_inner(&node, table.clone(), key, None, q, &headers).await;
-    record(&node, "delete", &table, started, &res);
-    res
+    write(&service, table, key, None, q, &headers).await
 }
 
-async fn write_inner(
-    node: &Arc<Node>,
+async fn write(
+    service: &Service,
     table: String,
     key: Vec<u8>,
     value: Option<Bytes>,
     q: Option<String>,
     headers: &HeaderMap,
-) -> Result<Response, ApiError> {
-    let cfg = node.table(&table)?;
-    let w = quorum_param(&q, "w", cfg.n, cfg.w)?;
-    let context = context_header(headers, CONTEXT_HEADER)?.unwrap_or_default();
-    let condition = condition(headers)?;
-    let result = node
-        .put(PutRequest {
-            table,
-            key,
-            value,
-            context,
-            w,
-            condition,
-        })
-        .await?;
-    Ok(Json(json!({ "context": result.context })).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateTable {
-    n: u32,
-    r: u32,
-    w: u32,
-    #[serde(default)]
-    conflict: ConflictArg,
+) -> Result<Response> {
+    let req = WriteItem {
+        table,
+        key,
+        value,
+        context: header_str(headers, CONTEXT_HEADER, ErrorCode::InvalidContext)?.map(str::to_owned),
+        w: parse_quorum("w", query_param(&q, "w"))?,
+        condition: condition(headers)?,
+    };
+    let ctx = service.anonymous_ctx();
+    let written = service.write_item(&ctx, req).await?;
+    Ok(Json(json!({ "context": written.context })).into_response())
 }
 
 fn describe(e: &TableEntry) -> serde_json::Value {
@@ -269,207 +249,64 @@ fn describe(e: &TableEntry) -> serde_json::Value {
 }
 
 async fn create_table(
-    State(node): State<AppState>,
+    State(service): State<Service>,
     Path(table): Path<String>,
-    body: Result<Json<CreateTable>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    validate_table_name(&table)?;
-    let Json(spec) = body.map_err(|e| ApiError::bad("InvalidTableConfig", e.body_text()))?;
-    let config = TableConfig {
-        n: spec.n,
-        r: spec.r,
-        w: spec.w,
-        conflict: spec.conflict,
-    };
-    config.validate(node.cluster.topology().current.members().len())?;
-    if let Some(existing) = node.catalog.get(&table)
-        && existing.n != config.n
-    {
-        return Err(ApiError::Conflict {
-            code: "ImmutableSetting",
-            message: format!(
-                "table {table} has n = {}; a table's replication factor cannot change (create a new table)",
-                existing.n
-            ),
-        });
-    }
-    let entry = TableEntry {
-        name: table,
-        config,
-        version: node.replica.now().0,
-    };
-    let catalog = Arc::clone(&node.catalog);
-    let e = entry.clone();
-    tokio::task::spawn_blocking(move || catalog.merge(e))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    // Tell the other nodes now; the periodic exchange covers any that miss it.
-    crate::background::push_catalog_to_all(&node).await;
+    body: std::result::Result<Json<TableSpec>, JsonRejection>,
+) -> Result<Response> {
+    crate::catalog::validate_table_name(&table)?;
+    let Json(spec) = body.map_err(|e| bad(ErrorCode::InvalidTableConfig, e.body_text()))?;
+    let ctx = service.anonymous_ctx();
+    let entry = service.create_table(&ctx, &table, spec).await?;
     Ok(Json(describe(&entry)).into_response())
 }
 
-async fn list_tables(State(node): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "tables": node.catalog.list().iter().map(describe).collect::<Vec<_>>() }))
+async fn list_tables(State(service): State<Service>) -> Json<serde_json::Value> {
+    let ctx = service.anonymous_ctx();
+    let tables: Vec<_> = service.list_tables(&ctx).iter().map(describe).collect();
+    Json(json!({ "tables": tables }))
 }
 
 async fn describe_table(
-    State(node): State<AppState>,
+    State(service): State<Service>,
     Path(table): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    node.catalog
-        .list()
-        .into_iter()
-        .find(|e| e.name == table)
-        .map(|e| Json(describe(&e)))
-        .ok_or(ApiError::TableNotFound { table })
+) -> Result<Json<serde_json::Value>> {
+    let ctx = service.anonymous_ctx();
+    Ok(Json(describe(&service.describe_table(&ctx, &table)?)))
 }
 
-async fn preference_list(
-    State(node): State<AppState>,
-    path: PathParams,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn preference_list(State(service): State<Service>, path: PathParams) -> Result<Response> {
     let (table, key) = table_and_key(path)?;
-    let cfg = node.table(&table)?;
-    let pos = key_position(&table, &key);
-    let topology = node.cluster.topology();
-    let pl = topology.current.preference_list_for(pos, cfg.n as usize);
-    let nodes: Vec<_> = pl
-        .all()
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let role = if i < pl.primaries().len() {
-                "primary"
-            } else {
-                "fallback"
-            };
-            json!({ "id": m.id.as_str(), "role": role, "up": node.is_up(&m.id) })
-        })
-        .collect();
-    Ok(Json(
-        json!({ "partition": pl.partition.0, "position": format!("{pos:016x}"), "nodes": nodes }),
-    ))
+    let ctx = service.anonymous_ctx();
+    Ok(Json(service.preference_list(&ctx, &table, &key)?).into_response())
 }
 
 async fn local_replica(
-    State(node): State<AppState>,
+    State(service): State<Service>,
     path: PathParams,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<serde_json::Value>> {
     let (table, key) = table_and_key(path)?;
-    node.table(&table)?;
-    let replica = Arc::clone(&node.replica);
-    let state = tokio::task::spawn_blocking(move || replica.get_item(&table, &key))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    let values: Vec<String> = state
+    let ctx = service.anonymous_ctx();
+    let r = service.local_replica(&ctx, &table, &key).await?;
+    let values: Vec<String> = r
+        .object
         .as_ref()
         .map(|o| o.live_values().map(|v| B64.encode(v)).collect())
         .unwrap_or_default();
     Ok(Json(json!({
-        "node": node.me.as_str(),
-        "exists": state.is_some(),
-        "tombstone": state.as_ref().is_some_and(Object::is_tombstone),
-        "context": context_string(state.as_ref()),
+        "node": r.node,
+        "exists": r.object.is_some(),
+        "tombstone": r.object.as_ref().is_some_and(dyno_core::Object::is_tombstone),
+        "context": r.context,
         "values": values,
     })))
 }
 
-async fn hints(State(node): State<AppState>) -> Json<serde_json::Value> {
-    let targets: Vec<_> = node
-        .replica
-        .backlog()
-        .into_iter()
-        .map(|(t, b)| json!({ "node": t.as_str(), "hints": b.hints, "bytes": b.bytes }))
-        .collect();
-    Json(json!({ "targets": targets }))
+async fn hints(State(service): State<Service>) -> Json<serde_json::Value> {
+    Json(json!({ "targets": service.hints() }))
 }
 
-async fn cluster(State(node): State<AppState>) -> Json<serde_json::Value> {
-    node.refresh_load();
-    let topology = node.cluster.topology();
-    let view = node.cluster.view();
-    let mut ids: std::collections::BTreeSet<NodeId> = view.nodes().keys().cloned().collect();
-    ids.extend(topology.nodes());
-    let nodes: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            let state = view.get(id);
-            let owned_now: Vec<u32> = topology
-                .current
-                .partitions_owned_by(id)
-                .iter()
-                .map(|p| p.0)
-                .collect();
-            let (liveness, phi) = node.cluster.liveness(id);
-            let in_current = topology.current.member(id).is_some();
-            let in_next = topology.next.as_ref().map(|n| n.member(id).is_some());
-            let status = match state.map(|s| s.status) {
-                Some(dyno_core::NodeStatus::Left) => "left",
-                _ if liveness == crate::cluster::Liveness::Suspect => "down",
-                _ if !in_current && in_next == Some(true) => "joining",
-                _ if in_current && in_next == Some(false) => "leaving",
-                _ if in_current => "up",
-                _ => "standby",
-            };
-            json!({
-                "id": id.as_str(),
-                "self": id == &node.me,
-                "status": status,
-                "liveness": liveness,
-                "phi": if phi.is_finite() { (phi * 100.0).round() / 100.0 } else { 1e9 },
-                "generation": state.map(|s| s.generation),
-                "heartbeat": state.map(|s| s.heartbeat),
-                "http": state.map(|s| s.addresses.http.clone()),
-                "rpc": state.map(|s| s.addresses.rpc.clone()),
-                "ring_version": state.map(|s| s.ring_version),
-                "keys": state.map(|s| s.load.keys),
-                "bytes": state.map(|s| s.load.bytes),
-                "partitions": owned_now.len(),
-                "partition_ids": owned_now,
-                "partitions_next": topology.next.as_ref().map(|n| n.partitions_owned_by(id).len()),
-                "handoff": state.map(|s| json!({
-                    "epoch": s.handoff.epoch,
-                    "partitions_done": s.handoff.done,
-                    "partitions_total": s.handoff.total,
-                    "bytes": s.handoff.bytes,
-                    "complete": topology.next.is_some() && s.handoff.complete_for(topology.epoch),
-                })),
-            })
-        })
-        .collect();
-    let change = crate::handoff::planned_movement(&node, &topology).map(|m| {
-        // Sum the gossiped reports of this change's nodes.
-        let (mut done, mut total, mut bytes) = (0u64, 0u64, 0u64);
-        for s in topology.nodes().iter().filter_map(|id| view.get(id)) {
-            if s.handoff.epoch == topology.epoch {
-                done += u64::from(s.handoff.done);
-                total += u64::from(s.handoff.total);
-                bytes += s.handoff.bytes;
-            }
-        }
-        json!({
-            "partition_replicas_to_move": m.moved,
-            "partitions_reassigned": m.partitions_reassigned,
-            "partition_replicas_total": m.total,
-            "partitions_done": done,
-            "partitions_reported": total,
-            "bytes_received": bytes,
-        })
-    });
-    Json(json!({
-        "node": node.me.as_str(),
-        "ring": {
-            "epoch": topology.epoch,
-            "version": topology.current.version(),
-            "partitions": topology.current.partition_count(),
-            "members": topology.current.members().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-            "next_members": topology.next.as_ref().map(|n| n.members().iter().map(|m| m.id.as_str()).collect::<Vec<_>>()),
-        },
-        "change": change,
-        "handoff": node.handoff.report(),
-        "drop_pending": crate::handoff::sweep_due(&node),
-        "nodes": nodes,
-    }))
+async fn cluster(State(service): State<Service>) -> Result<Response> {
+    Ok(Json(service.cluster_view()?).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -480,14 +317,13 @@ struct NodeRequest {
 }
 
 fn node_request(
-    body: Result<Json<NodeRequest>, JsonRejection>,
-) -> Result<(NodeId, Option<String>), ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::bad("InvalidRequest", e.body_text()))?;
-    let id = NodeId::new(&req.node).map_err(|e| ApiError::bad("InvalidNode", e.to_string()))?;
-    Ok((id, req.zone))
+    body: std::result::Result<Json<NodeRequest>, JsonRejection>,
+) -> Result<NodeRequest> {
+    let Json(req) = body.map_err(|e| bad(ErrorCode::InvalidRequest, e.body_text()))?;
+    Ok(req)
 }
 
-fn began_response(b: crate::change::Began) -> Response {
+fn began_response(b: Began) -> Response {
     let body = json!({
         "epoch": b.epoch,
         "partition_replicas_to_move": b.moved,
@@ -498,57 +334,88 @@ fn began_response(b: crate::change::Began) -> Response {
 }
 
 async fn join(
-    State(node): State<AppState>,
-    body: Result<Json<NodeRequest>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let (id, zone) = node_request(body)?;
-    crate::change::request(&node, crate::change::Action::Join, id, zone)
-        .await
-        .map(began_response)
+    State(service): State<Service>,
+    body: std::result::Result<Json<NodeRequest>, JsonRejection>,
+) -> Result<Response> {
+    let req = node_request(body)?;
+    let ctx = service.anonymous_ctx();
+    let began = service
+        .change_ring(&ctx, Action::Join, Some(&req.node), req.zone)
+        .await?;
+    Ok(began_response(began))
 }
 
 async fn decommission(
-    State(node): State<AppState>,
-    body: Result<Json<NodeRequest>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let (id, _) = node_request(body)?;
-    crate::change::request(&node, crate::change::Action::Decommission, id, None)
-        .await
-        .map(began_response)
+    State(service): State<Service>,
+    body: std::result::Result<Json<NodeRequest>, JsonRejection>,
+) -> Result<Response> {
+    let req = node_request(body)?;
+    let ctx = service.anonymous_ctx();
+    let began = service
+        .change_ring(&ctx, Action::Decommission, Some(&req.node), None)
+        .await?;
+    Ok(began_response(began))
 }
 
-async fn abort(State(node): State<AppState>) -> Result<Response, ApiError> {
-    crate::change::request(&node, crate::change::Action::Abort, node.me.clone(), None)
-        .await
-        .map(began_response)
+async fn abort(State(service): State<Service>) -> Result<Response> {
+    let ctx = service.anonymous_ctx();
+    let began = service.change_ring(&ctx, Action::Abort, None, None).await?;
+    Ok(began_response(began))
 }
 
-async fn repair_status(State(node): State<AppState>) -> Json<crate::aae::RepairStatus> {
-    Json(node.repair.status())
+async fn repair_status(State(service): State<Service>) -> Response {
+    Json(service.repair_status()).into_response()
 }
 
-async fn repair_start(State(node): State<AppState>) -> Response {
-    let id = node.repair.request();
+async fn repair_start(State(service): State<Service>) -> Response {
+    let id = service.request_repair();
     (
         StatusCode::ACCEPTED,
-        Json(json!({ "pass": id, "status": node.repair.status() })),
+        Json(json!({ "pass": id, "status": service.repair_status() })),
     )
         .into_response()
 }
 
-async fn health(State(node): State<AppState>) -> Json<serde_json::Value> {
-    let t = node.cluster.topology();
-    Json(json!({
-        "status": "ok",
-        "node": node.me.as_str(),
-        "generation": node.cluster.local().generation,
-        "ring_epoch": t.epoch,
-    }))
+async fn workers(State(service): State<Service>) -> Json<serde_json::Value> {
+    Json(json!({ "workers": service.workers() }))
 }
 
-async fn metrics(State(node): State<AppState>) -> impl IntoResponse {
+async fn health(State(service): State<Service>) -> Response {
+    Json(service.health()).into_response()
+}
+
+async fn metrics(State(service): State<Service>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics.render(),
+        service.metrics_text(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code has the status its family promises; the two that a
+    /// forwarded error used to get wrong are pinned.
+    #[test]
+    fn every_code_maps_to_its_status() {
+        for code in ErrorCode::ALL {
+            let status = status_of(code);
+            let want = match code.kind() {
+                ErrorKind::BadRequest => 400,
+                ErrorKind::TooLarge => 413,
+                ErrorKind::NotFound => 404,
+                ErrorKind::PreconditionFailed => 412,
+                ErrorKind::Conflict => 409,
+                ErrorKind::Unavailable => 503,
+                ErrorKind::Internal => 500,
+            };
+            assert_eq!(status.as_u16(), want, "{code}");
+        }
+        assert_eq!(
+            status_of(ErrorCode::ValueTooLarge),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(status_of(ErrorCode::TableNotFound), StatusCode::NOT_FOUND);
+    }
 }

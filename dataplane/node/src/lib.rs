@@ -1,18 +1,39 @@
 //! # dyno-node: the storage node
 //!
 //! This crate is the driver around `dyno-core`: it owns the sockets, the
-//! timers and the disk. It serves the public HTTP API and the admin API
-//! (axum, `http.rs`), the internal node-to-node protocol (tonic, `rpc.rs`),
-//! runs the core's coordination machines (`node.rs`), keeps replica data
-//! and hints (`replica.rs`) and the catalog (`catalog.rs`), and runs the
-//! background loops (`background.rs`). Decisions belong in the core; this
-//! crate carries them out. It must never be a dependency of the core or of
-//! the storage crate.
+//! timers and the disk. Decisions belong in the core; this crate carries
+//! them out. It must never be a dependency of the core or of the storage
+//! crate.
+//!
+//! Its modules form one-way layers (no module imports one above it; CI's
+//! module-cycle check keeps it so):
+//!
+//! 1. `error` (the one [`error::ServiceError`] with its typed code), `sys`
+//!    (clock, randomness), `config`, `metrics`;
+//! 2. `catalog`, `meta` (the node's own records), `wire` (protocol
+//!    conversions), `peer` (the [`peer::PeerClient`] trait and its tonic
+//!    implementation);
+//! 3. `trees`, `replica` (local data and hints), `cluster` (membership,
+//!    liveness, topology);
+//! 4. `node`: the coordinator, running the core's machines for reads and
+//!    writes;
+//! 5. `worker` and the workers: `gossip`, `hints`, `catalog_sync`, `aae`,
+//!    `handoff`, and `change` (ring changes begun by the change leader);
+//! 6. `service`: the one typed service boundary, with [`service::RequestCtx`];
+//! 7. front-ends, thin adapters over the service: `http` (public and admin
+//!    HTTP/JSON), `grpc` (public gRPC), `rpc` (the internal protocol's
+//!    server).
+//!
+//! ```no_run
+//! # async fn example(config: dyno_node::NodeConfig) -> Result<(), dyno_node::NodeError> {
+//! let listeners = dyno_node::Listeners::bind(&config).await?;
+//! dyno_node::run(config, listeners, async { tokio::signal::ctrl_c().await.ok(); }).await
+//! # }
+//! ```
 
 pub mod aae;
-pub mod api;
-pub mod background;
 pub mod catalog;
+pub mod catalog_sync;
 pub mod change;
 pub mod cluster;
 pub mod config;
@@ -20,12 +41,20 @@ pub mod error;
 pub mod gossip;
 pub mod grpc;
 pub mod handoff;
+pub mod hints;
 pub mod http;
+pub mod meta;
 pub mod metrics;
 pub mod node;
+pub mod peer;
+pub mod pipe;
 pub mod replica;
 pub mod rpc;
+pub mod service;
+pub mod sys;
 pub mod trees;
+pub mod wire;
+pub mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -61,17 +90,101 @@ pub enum NodeError {
         /// The error.
         source: std::io::Error,
     },
+    /// Sockets passed in by a service manager are unusable.
+    #[error("{0}")]
+    Inherited(String),
     /// The RPC server failed.
     #[error("internal RPC server: {0}")]
     Rpc(#[from] tonic::transport::Error),
 }
 
-/// Runs a node until `shutdown` completes.
+/// The sockets a node serves on, bound by the caller (so that a test can
+/// bind port 0 and know the port before the node starts, and nothing races
+/// for it).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The public HTTP API, admin API, gRPC API and /metrics.
+    pub http: tokio::net::TcpListener,
+    /// The internal node-to-node protocol.
+    pub rpc: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &NodeConfig) -> Result<Listeners, NodeError> {
+        let bind = |addr: std::net::SocketAddr, what: &'static str| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Io {
+                    what: format!("binding the {what} address {addr}"),
+                    source,
+                })
+        };
+        Ok(Listeners {
+            http: bind(config.http_addr, "HTTP").await?,
+            rpc: bind(config.rpc_addr, "RPC").await?,
+        })
+    }
+
+    /// The sockets a service manager passed in (`LISTEN_FDS=2`, systemd
+    /// socket activation: fd 3 serves HTTP, fd 4 the internal RPC), or, when
+    /// none were passed, the addresses of `config`. Test harnesses use this
+    /// to bind every port before any node starts.
+    pub async fn inherited_or_bind(config: &NodeConfig) -> Result<Listeners, NodeError> {
+        let mut fds = listenfd::ListenFd::from_env();
+        if fds.len() == 0 {
+            return Listeners::bind(config).await;
+        }
+        if fds.len() != 2 {
+            return Err(NodeError::Inherited(format!(
+                "LISTEN_FDS={}: expected 2 sockets (HTTP, then RPC)",
+                fds.len()
+            )));
+        }
+        let mut take = |i: usize, what: &str| -> Result<tokio::net::TcpListener, NodeError> {
+            let std = fds
+                .take_tcp_listener(i)
+                .map_err(|e| NodeError::Inherited(format!("inherited {what} socket: {e}")))?
+                .ok_or_else(|| NodeError::Inherited(format!("no inherited {what} socket")))?;
+            std.set_nonblocking(true).map_err(|source| NodeError::Io {
+                what: format!("using the inherited {what} socket"),
+                source,
+            })?;
+            tokio::net::TcpListener::from_std(std).map_err(|source| NodeError::Io {
+                what: format!("using the inherited {what} socket"),
+                source,
+            })
+        };
+        Ok(Listeners {
+            http: take(0, "HTTP")?,
+            rpc: take(1, "RPC")?,
+        })
+    }
+
+    fn addrs(&self) -> Result<(std::net::SocketAddr, std::net::SocketAddr), NodeError> {
+        let addr = |l: &tokio::net::TcpListener| {
+            l.local_addr().map_err(|source| NodeError::Io {
+                what: "reading a listener's address".into(),
+                source,
+            })
+        };
+        Ok((addr(&self.http)?, addr(&self.rpc)?))
+    }
+}
+
+/// How long background workers get to stop at shutdown.
+const WORKER_SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs a node on `listeners` until `shutdown` completes: opens its store,
+/// starts its workers and serves. At shutdown the servers stop taking
+/// requests, the workers stop (within a deadline), and the store is synced.
 pub async fn run(
     config: NodeConfig,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let me = config.validate()?;
+    let (http_addr, rpc_addr) = listeners.addrs()?;
     let mut rocks = RocksConfig::new(&config.data_dir);
     rocks.durability = match config.durability {
         config::DurabilityArg::Sync => Durability::Sync,
@@ -118,20 +231,17 @@ pub async fn run(
             })
         })
         .collect();
-    let generation = replica::next_generation(store.as_ref())?;
+    let generation = meta::next_generation(store.as_ref())?;
     let advertise = Addresses {
-        http: format!(
-            "http://{}",
-            config.advertise_http_addr.unwrap_or(config.http_addr)
-        ),
-        rpc: format!(
-            "http://{}",
-            config.advertise_rpc_addr.unwrap_or(config.rpc_addr)
-        ),
+        http: format!("http://{}", config.advertise_http_addr.unwrap_or(http_addr)),
+        rpc: format!("http://{}", config.advertise_rpc_addr.unwrap_or(rpc_addr)),
     };
-    let cluster = cluster::Cluster::new(
-        me.clone(),
-        cluster::LocalState {
+    let connector: Arc<dyn peer::Connector> = Arc::new(peer::TonicConnector {
+        timeout: config.replica_timeout(),
+    });
+    let cluster = cluster::Cluster::new(cluster::ClusterParts {
+        me: me.clone(),
+        local: cluster::LocalState {
             generation,
             addresses: advertise,
             left: false,
@@ -140,13 +250,14 @@ pub async fn run(
         },
         pinned,
         initial,
-        PhiConfig {
+        phi: PhiConfig {
             threshold: config.phi_threshold,
             ..PhiConfig::default()
         },
-        config.replica_timeout(),
-        Arc::clone(&store),
-    )?;
+        timeout: config.replica_timeout(),
+        connector,
+        store: Arc::clone(&store),
+    })?;
     let partition_bits = cluster.topology().current.partition_bits();
     let trees = Arc::new(trees::Trees::new(partition_bits, Arc::clone(&catalog)));
     let replica = Arc::new(replica::Replica::open(
@@ -154,62 +265,59 @@ pub async fn run(
         config.hint_max_bytes_per_target,
         trees,
     )?);
-    let node = Arc::new(node::Node {
+    let node = Arc::new(node::Node::new(node::NodeParts {
         me: me.clone(),
         cluster,
         replica,
         catalog,
-        metrics: metrics::Metrics::new(),
         timeout: config.replica_timeout(),
-        repair: aae::Repair::new(aae::AaeConfig {
-            interval_secs: config.aae_interval_secs,
-            partitions_per_sec: config.aae_partitions_per_sec,
-            keys_per_sec: config.aae_keys_per_sec,
-            tombstone_grace_secs: config.tombstone_grace_secs,
-        }),
-        handoff: handoff::Handoff::default(),
         inline_io: config.durability == config::DurabilityArg::Periodic,
-        change_lock: tokio::sync::Mutex::new(()),
-    });
+    }));
 
-    let http = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .map_err(|source| NodeError::Io {
-            what: format!("binding the HTTP address {}", config.http_addr),
-            source,
-        })?;
-    let rpc_listener = tokio::net::TcpListener::bind(config.rpc_addr)
-        .await
-        .map_err(|source| NodeError::Io {
-            what: format!("binding the RPC address {}", config.rpc_addr),
-            source,
-        })?;
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let policy = background::HintPolicy {
-        max_age: std::time::Duration::from_secs(config.hint_max_age_secs),
-        per_sec: config.hint_replay_per_sec,
-    };
-    tokio::spawn(background::replay_hints(
+    let repair = Arc::new(aae::Repair::new(aae::AaeConfig {
+        interval_secs: config.aae_interval_secs,
+        partitions_per_sec: config.aae_partitions_per_sec,
+        keys_per_sec: config.aae_keys_per_sec,
+        tombstone_grace_secs: config.tombstone_grace_secs,
+    }));
+    let handoff = Arc::new(handoff::Handoff::default());
+    let workers = worker::Workers::new();
+    workers.spawn(hints::HintReplay::new(
         Arc::clone(&node),
-        policy,
-        stop_rx.clone(),
+        hints::HintPolicy {
+            max_age: std::time::Duration::from_secs(config.hint_max_age_secs),
+            per_sec: config.hint_replay_per_sec,
+        },
     ));
-    tokio::spawn(background::sync_catalog(Arc::clone(&node), stop_rx.clone()));
-    tokio::spawn(gossip::run(
+    workers.spawn(catalog_sync::CatalogSync::new(Arc::clone(&node)));
+    workers.spawn(gossip::Gossip::new(
         Arc::clone(&node),
         gossip::GossipConfig {
             interval: std::time::Duration::from_millis(config.gossip_interval_ms),
             fanout: config.gossip_fanout as usize,
             seeds: config.seeds.clone(),
         },
-        stop_rx.clone(),
     ));
-    tokio::spawn(aae::run(Arc::clone(&node), stop_rx.clone()));
-    tokio::spawn(handoff::run(Arc::clone(&node), stop_rx.clone()));
+    workers.spawn(aae::AntiEntropy::new(
+        Arc::clone(&node),
+        Arc::clone(&repair),
+    ));
+    workers.spawn(handoff::HandoffWorker::new(
+        Arc::clone(&node),
+        Arc::clone(&handoff),
+    ));
+    let service = service::Service::new(service::ServiceParts {
+        node: Arc::clone(&node),
+        repair,
+        handoff,
+        leader: Arc::new(change::ChangeLeader::new()),
+        workers: Arc::clone(&workers),
+        request_timeout: config.request_timeout(),
+    });
 
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let rpc_service = dyno_proto::internal::replica_server::ReplicaServer::new(
-        rpc::RpcService::new(Arc::clone(&node)),
+        rpc::RpcService::new(service.clone()),
     )
     .max_decoding_message_size(16 << 20)
     .max_encoding_message_size(16 << 20);
@@ -217,36 +325,39 @@ pub async fn run(
     // Small request/response exchanges: without TCP_NODELAY, Nagle's
     // algorithm and delayed ACKs add ~40 ms stalls to replica RPCs.
     let incoming =
-        tonic::transport::server::TcpIncoming::from(rpc_listener).with_nodelay(Some(true));
+        tonic::transport::server::TcpIncoming::from(listeners.rpc).with_nodelay(Some(true));
     let rpc_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(rpc_service)
             .serve_with_incoming_shutdown(incoming, async move {
-                let _ = rpc_stop.changed().await;
+                // Err: the sender is gone, which also means stop.
+                rpc_stop.changed().await.ok();
             }),
     );
 
-    tracing::info!(node = %me, generation, epoch = node.cluster.topology().epoch, http = %config.http_addr, rpc = %config.rpc_addr, "dyno node started");
+    tracing::info!(node = %me, generation, epoch = node.cluster().topology().epoch, http = %http_addr, rpc = %rpc_addr, "dyno node started");
     let mut http_stop = stop_rx.clone();
     tokio::spawn(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        stop_tx.send_replace(true);
     });
     use axum::serve::ListenerExt;
-    let http = http.tap_io(|tcp| {
+    let http = listeners.http.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(http, http::router(Arc::clone(&node)))
+    let served = axum::serve(http, http::router(service))
         .with_graceful_shutdown(async move {
-            let _ = http_stop.changed().await;
+            http_stop.changed().await.ok();
         })
-        .await
-        .map_err(|source| NodeError::Io {
-            what: "serving HTTP".into(),
-            source,
-        })?;
+        .await;
+    let report = workers.shutdown(WORKER_SHUTDOWN_DEADLINE).await;
+    tracing::info!(stopped = ?report.stopped, aborted = ?report.aborted, "workers stopped");
+    served.map_err(|source| NodeError::Io {
+        what: "serving HTTP".into(),
+        source,
+    })?;
     match rpc_task.await {
         Ok(res) => res?,
         Err(e) => tracing::error!(error = %e, "RPC server task failed"),

@@ -23,16 +23,46 @@ use dyno_core::hash::key_position;
 use dyno_core::{ConflictMode, NodeId, Object, QuorumOutcome, VersionVector};
 use dyno_proto::internal as pb;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::catalog::{Catalog, TableConfig};
-use crate::cluster::{Cluster, classify};
-use crate::error::ApiError;
+use crate::cluster::Cluster;
+use crate::error::{ErrorCode, ServiceError};
 use crate::metrics::{Metrics, RpcLabels};
-use crate::replica::{Replica, ReplicaError};
+use crate::replica::Replica;
+use crate::wire::{self, classify, mode_to_pb};
 
-/// Everything a node is made of.
+fn deadline_exceeded() -> ServiceError {
+    ServiceError::new(
+        ErrorCode::DeadlineExceeded,
+        "the request's deadline passed before enough replicas answered",
+    )
+}
+
+fn quorum_not_met(replies: usize, r: usize) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::QuorumNotMet,
+        format!("{replies} of the {r} replies needed arrived"),
+    )
+}
+
+/// The coordinator: this node's view of the cluster, its replica data and
+/// its catalog, and the coordination of reads and writes over them. Fields
+/// are private; workers and the service reach the parts through accessors.
 #[derive(Debug)]
 pub struct Node {
+    me: NodeId,
+    cluster: Cluster,
+    replica: Arc<Replica>,
+    catalog: Arc<Catalog>,
+    metrics: Metrics,
+    timeout: Duration,
+    inline_io: bool,
+}
+
+/// What a [`Node`] is built from.
+#[derive(Debug)]
+pub struct NodeParts {
     /// This node's name.
     pub me: NodeId,
     /// Membership, liveness and topology.
@@ -41,18 +71,10 @@ pub struct Node {
     pub replica: Arc<Replica>,
     /// The tables.
     pub catalog: Arc<Catalog>,
-    /// Metrics.
-    pub metrics: Metrics,
     /// Per-replica timeout.
     pub timeout: Duration,
-    /// Anti-entropy state.
-    pub repair: crate::aae::Repair,
-    /// Handoff state.
-    pub handoff: crate::handoff::Handoff,
     /// Run point storage operations on the async threads (see `point_io`).
     pub inline_io: bool,
-    /// Held while a ring change is validated and begun (`change.rs`).
-    pub change_lock: tokio::sync::Mutex<()>,
 }
 
 /// How many times a write may be forwarded between nodes.
@@ -82,31 +104,48 @@ pub struct PutResult {
     pub context: String,
 }
 
-/// The conflict mode in wire form.
-pub fn mode_to_pb(mode: ConflictMode) -> i32 {
-    match mode {
-        ConflictMode::Siblings => pb::ConflictMode::Siblings as i32,
-        ConflictMode::Lww => pb::ConflictMode::Lww as i32,
-    }
-}
-
-/// The conflict mode sent by a peer.
-pub fn mode_from_pb(v: i32) -> ConflictMode {
-    if v == pb::ConflictMode::Lww as i32 {
-        ConflictMode::Lww
-    } else {
-        ConflictMode::Siblings
-    }
-}
-
-impl From<ReplicaError> for ApiError {
-    fn from(e: ReplicaError) -> Self {
-        match e {
-            ReplicaError::Update(u) => ApiError::TooManySiblings {
-                message: u.to_string(),
-            },
-            other => ApiError::Internal(other.to_string()),
+impl Node {
+    /// Assembles a node from its parts.
+    pub fn new(p: NodeParts) -> Node {
+        Node {
+            me: p.me,
+            cluster: p.cluster,
+            replica: p.replica,
+            catalog: p.catalog,
+            metrics: Metrics::new(),
+            timeout: p.timeout,
+            inline_io: p.inline_io,
         }
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// Membership, liveness and topology.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Local data.
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    /// The tables.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The per-replica timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 
@@ -122,13 +161,37 @@ impl Node {
     pub async fn point_io<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T, ServiceError> {
         if self.inline_io {
             Ok(f())
         } else {
             tokio::task::spawn_blocking(f)
                 .await
-                .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))
+                .map_err(|e| ServiceError::internal(format!("storage task failed: {e}")))
+        }
+    }
+
+    /// Runs a storage operation on the blocking pool and logs its failure:
+    /// for work whose caller has already answered (read repair, pending
+    /// replicas, local hints), where the error has nobody else to go to.
+    pub async fn background_io<E>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce() -> Result<(), E> + Send + 'static,
+    ) -> bool
+    where
+        E: std::fmt::Display + Send + 'static,
+    {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, what, "background storage write failed");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, what, "background storage task failed");
+                false
+            }
         }
     }
 }
@@ -152,20 +215,18 @@ impl Reply {
 }
 
 impl Node {
-    /// A table's settings, or 404.
-    pub fn table(&self, name: &str) -> Result<TableConfig, ApiError> {
+    /// A table's settings, or `TableNotFound`.
+    pub fn table(&self, name: &str) -> Result<TableConfig, ServiceError> {
         self.catalog
             .get(name)
-            .ok_or_else(|| ApiError::TableNotFound {
-                table: name.to_owned(),
-            })
+            .ok_or_else(|| ServiceError::table_not_found(name))
     }
 
     /// The topology, unless this node has not joined a cluster yet.
-    fn serving_topology(&self) -> Result<Arc<dyno_core::topology::Topology>, ApiError> {
+    pub fn serving_topology(&self) -> Result<Arc<dyno_core::topology::Topology>, ServiceError> {
         let t = self.cluster.topology();
         if t.epoch == 0 {
-            return Err(crate::change::not_in_cluster());
+            return Err(ServiceError::not_in_cluster());
         }
         Ok(t)
     }
@@ -213,17 +274,39 @@ impl Node {
         mode: ConflictMode,
         hint_for: Option<&NodeId>,
     ) -> Result<(), ReplicaFailure> {
+        self.send_encoded(
+            to,
+            table,
+            key,
+            Bytes::from(encode_object(object)),
+            mode,
+            hint_for,
+        )
+        .await
+    }
+
+    /// Sends an already encoded state to a replica (or a hint to a
+    /// stand-in): a write's fan-out encodes once and shares the bytes.
+    pub async fn send_encoded(
+        &self,
+        to: &NodeId,
+        table: &str,
+        key: &[u8],
+        object: Bytes,
+        mode: ConflictMode,
+        hint_for: Option<&NodeId>,
+    ) -> Result<(), ReplicaFailure> {
         let Some(peer) = self.cluster.peer(to) else {
             return Err(ReplicaFailure::Unreachable);
         };
         let req = pb::ReplicaPutRequest {
             table: table.to_owned(),
             key: key.to_vec(),
-            object: encode_object(object),
+            object,
             hint_for: hint_for.map(ToString::to_string),
             conflict: mode_to_pb(mode),
         };
-        let res = tokio::time::timeout(self.timeout, peer.client().put(req)).await;
+        let res = tokio::time::timeout(self.timeout, peer.client().replica_put(req)).await;
         self.settle(
             to,
             res.map_err(|_| ReplicaFailure::Timeout)
@@ -267,11 +350,11 @@ impl Node {
             key: key.to_vec(),
             conflict: mode_to_pb(mode),
         };
-        let res = tokio::time::timeout(self.timeout, peer.client().get(req)).await;
+        let res = tokio::time::timeout(self.timeout, peer.client().replica_get(req)).await;
         let res = res
             .map_err(|_| ReplicaFailure::Timeout)
             .and_then(|r| r.map_err(|s| classify(&s)));
-        let resp = self.settle(from, res)?.into_inner();
+        let resp = self.settle(from, res)?;
         match resp.object {
             None => Ok(None),
             Some(bytes) => decode_object(&bytes)
@@ -285,10 +368,11 @@ impl Node {
     pub async fn get(
         self: &Arc<Self>,
         table: &str,
+        cfg: TableConfig,
         key: &[u8],
         r: usize,
-    ) -> Result<Option<Object>, ApiError> {
-        let cfg = self.table(table)?;
+        deadline: Instant,
+    ) -> Result<Option<Object>, ServiceError> {
         let mode = cfg.mode();
         let topology = self.serving_topology()?;
         let pl = topology
@@ -302,12 +386,13 @@ impl Node {
         }
         let mut rc = ReadCoordinator::new(&targets, r, mode);
         if rc.outcome() == QuorumOutcome::Failed {
-            return Err(ApiError::QuorumNotMet {
-                message: format!(
+            return Err(ServiceError::new(
+                ErrorCode::QuorumNotMet,
+                format!(
                     "only {} of the {r} replicas needed are reachable",
                     targets.len()
                 ),
-            });
+            ));
         }
         let (tx, mut rx) = mpsc::channel(targets.len().max(1));
         let mut local = false;
@@ -320,7 +405,9 @@ impl Node {
                 (Arc::clone(self), tx.clone(), table.to_owned(), key.to_vec());
             tokio::spawn(async move {
                 let res = node.replica_get(&t, &table, &key, mode).await;
-                let _ = tx.send((t, res)).await;
+                // The reader may have its quorum and be gone: a late reply
+                // is moot.
+                tx.send((t, res)).await.ok();
             });
         }
         drop(tx);
@@ -334,9 +421,10 @@ impl Node {
         loop {
             let (from, res) = match first.take() {
                 Some(reply) => reply,
-                None => match rx.recv().await {
-                    Some(reply) => reply,
-                    None => break,
+                None => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(reply)) => reply,
+                    Ok(None) => break,
+                    Err(_) => return Err(deadline_exceeded()),
                 },
             };
             let outcome = match res {
@@ -346,17 +434,13 @@ impl Node {
             match outcome {
                 QuorumOutcome::Pending => continue,
                 QuorumOutcome::Failed => {
-                    return Err(ApiError::QuorumNotMet {
-                        message: format!("{} of the {r} replies needed arrived", rc.replies()),
-                    });
+                    return Err(quorum_not_met(rc.replies(), r));
                 }
                 QuorumOutcome::Met => break,
             }
         }
         if rc.outcome() != QuorumOutcome::Met {
-            return Err(ApiError::QuorumNotMet {
-                message: format!("{} of the {r} replies needed arrived", rc.replies()),
-            });
+            return Err(quorum_not_met(rc.replies(), r));
         }
         let result = rc.result();
         let answer = result.merged;
@@ -389,12 +473,16 @@ impl Node {
                             key.clone(),
                             merged.clone(),
                         );
-                        let _ = tokio::task::spawn_blocking(move || r.merge_item(&t, &k, &m, mode))
-                            .await;
-                    } else {
-                        let _ = node
-                            .send_replica_put(&stale, &table, &key, &merged, mode, None)
-                            .await;
+                        node.background_io("read repair", move || {
+                            r.merge_item(&t, &k, &m, mode).map(|_| ())
+                        })
+                        .await;
+                    } else if let Err(why) = node
+                        .send_replica_put(&stale, &table, &key, &merged, mode, None)
+                        .await
+                    {
+                        // Anti-entropy repairs it later.
+                        tracing::debug!(peer = %stale, ?why, "read repair not delivered");
                     }
                 }
             }
@@ -403,8 +491,13 @@ impl Node {
     }
 
     /// Writes (or deletes) a key, forwarding to a primary when needed.
-    pub async fn put(self: &Arc<Self>, req: PutRequest) -> Result<PutResult, ApiError> {
-        self.route_put(req, 0).await
+    pub async fn put(
+        self: &Arc<Self>,
+        cfg: TableConfig,
+        req: PutRequest,
+        deadline: Instant,
+    ) -> Result<PutResult, ServiceError> {
+        self.route_put(cfg, req, 0, deadline).await
     }
 
     /// Like [`Node::put`], for a write already forwarded `hops` times: a
@@ -412,10 +505,11 @@ impl Node {
     /// chose it) forwards again, a bounded number of times.
     pub async fn route_put(
         self: &Arc<Self>,
+        cfg: TableConfig,
         req: PutRequest,
         hops: u32,
-    ) -> Result<PutResult, ApiError> {
-        let cfg = self.table(&req.table)?;
+        deadline: Instant,
+    ) -> Result<PutResult, ServiceError> {
         let topology = self.serving_topology()?;
         let pl = topology
             .current
@@ -424,19 +518,19 @@ impl Node {
         loop {
             let choice = choose_coordinator(&pl, &self.me, |n| self.is_up(n) && !tried.contains(n));
             let target = match choice {
-                Coordinator::Local => return self.coordinate_put(req, false).await,
-                Coordinator::LocalAsFallback => return self.coordinate_put(req, true).await,
+                Coordinator::Local => return self.coordinate_put(cfg, req, false, deadline).await,
+                Coordinator::LocalAsFallback => {
+                    return self.coordinate_put(cfg, req, true, deadline).await;
+                }
                 Coordinator::Forward(t) => t,
             };
             if hops >= MAX_FORWARD_HOPS {
-                return Err(ApiError::Unavailable {
-                    code: "RingChanging",
-                    message:
-                        "the ring is changing and nodes disagree on this key's replicas; retry"
-                            .into(),
-                });
+                return Err(ServiceError::new(
+                    ErrorCode::RingChanging,
+                    "the ring is changing and nodes disagree on this key's replicas; retry",
+                ));
             }
-            match self.forward_put(&target, &req, hops + 1).await {
+            match self.forward_put(&target, &req, hops + 1, deadline).await {
                 Ok(result) => return result,
                 Err(_) => tried.push(target),
             }
@@ -448,7 +542,8 @@ impl Node {
         to: &NodeId,
         req: &PutRequest,
         hops: u32,
-    ) -> Result<Result<PutResult, ApiError>, ReplicaFailure> {
+        deadline: Instant,
+    ) -> Result<Result<PutResult, ServiceError>, ReplicaFailure> {
         let Some(peer) = self.cluster.peer(to) else {
             return Err(ReplicaFailure::Unreachable);
         };
@@ -460,24 +555,26 @@ impl Node {
         let msg = pb::CoordinatePutRequest {
             table: req.table.clone(),
             key: req.key.clone(),
-            value: req.value.as_ref().map(|v| v.to_vec()),
+            value: req.value.clone(),
             context: (!req.context.is_empty()).then(|| encode_context(&req.context)),
             w: req.w as u32,
             if_match,
             if_none_match,
             hops,
+            timeout_ms: deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .clamp(1, u128::from(u32::MAX)) as u32,
         };
         // The coordinator waits up to one timeout per replica round.
-        let res = tokio::time::timeout(self.timeout * 3, peer.client().coordinate_put(msg)).await;
+        let until = deadline.min(Instant::now() + self.timeout * 3);
+        let res = tokio::time::timeout_at(until, peer.client().coordinate_put(msg)).await;
         let res = res
             .map_err(|_| ReplicaFailure::Timeout)
             .and_then(|r| r.map_err(|s| classify(&s)));
-        let resp = self.settle(to, res)?.into_inner();
-        Ok(match resp.error_code {
-            Some(code) => Err(ApiError::from_code(
-                &code,
-                resp.error_message.unwrap_or_default(),
-            )),
+        let resp = self.settle(to, res)?;
+        Ok(match resp.error {
+            Some(e) => Err(wire::error_from_pb(e)),
             None => Ok(PutResult {
                 context: resp.context,
             }),
@@ -487,18 +584,18 @@ impl Node {
     /// Coordinates a write on this node.
     pub async fn coordinate_put(
         self: &Arc<Self>,
+        cfg: TableConfig,
         req: PutRequest,
         as_fallback: bool,
-    ) -> Result<PutResult, ApiError> {
-        let cfg = self.table(&req.table)?;
+        deadline: Instant,
+    ) -> Result<PutResult, ServiceError> {
         let mode = cfg.mode();
         if let Some(cond) = &req.condition {
-            let current = self.get(&req.table, &req.key, cfg.r as usize).await?;
-            check_condition(cond, current.as_ref(), MAX_CONTEXT_ENTRIES).map_err(|e| {
-                ApiError::PreconditionFailed {
-                    message: e.to_string(),
-                }
-            })?;
+            let current = self
+                .get(&req.table, cfg, &req.key, cfg.r as usize, deadline)
+                .await?;
+            check_condition(cond, current.as_ref(), MAX_CONTEXT_ENTRIES)
+                .map_err(|e| ServiceError::new(ErrorCode::PreconditionFailed, e.to_string()))?;
         }
         let topology = self.cluster.topology();
         let position = key_position(&req.table, &req.key);
@@ -520,7 +617,7 @@ impl Node {
         // A primary is always among its own targets; a fallback coordinator
         // always stands in for someone (the machine puts it first in line).
         let Some(local_hint_for) = local_hint_for else {
-            return Err(ApiError::Internal(format!(
+            return Err(ServiceError::internal(format!(
                 "coordinator is not among the write targets (as fallback: {as_fallback})"
             )));
         };
@@ -545,16 +642,20 @@ impl Node {
         for target in pending {
             self.send_pending(target, &req.table, &req.key, &object, mode);
         }
+        let encoded = Bytes::from(encode_object(&object));
         let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
         let mut pending = effects;
         loop {
             for effect in pending.drain(..) {
-                self.carry_out(effect, &req.table, &req.key, &object, mode, &tx);
+                self.carry_out(effect, &req.table, &req.key, (&object, &encoded), mode, &tx);
             }
             if machine.outcome() != QuorumOutcome::Pending {
                 break;
             }
-            match tokio::time::timeout(self.timeout * 2, rx.recv()).await {
+            // Past the deadline the answer is decided (not met); replies
+            // still due are handled by the background fan-out below.
+            let until = deadline.min(Instant::now() + self.timeout * 2);
+            match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(reply)) => pending = reply.feed(&mut machine),
                 Ok(None) | Err(_) => break,
             }
@@ -565,12 +666,13 @@ impl Node {
                 context: encode_context(&object.client_context(MAX_CONTEXT_ENTRIES)),
             })
         } else {
-            Err(ApiError::QuorumNotMet {
-                message: format!(
+            Err(ServiceError::new(
+                ErrorCode::QuorumNotMet,
+                format!(
                     "{acks} of the {} acknowledgements needed arrived in time",
                     machine.required()
                 ),
-            })
+            ))
         };
         // The client has its answer; finish the fan-out in the background so
         // that replicas failing after the quorum was decided still get hints.
@@ -586,7 +688,14 @@ impl Node {
                 match tokio::time::timeout(node.timeout * 4, rx.recv()).await {
                     Ok(Some(reply)) => {
                         for effect in reply.feed(&mut machine) {
-                            node.carry_out(effect, &req.table, &req.key, &object, mode, &tx);
+                            node.carry_out(
+                                effect,
+                                &req.table,
+                                &req.key,
+                                (&object, &encoded),
+                                mode,
+                                &tx,
+                            );
                         }
                     }
                     Ok(None) | Err(_) => break,
@@ -615,9 +724,10 @@ impl Node {
         tokio::spawn(async move {
             let r = Arc::clone(&node.replica);
             if to == node.me {
-                let _ =
-                    tokio::task::spawn_blocking(move || r.merge_item(&table, &key, &object, mode))
-                        .await;
+                node.background_io("write to a pending replica", move || {
+                    r.merge_item(&table, &key, &object, mode).map(|_| ())
+                })
+                .await;
                 return;
             }
             if node
@@ -625,7 +735,7 @@ impl Node {
                 .await
                 .is_err()
             {
-                let _ = tokio::task::spawn_blocking(move || {
+                node.background_io("hint for a pending replica", move || {
                     r.store_hint(&to, &table, &key, &object, mode)
                 })
                 .await;
@@ -633,46 +743,43 @@ impl Node {
         });
     }
 
+    /// Carries out one effect of a write's machine; `object` is the new
+    /// state and its encoding.
     fn carry_out(
         self: &Arc<Self>,
         effect: WriteEffect,
         table: &str,
         key: &[u8],
-        object: &Object,
+        (object, encoded): (&Object, &Bytes),
         mode: ConflictMode,
         tx: &mpsc::UnboundedSender<Reply>,
     ) {
-        let (node, table, key, object, tx) = (
-            Arc::clone(self),
-            table.to_owned(),
-            key.to_vec(),
-            object.clone(),
-            tx.clone(),
-        );
+        let (node, table, key, tx) = (Arc::clone(self), table.to_owned(), key.to_vec(), tx.clone());
         match effect {
             WriteEffect::Send { to, .. } if to == self.me => {} // done first, above
             WriteEffect::Send { to, hint_for } => {
+                let encoded = encoded.clone();
                 tokio::spawn(async move {
                     let reply = match node
-                        .send_replica_put(&to, &table, &key, &object, mode, hint_for.as_ref())
+                        .send_encoded(&to, &table, &key, encoded, mode, hint_for.as_ref())
                         .await
                     {
                         Ok(()) => Reply::Ack(to),
                         Err(why) => Reply::Fail(to, why),
                     };
-                    let _ = tx.send(reply);
+                    // The coordinator stops listening once its answer is
+                    // decided and the fan-out finished; a late reply is moot.
+                    tx.send(reply).ok();
                 });
             }
             WriteEffect::StoreLocalHint { for_node } => {
+                let object = object.clone();
                 tokio::spawn(async move {
                     let r = Arc::clone(&node.replica);
-                    let res = tokio::task::spawn_blocking(move || {
+                    node.background_io("local hint", move || {
                         r.store_hint(&for_node, &table, &key, &object, mode)
                     })
                     .await;
-                    if let Ok(Err(e)) = res {
-                        tracing::warn!(error = %e, "could not store a hint");
-                    }
                 });
             }
         }

@@ -13,7 +13,6 @@
 //! entry per key, whatever the write rate.
 
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -26,6 +25,7 @@ use dyno_core::{
 use dyno_storage::{Keyspace, Store, StoreError, WriteBatch};
 use thiserror::Error;
 
+use crate::sys::{random_u64, wall_ms};
 use crate::trees::Trees;
 
 const STRIPES: usize = 256;
@@ -55,6 +55,16 @@ pub enum ReplicaError {
         /// Its backlog.
         bytes: u64,
     },
+}
+
+impl From<ReplicaError> for crate::error::ServiceError {
+    fn from(e: ReplicaError) -> Self {
+        use crate::error::{ErrorCode, ServiceError};
+        match e {
+            ReplicaError::Update(u) => ServiceError::new(ErrorCode::TooManySiblings, u.to_string()),
+            other => ServiceError::internal(other),
+        }
+    }
 }
 
 /// A hint read back for delivery.
@@ -112,20 +122,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// A random 64-bit number from the OS-seeded hasher keys (no extra crate).
-pub fn random_u64() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(wall_ms());
-    h.finish()
-}
-
 fn hint_key(target: &NodeId, item_key: &[u8]) -> Vec<u8> {
     let t = target.as_str().as_bytes();
     let mut k = Vec::with_capacity(1 + t.len() + item_key.len());
@@ -179,27 +175,6 @@ fn decode_hint(raw: &[u8]) -> Result<(ConflictMode, u64, Object), ReplicaError> 
     Ok((mode, u64::from_le_bytes(b), obj))
 }
 
-/// A little-endian u64 stored under `key` in the meta keyspace (`None`
-/// when absent or not 8 bytes long).
-fn read_meta_u64(store: &dyn Store, key: &[u8]) -> Result<Option<u64>, StoreError> {
-    Ok(store
-        .get(Keyspace::Meta, key)?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-        .map(u64::from_le_bytes))
-}
-
-/// The next generation number for this node: above the last one, and at
-/// least the wall clock in seconds, so that a node whose data directory was
-/// wiped still starts a newer generation than its peers remember (Cassandra
-/// does the same).
-pub fn next_generation(store: &dyn Store) -> Result<u64, StoreError> {
-    let g = read_meta_u64(store, b"generation")?
-        .map_or(1, |g| g + 1)
-        .max(wall_ms() / 1000);
-    store.put(Keyspace::Meta, b"generation", &g.to_le_bytes())?;
-    Ok(g)
-}
-
 impl Replica {
     /// Opens the replica layer; loads or creates this data directory's
     /// actor id, and counts the hint backlog.
@@ -209,14 +184,7 @@ impl Replica {
         trees: Arc<Trees>,
     ) -> Result<Replica, ReplicaError> {
         trees.rebuild(store.as_ref())?;
-        let actor = match read_meta_u64(store.as_ref(), b"actor")? {
-            Some(a) => ActorId(a),
-            None => {
-                let a = random_u64();
-                store.put(Keyspace::Meta, b"actor", &a.to_le_bytes())?;
-                ActorId(a)
-            }
-        };
+        let actor = ActorId(crate::meta::actor(store.as_ref())?);
         let mut backlog: BTreeMap<NodeId, Backlog> = BTreeMap::new();
         for (k, v) in store.scan(Keyspace::Hints, &[], None, usize::MAX)? {
             let Some((&len, rest)) = k.split_first() else {
@@ -327,19 +295,24 @@ impl Replica {
         incoming: &Object,
         mode: ConflictMode,
     ) -> Result<bool, ReplicaError> {
-        let _g = self.stripe(item_key);
-        let old = self.read_item_sized(item_key)?;
-        let merged = match &old {
-            Some((o, _)) => {
-                let m = o.merged(incoming, mode);
-                if &m == o {
-                    return Ok(false);
+        {
+            let _g = self.stripe(item_key);
+            let old = self.read_item_sized(item_key)?;
+            let merged = match &old {
+                Some((o, _)) => {
+                    let m = o.merged(incoming, mode);
+                    if &m == o {
+                        return Ok(false);
+                    }
+                    m
                 }
-                m
-            }
-            None => incoming.clone(),
-        };
-        self.write_item_locked(item_key, old.as_ref(), &merged)?;
+                None => incoming.clone(),
+            };
+            self.write_item_locked(item_key, old.as_ref(), &merged)?;
+        }
+        // Outside the key's lock: writers of one key share fsyncs instead
+        // of queueing for them (`--durability sync`).
+        self.store.wait_durable()?;
         Ok(true)
     }
 
@@ -363,12 +336,12 @@ impl Replica {
         new: &Object,
     ) -> Result<(), ReplicaError> {
         let raw = encode_object(new);
-        self.store.put(Keyspace::Items, item_key, &raw)?;
-        self.trees.update(
-            item_key,
-            old.map(|(o, s)| (o, *s)),
-            Some((new, item_key.len() + raw.len())),
-        );
+        let stored = item_key.len() + raw.len();
+        let mut b = WriteBatch::new();
+        b.put(Keyspace::Items, item_key.to_vec(), raw);
+        self.store.write_deferred(b)?;
+        self.trees
+            .update(item_key, old.map(|(o, s)| (o, *s)), Some((new, stored)));
         Ok(())
     }
 
@@ -481,11 +454,28 @@ impl Replica {
         hint_for: Option<&NodeId>,
     ) -> Result<(Object, Option<usize>), ReplicaError> {
         let item_key = encode_item_key(table, key);
-        let _g = self.stripe(&item_key);
+        let done = self.coordinate_locked(&item_key, table, key, context, value, mode, hint_for)?;
+        // Outside the key's lock (see `merge_raw`).
+        self.store.wait_durable()?;
+        Ok(done)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn coordinate_locked(
+        &self,
+        item_key: &[u8],
+        table: &str,
+        key: &[u8],
+        context: &VersionVector,
+        value: Option<Bytes>,
+        mode: ConflictMode,
+        hint_for: Option<&NodeId>,
+    ) -> Result<(Object, Option<usize>), ReplicaError> {
+        let _g = self.stripe(item_key);
         let mut old = None;
         let (mut obj, actor) = match hint_for {
             None => {
-                old = self.read_item_sized(&item_key)?;
+                old = self.read_item_sized(item_key)?;
                 (
                     old.as_ref().map(|(o, _)| o.clone()).unwrap_or_default(),
                     self.actor,
@@ -504,8 +494,8 @@ impl Replica {
         };
         let outcome = obj.update(write, mode, SiblingLimits::default())?;
         match hint_for {
-            None => self.write_item_locked(&item_key, old.as_ref(), &obj)?,
-            Some(target) => self.put_hint_locked(target, &item_key, &obj, mode)?,
+            None => self.write_item_locked(item_key, old.as_ref(), &obj)?,
+            Some(target) => self.put_hint_locked(target, item_key, &obj, mode)?,
         }
         Ok((obj, outcome.sibling_warning))
     }
@@ -520,8 +510,12 @@ impl Replica {
         mode: ConflictMode,
     ) -> Result<(), ReplicaError> {
         let item_key = encode_item_key(table, key);
-        let _g = self.stripe(&item_key);
-        self.put_hint_locked(target, &item_key, obj, mode)
+        {
+            let _g = self.stripe(&item_key);
+            self.put_hint_locked(target, &item_key, obj, mode)?;
+        }
+        self.store.wait_durable()?;
+        Ok(())
     }
 
     fn put_hint_locked(
@@ -549,7 +543,9 @@ impl Replica {
             });
         }
         let new_len = (hk.len() + value.len()) as u64;
-        self.store.put(Keyspace::Hints, &hk, &value)?;
+        let mut batch = WriteBatch::new();
+        batch.put(Keyspace::Hints, hk, value);
+        self.store.write_deferred(batch)?;
         match old_len {
             Some(old) => b.bytes = b.bytes + new_len - old as u64,
             None => {

@@ -8,19 +8,24 @@ use dyno_proto::internal as pb;
 use dyno_proto::internal::replica_server::Replica as ReplicaRpc;
 use tonic::{Request, Response, Status};
 
-use crate::catalog::{TableConfig, TableEntry};
-use crate::node::{Node, PutRequest, mode_from_pb, mode_to_pb};
+use crate::node::Node;
+use crate::service::Service;
+use crate::wire::{catalog_from_pb, catalog_to_pb, error_to_pb, mode_from_pb, mode_to_pb};
 
-/// The tonic service.
+/// The tonic service: an adapter over the node's parts for its peers.
 #[derive(Debug, Clone)]
 pub struct RpcService {
     node: Arc<Node>,
+    service: Service,
 }
 
 impl RpcService {
-    /// Serves `node`.
-    pub fn new(node: Arc<Node>) -> Self {
-        RpcService { node }
+    /// Serves `service` to peers.
+    pub fn new(service: Service) -> Self {
+        RpcService {
+            node: Arc::clone(service.node()),
+            service,
+        }
     }
 }
 
@@ -28,41 +33,71 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
-/// Catalog entries in wire form.
-pub fn catalog_to_pb(entries: &[TableEntry]) -> pb::Catalog {
-    pb::Catalog {
-        tables: entries
-            .iter()
-            .map(|e| pb::TableEntry {
-                name: e.name.clone(),
-                n: e.config.n,
-                r: e.config.r,
-                w: e.config.w,
-                conflict: mode_to_pb(e.config.mode()),
-                version: e.version,
-                deleted: false,
+/// Merges a replica put (or stores it as a hint).
+async fn replica_put(
+    node: &Node,
+    req: pb::ReplicaPutRequest,
+) -> Result<pb::ReplicaPutResponse, Status> {
+    let object = decode_object(&req.object).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let mode = mode_from_pb(req.conflict);
+    let hint_for = match req.hint_for.as_deref() {
+        Some(h) => Some(NodeId::new(h).map_err(|e| Status::invalid_argument(e.to_string()))?),
+        None => None,
+    };
+    let replica = Arc::clone(node.replica());
+    node.point_io(move || match hint_for {
+        Some(target) => replica.store_hint(&target, &req.table, &req.key, &object, mode),
+        None => replica
+            .merge_item(&req.table, &req.key, &object, mode)
+            .map(|_| ()),
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    Ok(pb::ReplicaPutResponse {})
+}
+
+/// This node's state of a key (replica and hints).
+async fn replica_get(
+    node: &Node,
+    req: pb::ReplicaGetRequest,
+) -> Result<pb::ReplicaGetResponse, Status> {
+    let mode = mode_from_pb(req.conflict);
+    let replica = Arc::clone(node.replica());
+    let state = node
+        .point_io(move || replica.get_with_hints(&req.table, &req.key, mode))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    Ok(pb::ReplicaGetResponse {
+        object: state.as_ref().map(|o| encode_object(o).into()),
+    })
+}
+
+/// Serves one frame of a replica pipe; the reply carries the frame's id.
+async fn serve_frame(node: &Node, frame: pb::PipeFrame) -> pb::PipeFrame {
+    use pb::pipe_frame::Body;
+    let body = match frame.body {
+        Some(Body::Put(req)) => replica_put(node, req).await.map(Body::PutOk),
+        Some(Body::Get(req)) => replica_get(node, req).await.map(Body::GetOk),
+        _ => Err(Status::invalid_argument(
+            "a pipe frame must carry a put or a get",
+        )),
+    };
+    pb::PipeFrame {
+        id: frame.id,
+        body: Some(body.unwrap_or_else(|s| {
+            Body::Error(pb::PipeError {
+                code: s.code() as i32,
+                message: s.message().to_owned(),
             })
-            .collect(),
+        })),
     }
 }
 
-/// Catalog entries from wire form (invalid ones are skipped).
-pub fn catalog_from_pb(c: &pb::Catalog) -> Vec<TableEntry> {
-    c.tables
-        .iter()
-        .filter(|t| crate::catalog::validate_table_name(&t.name).is_ok())
-        .map(|t| TableEntry {
-            name: t.name.clone(),
-            config: TableConfig {
-                n: t.n,
-                r: t.r,
-                w: t.w,
-                conflict: mode_from_pb(t.conflict).into(),
-            },
-            version: t.version,
-        })
-        .collect()
-}
+type PipeStream = std::pin::Pin<
+    Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<pb::PipeFrame, Status>> + Send>,
+>;
 
 #[tonic::async_trait]
 impl ReplicaRpc for RpcService {
@@ -70,44 +105,46 @@ impl ReplicaRpc for RpcService {
         &self,
         request: Request<pb::ReplicaPutRequest>,
     ) -> Result<Response<pb::ReplicaPutResponse>, Status> {
-        let req = request.into_inner();
-        let object =
-            decode_object(&req.object).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mode = mode_from_pb(req.conflict);
-        let hint_for = match req.hint_for.as_deref() {
-            Some(h) => Some(NodeId::new(h).map_err(|e| Status::invalid_argument(e.to_string()))?),
-            None => None,
-        };
-        let replica = Arc::clone(&self.node.replica);
-        self.node
-            .point_io(move || match hint_for {
-                Some(target) => replica.store_hint(&target, &req.table, &req.key, &object, mode),
-                None => replica
-                    .merge_item(&req.table, &req.key, &object, mode)
-                    .map(|_| ()),
-            })
+        replica_put(&self.node, request.into_inner())
             .await
-            .map_err(internal)?
-            .map_err(internal)?;
-        Ok(Response::new(pb::ReplicaPutResponse {}))
+            .map(Response::new)
     }
 
     async fn get(
         &self,
         request: Request<pb::ReplicaGetRequest>,
     ) -> Result<Response<pb::ReplicaGetResponse>, Status> {
-        let req = request.into_inner();
-        let mode = mode_from_pb(req.conflict);
-        let replica = Arc::clone(&self.node.replica);
-        let state = self
-            .node
-            .point_io(move || replica.get_with_hints(&req.table, &req.key, mode))
+        replica_get(&self.node, request.into_inner())
             .await
-            .map_err(internal)?
-            .map_err(internal)?;
-        Ok(Response::new(pb::ReplicaGetResponse {
-            object: state.as_ref().map(encode_object),
-        }))
+            .map(Response::new)
+    }
+
+    type PipeStream = PipeStream;
+
+    /// Serves a peer's replica pipe: each frame is handled on its own task
+    /// (a slow read does not hold up the writes behind it) and its reply is
+    /// sent back as soon as it is ready.
+    async fn pipe(
+        &self,
+        request: Request<tonic::Streaming<pb::PipeFrame>>,
+    ) -> Result<Response<Self::PipeStream>, Status> {
+        let mut frames = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let node = Arc::clone(&self.node);
+        tokio::spawn(async move {
+            // Ends when the peer closes its side or the stream breaks; the
+            // reply stream ends once every frame in flight has answered.
+            while let Ok(Some(frame)) = frames.message().await {
+                let (node, tx) = (Arc::clone(&node), tx.clone());
+                tokio::spawn(async move {
+                    // The peer may be gone; its calls then fail on its side.
+                    tx.send(Ok(serve_frame(&node, frame).await)).ok();
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tonic::codegen::tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        )))
     }
 
     async fn coordinate_put(
@@ -115,26 +152,37 @@ impl ReplicaRpc for RpcService {
         request: Request<pb::CoordinatePutRequest>,
     ) -> Result<Response<pb::CoordinatePutResponse>, Status> {
         let req = request.into_inner();
-        let context = crate::api::write_context(req.context.as_deref())?;
-        let condition = crate::api::condition(req.if_match.as_deref(), req.if_none_match)?;
-        let put = PutRequest {
-            table: req.table.clone(),
-            key: req.key.clone(),
-            value: req.value.map(bytes::Bytes::from),
-            context,
-            w: req.w as usize,
-            condition,
+        let deadline = tokio::time::Instant::now()
+            + match req.timeout_ms {
+                0 => self.node.timeout() * 3,
+                ms => std::time::Duration::from_millis(u64::from(ms)),
+            };
+        let condition = match (req.if_match, req.if_none_match) {
+            (Some(c), _) => crate::service::Condition::IfMatch(c),
+            (None, true) => crate::service::Condition::IfNoneMatch,
+            (None, false) => crate::service::Condition::None,
         };
-        let resp = match self.node.route_put(put, req.hops).await {
+        let res = async {
+            let cfg = self.node.table(&req.table)?;
+            let put = crate::service::put_request(
+                req.table,
+                req.key,
+                req.value,
+                req.context.as_deref(),
+                req.w as usize,
+                &condition,
+            )?;
+            self.node.route_put(cfg, put, req.hops, deadline).await
+        }
+        .await;
+        let resp = match res {
             Ok(r) => pb::CoordinatePutResponse {
                 context: r.context,
-                error_code: None,
-                error_message: None,
+                error: None,
             },
             Err(e) => pb::CoordinatePutResponse {
                 context: String::new(),
-                error_code: Some(e.code().to_owned()),
-                error_message: Some(e.to_string()),
+                error: Some(error_to_pb(&e)),
             },
         };
         Ok(Response::new(resp))
@@ -144,10 +192,16 @@ impl ReplicaRpc for RpcService {
         &self,
         request: Request<pb::Catalog>,
     ) -> Result<Response<pb::Catalog>, Status> {
-        for entry in catalog_from_pb(&request.into_inner()) {
-            self.node.catalog.merge(entry).map_err(internal)?;
-        }
-        Ok(Response::new(catalog_to_pb(&self.node.catalog.list())))
+        let (catalog, incoming) = (Arc::clone(self.node.catalog()), request.into_inner());
+        tokio::task::spawn_blocking(move || {
+            catalog_from_pb(&incoming)
+                .into_iter()
+                .try_for_each(|entry| catalog.merge(entry).map(|_| ()))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        Ok(Response::new(catalog_to_pb(&self.node.catalog().list())))
     }
 
     async fn ping(
@@ -155,8 +209,8 @@ impl ReplicaRpc for RpcService {
         _: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
         Ok(Response::new(pb::PingResponse {
-            node_id: self.node.me.to_string(),
-            generation: self.node.cluster.local().generation,
+            node_id: self.node.me().to_string(),
+            generation: self.node.cluster().local().generation,
         }))
     }
 
@@ -165,7 +219,7 @@ impl ReplicaRpc for RpcService {
         request: Request<pb::GossipMessage>,
     ) -> Result<Response<pb::GossipMessage>, Status> {
         let msg = request.into_inner();
-        let cluster = &self.node.cluster;
+        let cluster = self.node.cluster();
         crate::gossip::absorb(cluster, &msg);
         Ok(Response::new(crate::gossip::message(cluster)))
     }
@@ -175,7 +229,7 @@ impl ReplicaRpc for RpcService {
         request: Request<pb::MerkleRootsRequest>,
     ) -> Result<Response<pb::MerkleRootsResponse>, Status> {
         let req = request.into_inner();
-        let trees = &self.node.replica.trees;
+        let trees = &self.node.replica().trees;
         let roots = req
             .partitions
             .iter()
@@ -189,7 +243,7 @@ impl ReplicaRpc for RpcService {
         request: Request<pb::MerkleChildrenRequest>,
     ) -> Result<Response<pb::MerkleChildrenResponse>, Status> {
         let req = request.into_inner();
-        let trees = &self.node.replica.trees;
+        let trees = &self.node.replica().trees;
         if req.level >= u32::from(trees.shape().depth) || req.indices.len() > 1 << 16 {
             return Err(Status::invalid_argument("level or indices out of range"));
         }
@@ -212,7 +266,7 @@ impl ReplicaRpc for RpcService {
                     req.leaves.iter().map(|l| (l.first, l.last)).collect();
                 crate::aae::digests_in_leaves(&node, req.n, req.partition, &leaves)
             } else {
-                node.replica
+                node.replica()
                     .digests_of(&req.item_keys)
                     .map_err(|e| e.to_string())
             }
@@ -235,11 +289,11 @@ impl ReplicaRpc for RpcService {
         let req = request.into_inner();
         let node = Arc::clone(&self.node);
         let items = tokio::task::spawn_blocking(move || {
-            node.replica.fetch_raw(&req.item_keys).map(|found| {
+            node.replica().fetch_raw(&req.item_keys).map(|found| {
                 found
                     .into_iter()
                     .map(|(item_key, object)| {
-                        let mode = crate::aae::item_mode(&node, &item_key).unwrap_or_default();
+                        let mode = node.catalog().mode_of_item(&item_key).unwrap_or_default();
                         pb::Item {
                             item_key,
                             object,
@@ -271,10 +325,12 @@ impl ReplicaRpc for RpcService {
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let obj = decode_object(&item.object)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                let mode = crate::aae::item_mode(&node, &item.item_key)
+                let mode = node
+                    .catalog()
+                    .mode_of_item(&item.item_key)
                     .unwrap_or_else(|| mode_from_pb(item.conflict));
                 if node
-                    .replica
+                    .replica()
                     .merge_raw(&item.item_key, &obj, mode)
                     .map_err(internal)?
                 {
@@ -300,7 +356,7 @@ impl ReplicaRpc for RpcService {
                 // Only a tombstone is ever removed this way, and only at the
                 // version the collector saw everywhere.
                 let is_tombstone = node
-                    .replica
+                    .replica()
                     .fetch_raw(std::slice::from_ref(&e.item_key))
                     .map_err(internal)?
                     .first()
@@ -308,7 +364,7 @@ impl ReplicaRpc for RpcService {
                     .is_some_and(|o| o.is_tombstone());
                 if is_tombstone
                     && node
-                        .replica
+                        .replica()
                         .remove_item(&e.item_key, Some(e.digest))
                         .map_err(internal)?
                 {
@@ -348,18 +404,24 @@ impl ReplicaRpc for RpcService {
         } else {
             crate::change::Action::Join
         };
-        let resp = match crate::change::begin_here(&self.node, action, id, req.zone).await {
+        let resp = match crate::change::begin_here(
+            &self.node,
+            self.service.leader(),
+            action,
+            id,
+            req.zone,
+        )
+        .await
+        {
             Ok(b) => pb::BeginChangeResponse {
                 epoch: b.epoch,
                 moved: b.moved,
                 reassigned: b.reassigned,
                 total: b.total,
-                error_code: None,
-                error_message: None,
+                error: None,
             },
             Err(e) => pb::BeginChangeResponse {
-                error_code: Some(e.code().to_owned()),
-                error_message: Some(e.to_string()),
+                error: Some(error_to_pb(&e)),
                 ..Default::default()
             },
         };
@@ -368,5 +430,5 @@ impl ReplicaRpc for RpcService {
 }
 
 fn node_metrics_dropped(node: &Node, dropped: u32) {
-    node.metrics.tombstones_dropped.inc_by(u64::from(dropped));
+    node.metrics().tombstones_dropped.inc_by(u64::from(dropped));
 }

@@ -454,10 +454,10 @@ fn shared_counters(s: &Arc<Shared>) -> report::Counters {
 
 /// Runs `dyno bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.value_size == 0 || args.value_size > dyno_node::api::MAX_VALUE_BYTES {
+    if args.value_size == 0 || args.value_size > dyno_node::http::MAX_VALUE_BYTES {
         bail!(
             "--value-size must be between 1 and {}",
-            dyno_node::api::MAX_VALUE_BYTES
+            dyno_node::http::MAX_VALUE_BYTES
         );
     }
     if args.clients == 0 {
@@ -488,7 +488,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let seed = args
         .seed
-        .unwrap_or_else(|| dyno_node::replica::random_u64() % 1_000_000);
+        .unwrap_or_else(|| dyno_node::sys::random_u64() % 1_000_000);
     let mut rng = Rng::new(seed);
     let value: Vec<u8> = (0..args.value_size)
         .map(|_| b'a' + (rng.next_u64() % 26) as u8)

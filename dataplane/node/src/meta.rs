@@ -1,0 +1,163 @@
+//! The node's own records in the `meta` keyspace, typed, each read and
+//! written in one place (the catalog's `table/` records live in
+//! `catalog.rs`). Every write returns its error: a lost marker would make
+//! the node forget a sweep or its own history.
+//!
+//! | key | value |
+//! |---|---|
+//! | `actor` | this data directory's actor id, u64 LE |
+//! | `generation` | the last start's generation, u64 LE |
+//! | `topology` | `Topology::encode` of the ring this node routes by |
+//! | `sweep_due` | the epoch whose sweep of unowned items is due, u64 LE |
+//! | `was_member` | present once this node has been a ring member |
+
+use dyno_core::NodeId;
+use dyno_core::topology::Topology;
+use dyno_storage::{Keyspace, Store, StoreError};
+
+use crate::sys::{random_u64, wall_ms};
+
+const ACTOR: &[u8] = b"actor";
+const GENERATION: &[u8] = b"generation";
+const TOPOLOGY: &[u8] = b"topology";
+const SWEEP_DUE: &[u8] = b"sweep_due";
+const WAS_MEMBER: &[u8] = b"was_member";
+
+/// A little-endian u64 stored under `key` (`None` when absent or not 8
+/// bytes long).
+fn read_u64(store: &dyn Store, key: &[u8]) -> Result<Option<u64>, StoreError> {
+    Ok(store
+        .get(Keyspace::Meta, key)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(u64::from_le_bytes))
+}
+
+/// This data directory's actor id, drawn the first time.
+pub fn actor(store: &dyn Store) -> Result<u64, StoreError> {
+    if let Some(a) = read_u64(store, ACTOR)? {
+        return Ok(a);
+    }
+    let a = random_u64();
+    store.put(Keyspace::Meta, ACTOR, &a.to_le_bytes())?;
+    Ok(a)
+}
+
+/// The next generation number for this node: above the last one, and at
+/// least the wall clock in seconds, so that a node whose data directory was
+/// wiped still starts a newer generation than its peers remember (Cassandra
+/// does the same).
+pub fn next_generation(store: &dyn Store) -> Result<u64, StoreError> {
+    let g = read_u64(store, GENERATION)?
+        .map_or(1, |g| g + 1)
+        .max(wall_ms() / 1000);
+    store.put(Keyspace::Meta, GENERATION, &g.to_le_bytes())?;
+    Ok(g)
+}
+
+/// The persisted topology, if any.
+pub fn topology(store: &dyn Store) -> Result<Option<Topology>, StoreError> {
+    match store.get(Keyspace::Meta, TOPOLOGY)? {
+        None => Ok(None),
+        Some(raw) => Topology::decode(&raw)
+            .map(Some)
+            .map_err(|e| StoreError::Engine {
+                message: format!("stored topology is unreadable: {e}"),
+            }),
+    }
+}
+
+/// Persists the topology `new`, replacing `old`, together with the markers
+/// the change implies, in one atomic batch:
+///
+/// * `was_member` once this node was a member of a real ring (epoch 0 is the
+///   placeholder of a node waiting to be joined);
+/// * `sweep_due` whenever the ring settles at a new epoch (a commit, an
+///   abort, or a first ring): once every live node has applied it, this node
+///   deletes the items of every partition it does not replicate. That drops
+///   what moved away, what an aborted change had sent here, and writes that
+///   reached this node late, routed by an older ring.
+pub fn save_topology(
+    store: &dyn Store,
+    old: &Topology,
+    new: &Topology,
+    me: &NodeId,
+) -> Result<(), StoreError> {
+    let mut b = dyno_storage::WriteBatch::new();
+    if old.epoch > 0 && old.current.member(me).is_some() {
+        b.put(Keyspace::Meta, WAS_MEMBER.to_vec(), vec![1]);
+    }
+    if new.next.is_none() && new.epoch > old.epoch {
+        b.put(
+            Keyspace::Meta,
+            SWEEP_DUE.to_vec(),
+            new.epoch.to_le_bytes().to_vec(),
+        );
+    }
+    b.put(Keyspace::Meta, TOPOLOGY.to_vec(), new.encode());
+    store.write(b)
+}
+
+/// Persists the first topology of a new data directory.
+pub fn init_topology(store: &dyn Store, t: &Topology) -> Result<(), StoreError> {
+    store.put(Keyspace::Meta, TOPOLOGY, &t.encode())
+}
+
+/// True while a sweep of partitions this node does not replicate is due.
+pub fn sweep_due(store: &dyn Store) -> Result<bool, StoreError> {
+    Ok(store.get(Keyspace::Meta, SWEEP_DUE)?.is_some())
+}
+
+/// The sweep is done.
+pub fn clear_sweep_due(store: &dyn Store) -> Result<(), StoreError> {
+    store.delete(Keyspace::Meta, SWEEP_DUE)
+}
+
+/// True once this node has been a member of a real ring.
+pub fn was_member(store: &dyn Store) -> Result<bool, StoreError> {
+    Ok(store.get(Keyspace::Meta, WAS_MEMBER)?.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dyno_core::{Member, Ring};
+    use dyno_storage::MemoryStore;
+
+    fn ring(names: &[&str]) -> Topology {
+        let members = names
+            .iter()
+            .map(|n| Member::new(NodeId::new(*n).expect("id")))
+            .collect();
+        Topology::new(Ring::new(4, 2, members).expect("ring"))
+    }
+
+    #[test]
+    fn settling_at_a_new_epoch_marks_a_sweep_and_membership() {
+        let store = MemoryStore::new();
+        let me = NodeId::new("a").expect("id");
+        let first = ring(&["a", "b"]);
+        init_topology(&store, &first).expect("init");
+        assert!(!sweep_due(&store).expect("read"));
+        assert!(!was_member(&store).expect("read"));
+        let mut next = first.clone();
+        next.epoch += 1;
+        save_topology(&store, &first, &next, &me).expect("save");
+        assert!(sweep_due(&store).expect("read"));
+        assert!(was_member(&store).expect("read"));
+        assert_eq!(
+            topology(&store).expect("read").map(|t| t.epoch),
+            Some(next.epoch)
+        );
+        clear_sweep_due(&store).expect("clear");
+        assert!(!sweep_due(&store).expect("read"));
+    }
+
+    #[test]
+    fn generations_only_grow() {
+        let store = MemoryStore::new();
+        let g1 = next_generation(&store).expect("g1");
+        let g2 = next_generation(&store).expect("g2");
+        assert!(g2 > g1);
+        assert_eq!(actor(&store).expect("a"), actor(&store).expect("a again"));
+    }
+}

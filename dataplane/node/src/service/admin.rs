@@ -1,0 +1,469 @@
+//! Administration: tables, placement, local replicas, hints, the cluster
+//! view, ring changes, repair, health and workers.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use dyno_core::hash::key_position;
+use dyno_core::{NodeId, NodeStatus, Object};
+use serde::Serialize;
+
+use super::items::context_string;
+use super::{RequestCtx, Service};
+use crate::aae::RepairStatus;
+use crate::catalog::{ConflictArg, TableConfig, TableEntry, validate_table_name};
+use crate::change::{Action, Began};
+use crate::cluster::Liveness;
+use crate::error::{ErrorCode, ServiceError};
+use crate::handoff::HandoffReport;
+use crate::worker::WorkerInfo;
+
+/// A table's settings as a client asks for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// Replicas per key.
+    pub n: u32,
+    /// Default read quorum.
+    pub r: u32,
+    /// Default write quorum.
+    pub w: u32,
+    /// How concurrent writes are resolved (default: siblings).
+    #[serde(default)]
+    pub conflict: ConflictArg,
+}
+
+/// Where a key lives.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreferenceListView {
+    /// Its partition.
+    pub partition: u32,
+    /// Its ring position, as 16 hex digits.
+    pub position: String,
+    /// Primaries first, then fallbacks.
+    pub nodes: Vec<PlacementView>,
+}
+
+/// One node of a preference list.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlacementView {
+    /// The node.
+    pub id: String,
+    /// `primary` or `fallback`.
+    pub role: &'static str,
+    /// Whether this node believes it up.
+    pub up: bool,
+}
+
+/// What this node stores for a key as a replica (no hints, no quorum).
+#[derive(Debug, Clone)]
+pub struct LocalReplicaView {
+    /// This node.
+    pub node: String,
+    /// The stored state, if any.
+    pub object: Option<Object>,
+    /// Its context.
+    pub context: Option<String>,
+}
+
+/// The hints held for one node.
+#[derive(Debug, Clone, Serialize)]
+pub struct HintBacklogView {
+    /// The node.
+    pub node: String,
+    /// Hints held.
+    pub hints: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// The ring, as the cluster view shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RingView {
+    /// The topology's epoch.
+    pub epoch: u64,
+    /// The current ring's version.
+    pub version: u64,
+    /// Partitions.
+    pub partitions: usize,
+    /// Members of the current ring.
+    pub members: Vec<String>,
+    /// Members of the next ring, during a change.
+    pub next_members: Option<Vec<String>>,
+}
+
+/// A node's handoff figures, as gossiped.
+#[derive(Debug, Clone, Serialize)]
+pub struct HandoffView {
+    /// The change's epoch.
+    pub epoch: u64,
+    /// Partitions received.
+    pub partitions_done: u32,
+    /// Partitions to receive.
+    pub partitions_total: u32,
+    /// Bytes received.
+    pub bytes: u64,
+    /// True when this node has all its partitions for the change under way.
+    pub complete: bool,
+}
+
+/// One node in the cluster view.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    /// Its name.
+    pub id: String,
+    /// True for the node answering.
+    #[serde(rename = "self")]
+    pub is_self: bool,
+    /// `up`, `down`, `joining`, `leaving`, `left` or `standby`.
+    pub status: &'static str,
+    /// The failure detector's verdict.
+    pub liveness: Liveness,
+    /// The suspicion level (1e9 for "never heard").
+    pub phi: f64,
+    /// Gossiped fields, absent for a node never heard from.
+    pub generation: Option<u64>,
+    /// Its heartbeat counter.
+    pub heartbeat: Option<u64>,
+    /// Its HTTP address.
+    pub http: Option<String>,
+    /// Its RPC address.
+    pub rpc: Option<String>,
+    /// The ring epoch it applied.
+    pub ring_version: Option<u64>,
+    /// Keys it stores.
+    pub keys: Option<u64>,
+    /// Bytes it stores.
+    pub bytes: Option<u64>,
+    /// Partitions it owns in the current ring.
+    pub partitions: usize,
+    /// Their numbers.
+    pub partition_ids: Vec<u32>,
+    /// Partitions it owns in the next ring, during a change.
+    pub partitions_next: Option<usize>,
+    /// Its handoff figures.
+    pub handoff: Option<HandoffView>,
+}
+
+/// The change under way, summed over its nodes' gossiped reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeView {
+    /// Partition replicas that change hands (the plan's minimum).
+    pub partition_replicas_to_move: usize,
+    /// Partitions whose owner changes.
+    pub partitions_reassigned: usize,
+    /// Partition replicas in the cluster.
+    pub partition_replicas_total: usize,
+    /// Partitions received so far.
+    pub partitions_done: u64,
+    /// Partitions the nodes reported to receive.
+    pub partitions_reported: u64,
+    /// Bytes received so far.
+    pub bytes_received: u64,
+}
+
+/// `GET /admin/v1/cluster`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterView {
+    /// The node answering.
+    pub node: String,
+    /// The ring.
+    pub ring: RingView,
+    /// The change under way.
+    pub change: Option<ChangeView>,
+    /// This node's part in it.
+    pub handoff: HandoffReport,
+    /// True while this node's sweep of moved items is due.
+    pub drop_pending: bool,
+    /// Every node this node knows of.
+    pub nodes: Vec<NodeView>,
+}
+
+/// `GET /admin/v1/health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthView {
+    /// Always `ok` when the node answers.
+    pub status: &'static str,
+    /// The node.
+    pub node: String,
+    /// Its generation.
+    pub generation: u64,
+    /// The ring epoch it routes by.
+    pub ring_epoch: u64,
+}
+
+impl Service {
+    /// Creates a table, or changes the R/W/conflict mode of an existing one
+    /// (N cannot change). Tells the other nodes at once; the catalog sync
+    /// covers any that miss it.
+    pub async fn create_table(
+        &self,
+        _ctx: &RequestCtx,
+        name: &str,
+        spec: TableSpec,
+    ) -> Result<TableEntry, ServiceError> {
+        validate_table_name(name)?;
+        let node = &self.inner.node;
+        let config = TableConfig {
+            n: spec.n,
+            r: spec.r,
+            w: spec.w,
+            conflict: spec.conflict,
+        };
+        config.validate(node.cluster().topology().current.members().len())?;
+        if let Some(existing) = node.catalog().get(name)
+            && existing.n != config.n
+        {
+            return Err(ServiceError::new(
+                ErrorCode::ImmutableSetting,
+                format!(
+                    "table {name} has n = {}; a table's replication factor cannot change (create a new table)",
+                    existing.n
+                ),
+            ));
+        }
+        let entry = TableEntry {
+            name: name.to_owned(),
+            config,
+            version: node.replica().now().0,
+        };
+        let catalog = Arc::clone(node.catalog());
+        let e = entry.clone();
+        tokio::task::spawn_blocking(move || catalog.merge(e))
+            .await
+            .map_err(ServiceError::internal)??;
+        if let Err(e) = crate::catalog_sync::push_catalog_to_all(node).await {
+            tracing::warn!(error = %e, table = name, "could not merge catalogs after creating a table; the sync retries");
+        }
+        Ok(entry)
+    }
+
+    /// Every table, by name.
+    pub fn list_tables(&self, _ctx: &RequestCtx) -> Vec<TableEntry> {
+        self.inner.node.catalog().list()
+    }
+
+    /// One table.
+    pub fn describe_table(
+        &self,
+        _ctx: &RequestCtx,
+        name: &str,
+    ) -> Result<TableEntry, ServiceError> {
+        self.inner
+            .node
+            .catalog()
+            .list()
+            .into_iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| ServiceError::table_not_found(name))
+    }
+
+    /// The preference list of a key.
+    pub fn preference_list(
+        &self,
+        _ctx: &RequestCtx,
+        table: &str,
+        key: &[u8],
+    ) -> Result<PreferenceListView, ServiceError> {
+        let node = &self.inner.node;
+        super::items::check_key(key)?;
+        let cfg = node.table(table)?;
+        let pos = key_position(table, key);
+        let topology = node.cluster().topology();
+        let pl = topology.current.preference_list_for(pos, cfg.n as usize);
+        let primaries = pl.primaries().len();
+        let nodes = pl
+            .all()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| PlacementView {
+                id: m.id.to_string(),
+                role: if i < primaries { "primary" } else { "fallback" },
+                up: node.is_up(&m.id),
+            })
+            .collect();
+        Ok(PreferenceListView {
+            partition: pl.partition.0,
+            position: format!("{pos:016x}"),
+            nodes,
+        })
+    }
+
+    /// This node's stored replica of a key.
+    pub async fn local_replica(
+        &self,
+        _ctx: &RequestCtx,
+        table: &str,
+        key: &[u8],
+    ) -> Result<LocalReplicaView, ServiceError> {
+        let node = &self.inner.node;
+        super::items::check_key(key)?;
+        node.table(table)?;
+        let (replica, t, k) = (Arc::clone(node.replica()), table.to_owned(), key.to_vec());
+        let object = tokio::task::spawn_blocking(move || replica.get_item(&t, &k))
+            .await
+            .map_err(ServiceError::internal)??;
+        Ok(LocalReplicaView {
+            node: node.me().to_string(),
+            context: context_string(object.as_ref()),
+            object,
+        })
+    }
+
+    /// The hints this node holds, per target.
+    pub fn hints(&self) -> Vec<HintBacklogView> {
+        self.inner
+            .node
+            .replica()
+            .backlog()
+            .into_iter()
+            .map(|(t, b)| HintBacklogView {
+                node: t.to_string(),
+                hints: b.hints,
+                bytes: b.bytes,
+            })
+            .collect()
+    }
+
+    /// The cluster as this node sees it.
+    pub fn cluster_view(&self) -> Result<ClusterView, ServiceError> {
+        let node = &self.inner.node;
+        let cluster = node.cluster();
+        node.refresh_load();
+        let topology = cluster.topology();
+        let view = cluster.view();
+        let mut ids: BTreeSet<NodeId> = view.nodes().keys().cloned().collect();
+        ids.extend(topology.nodes());
+        let nodes = ids
+            .iter()
+            .map(|id| {
+                let state = view.get(id);
+                let owned_now: Vec<u32> = topology
+                    .current
+                    .partitions_owned_by(id)
+                    .iter()
+                    .map(|p| p.0)
+                    .collect();
+                let (liveness, phi) = cluster.liveness(id);
+                let in_current = topology.current.member(id).is_some();
+                let in_next = topology.next.as_ref().map(|n| n.member(id).is_some());
+                let status = match state.map(|s| s.status) {
+                    Some(NodeStatus::Left) => "left",
+                    _ if liveness == Liveness::Suspect => "down",
+                    _ if !in_current && in_next == Some(true) => "joining",
+                    _ if in_current && in_next == Some(false) => "leaving",
+                    _ if in_current => "up",
+                    _ => "standby",
+                };
+                NodeView {
+                    id: id.to_string(),
+                    is_self: id == node.me(),
+                    status,
+                    liveness,
+                    phi: if phi.is_finite() {
+                        (phi * 100.0).round() / 100.0
+                    } else {
+                        1e9
+                    },
+                    generation: state.map(|s| s.generation),
+                    heartbeat: state.map(|s| s.heartbeat),
+                    http: state.map(|s| s.addresses.http.clone()),
+                    rpc: state.map(|s| s.addresses.rpc.clone()),
+                    ring_version: state.map(|s| s.ring_version),
+                    keys: state.map(|s| s.load.keys),
+                    bytes: state.map(|s| s.load.bytes),
+                    partitions: owned_now.len(),
+                    partition_ids: owned_now,
+                    partitions_next: topology
+                        .next
+                        .as_ref()
+                        .map(|n| n.partitions_owned_by(id).len()),
+                    handoff: state.map(|s| HandoffView {
+                        epoch: s.handoff.epoch,
+                        partitions_done: s.handoff.done,
+                        partitions_total: s.handoff.total,
+                        bytes: s.handoff.bytes,
+                        complete: topology.next.is_some() && s.handoff.complete_for(topology.epoch),
+                    }),
+                }
+            })
+            .collect();
+        let change = node.catalog().planned_movement(&topology).map(|m| {
+            let (mut done, mut total, mut bytes) = (0u64, 0u64, 0u64);
+            for s in topology.nodes().iter().filter_map(|id| view.get(id)) {
+                if s.handoff.epoch == topology.epoch {
+                    done += u64::from(s.handoff.done);
+                    total += u64::from(s.handoff.total);
+                    bytes += s.handoff.bytes;
+                }
+            }
+            ChangeView {
+                partition_replicas_to_move: m.moved,
+                partitions_reassigned: m.partitions_reassigned,
+                partition_replicas_total: m.total,
+                partitions_done: done,
+                partitions_reported: total,
+                bytes_received: bytes,
+            }
+        });
+        let names = |r: &dyno_core::Ring| r.members().iter().map(|m| m.id.to_string()).collect();
+        Ok(ClusterView {
+            node: node.me().to_string(),
+            ring: RingView {
+                epoch: topology.epoch,
+                version: topology.current.version(),
+                partitions: topology.current.partition_count(),
+                members: names(&topology.current),
+                next_members: topology.next.as_ref().map(names),
+            },
+            change,
+            handoff: self.inner.handoff.report(),
+            drop_pending: crate::meta::sweep_due(node.replica().store())?,
+            nodes,
+        })
+    }
+
+    /// Begins a join, a decommission or an abort (on the change leader).
+    pub async fn change_ring(
+        &self,
+        _ctx: &RequestCtx,
+        action: Action,
+        target: Option<&str>,
+        zone: Option<String>,
+    ) -> Result<Began, ServiceError> {
+        let node = &self.inner.node;
+        let id = match target {
+            Some(t) => NodeId::new(t)
+                .map_err(|e| ServiceError::new(ErrorCode::InvalidNode, e.to_string()))?,
+            None => node.me().clone(),
+        };
+        crate::change::request(node, &self.inner.leader, action, id, zone).await
+    }
+
+    /// Anti-entropy status.
+    pub fn repair_status(&self) -> RepairStatus {
+        self.inner.repair.status()
+    }
+
+    /// Asks for an anti-entropy pass; returns the id of the pass that will
+    /// serve it.
+    pub fn request_repair(&self) -> u64 {
+        self.inner.repair.request()
+    }
+
+    /// Liveness and identity.
+    pub fn health(&self) -> HealthView {
+        let node = &self.inner.node;
+        HealthView {
+            status: "ok",
+            node: node.me().to_string(),
+            generation: node.cluster().local().generation,
+            ring_epoch: node.cluster().topology().epoch,
+        }
+    }
+
+    /// The background workers' status.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        self.inner.workers.status()
+    }
+}

@@ -1,0 +1,330 @@
+//! Item operations: get, put, delete.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use dyno_core::context::{MAX_CONTEXT_ENTRIES, decode_context, encode_context};
+use dyno_core::{Object, VersionVector};
+
+use super::{RequestCtx, Service};
+use crate::catalog::TableConfig;
+use crate::error::{ErrorCode, ServiceError};
+use crate::metrics::OpLabels;
+use crate::node::PutRequest;
+
+/// The largest value accepted, in bytes (1 MiB).
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// The longest key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 2048;
+/// The metric label of requests naming a table this node does not know, so
+/// that clients cannot create unbounded metric series.
+pub const UNKNOWN_TABLE_LABEL: &str = "_unknown";
+
+/// An item operation, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A read.
+    Get,
+    /// A write of a value.
+    Put,
+    /// A write of a tombstone.
+    Delete,
+}
+
+impl Op {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Put => "put",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// A read.
+#[derive(Debug, Clone)]
+pub struct GetItem {
+    /// The table.
+    pub table: String,
+    /// The key (1 to 2,048 bytes).
+    pub key: Vec<u8>,
+    /// The read quorum; the table's R when absent.
+    pub r: Option<u32>,
+}
+
+/// What a read found.
+#[derive(Debug, Clone)]
+pub struct ItemRead {
+    /// The live values (siblings), empty when the key does not exist or was
+    /// deleted.
+    pub values: Vec<Bytes>,
+    /// The context to send back with the next write (`None` when no replica
+    /// knows the key).
+    pub context: Option<String>,
+    /// The merged state, for views that show more (the console, tests).
+    pub object: Option<Object>,
+}
+
+/// A write's precondition.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Condition {
+    /// None.
+    #[default]
+    None,
+    /// Only if the key's current context is exactly this one (encoded).
+    IfMatch(String),
+    /// Only if the key has no live value.
+    IfNoneMatch,
+}
+
+/// A write: a put when `value` is set, else a delete.
+#[derive(Debug, Clone)]
+pub struct WriteItem {
+    /// The table.
+    pub table: String,
+    /// The key (1 to 2,048 bytes).
+    pub key: Vec<u8>,
+    /// The value (at most 1 MiB), or `None` to delete.
+    pub value: Option<Bytes>,
+    /// The context of the read this write follows (encoded); none for a
+    /// blind write.
+    pub context: Option<String>,
+    /// The write quorum; the table's W when absent.
+    pub w: Option<u32>,
+    /// A precondition.
+    pub condition: Condition,
+}
+
+/// What a write returns.
+#[derive(Debug, Clone)]
+pub struct ItemWritten {
+    /// The context of the new version.
+    pub context: String,
+}
+
+pub(super) fn check_key(key: &[u8]) -> Result<(), ServiceError> {
+    let len = key.len();
+    if len == 0 || len > MAX_KEY_BYTES {
+        return Err(ServiceError::new(
+            ErrorCode::InvalidKey,
+            format!("keys must be 1 to {MAX_KEY_BYTES} bytes, got {len}"),
+        ));
+    }
+    Ok(())
+}
+
+fn quorum_error(name: &str, n: Option<u32>, got: &str) -> ServiceError {
+    let code = if name == "r" {
+        ErrorCode::InvalidR
+    } else {
+        ErrorCode::InvalidW
+    };
+    let range = n.map_or_else(|| "the table's n".to_owned(), |n| format!("n = {n}"));
+    ServiceError::new(
+        code,
+        format!("{name} must be a whole number from 1 to {range}, got {got:?}"),
+    )
+}
+
+/// Parses a per-request quorum given as text (`"r"` or `"w"`): front-ends
+/// whose input is text call this, so that a malformed value gets the same
+/// error everywhere.
+pub fn parse_quorum(name: &str, raw: Option<&str>) -> Result<Option<u32>, ServiceError> {
+    raw.map(|v| v.parse::<u32>().map_err(|_| quorum_error(name, None, v)))
+        .transpose()
+}
+
+fn quorum(name: &str, value: Option<u32>, n: u32, default: u32) -> Result<usize, ServiceError> {
+    match value {
+        None => Ok(default as usize),
+        Some(x) if (1..=n).contains(&x) => Ok(x as usize),
+        Some(x) => Err(quorum_error(name, Some(n), &x.to_string())),
+    }
+}
+
+fn parse_context(what: &str, s: &str) -> Result<VersionVector, ServiceError> {
+    decode_context(s)
+        .map_err(|e| ServiceError::new(ErrorCode::InvalidContext, format!("{what}: {e}")))
+}
+
+/// The context string for a state (`None` when the key was never written).
+pub fn context_string(obj: Option<&Object>) -> Option<String> {
+    obj.filter(|o| !o.version_vector().is_empty())
+        .map(|o| encode_context(&o.client_context(MAX_CONTEXT_ENTRIES)))
+}
+
+/// The coordinator's form of a write that has passed validation.
+pub(crate) fn put_request(
+    table: String,
+    key: Vec<u8>,
+    value: Option<Bytes>,
+    context: Option<&str>,
+    w: usize,
+    condition: &Condition,
+) -> Result<PutRequest, ServiceError> {
+    let context = context.map_or(Ok(VersionVector::new()), |c| parse_context("context", c))?;
+    let condition = match condition {
+        Condition::None => None,
+        Condition::IfMatch(c) => Some(dyno_core::coordinator::Condition::IfMatch(parse_context(
+            "if_match", c,
+        )?)),
+        Condition::IfNoneMatch => Some(dyno_core::coordinator::Condition::IfNoneMatch),
+    };
+    Ok(PutRequest {
+        table,
+        key,
+        value,
+        context,
+        w,
+        condition,
+    })
+}
+
+impl Service {
+    fn table(&self, name: &str) -> Result<TableConfig, ServiceError> {
+        self.inner.node.table(name)
+    }
+
+    fn record(&self, op: Op, table: &str, started: Instant, error: Option<&ServiceError>) {
+        let known = self.inner.node.catalog().get(table).is_some();
+        let labels = OpLabels {
+            op: op.as_str(),
+            table: if known { table } else { UNKNOWN_TABLE_LABEL }.to_owned(),
+            outcome: error.map_or("ok", |e| e.code.as_str()),
+        };
+        self.inner
+            .node
+            .metrics()
+            .requests
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Reads a key at the request's (or the table's) R.
+    pub async fn get_item(&self, ctx: &RequestCtx, req: GetItem) -> Result<ItemRead, ServiceError> {
+        let started = Instant::now();
+        let res = self.get_inner(ctx, &req).await;
+        self.record(Op::Get, &req.table, started, res.as_ref().err());
+        res
+    }
+
+    async fn get_inner(&self, ctx: &RequestCtx, req: &GetItem) -> Result<ItemRead, ServiceError> {
+        check_key(&req.key)?;
+        let cfg = self.table(&req.table)?;
+        let r = quorum("r", req.r, cfg.n, cfg.r)?;
+        ctx.check_deadline()?;
+        let state = self
+            .inner
+            .node
+            .get(&req.table, cfg, &req.key, r, ctx.deadline)
+            .await?;
+        Ok(ItemRead {
+            values: state
+                .as_ref()
+                .map(|o| o.live_values().cloned().collect())
+                .unwrap_or_default(),
+            context: context_string(state.as_ref()),
+            object: state,
+        })
+    }
+
+    /// Writes a value (`value` set) or deletes (`value` absent).
+    pub async fn write_item(
+        &self,
+        ctx: &RequestCtx,
+        req: WriteItem,
+    ) -> Result<ItemWritten, ServiceError> {
+        let started = Instant::now();
+        let op = if req.value.is_some() {
+            Op::Put
+        } else {
+            Op::Delete
+        };
+        let table = req.table.clone();
+        let res = self.write_inner(ctx, req).await;
+        self.record(op, &table, started, res.as_ref().err());
+        res
+    }
+
+    async fn write_inner(
+        &self,
+        ctx: &RequestCtx,
+        req: WriteItem,
+    ) -> Result<ItemWritten, ServiceError> {
+        check_key(&req.key)?;
+        if let Some(v) = &req.value
+            && v.len() > MAX_VALUE_BYTES
+        {
+            return Err(ServiceError::value_too_large(v.len(), MAX_VALUE_BYTES));
+        }
+        let cfg = self.table(&req.table)?;
+        let w = quorum("w", req.w, cfg.n, cfg.w)?;
+        let put = put_request(
+            req.table,
+            req.key,
+            req.value,
+            req.context.as_deref(),
+            w,
+            &req.condition,
+        )?;
+        ctx.check_deadline()?;
+        let result = self.inner.node.put(cfg, put, ctx.deadline).await?;
+        Ok(ItemWritten {
+            context: result.context,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorums_are_checked_against_n() {
+        assert_eq!(quorum("r", None, 3, 2).expect("default"), 2);
+        assert_eq!(quorum("w", Some(3), 3, 2).expect("n"), 3);
+        for bad in [0, 4] {
+            let e = quorum("w", Some(bad), 3, 2).expect_err("out of range");
+            assert_eq!(e.code, ErrorCode::InvalidW);
+            assert!(e.message.contains("n = 3"), "{}", e.message);
+        }
+        let e = parse_quorum("r", Some("two")).expect_err("not a number");
+        assert_eq!(e.code, ErrorCode::InvalidR);
+        assert_eq!(parse_quorum("r", None).expect("absent"), None);
+    }
+
+    #[test]
+    fn keys_and_contexts_are_validated() {
+        assert_eq!(
+            check_key(b"").expect_err("empty").code,
+            ErrorCode::InvalidKey
+        );
+        assert!(check_key(&[b'k'; MAX_KEY_BYTES]).is_ok());
+        let long = vec![b'k'; MAX_KEY_BYTES + 1];
+        assert_eq!(
+            check_key(&long).expect_err("long").code,
+            ErrorCode::InvalidKey
+        );
+        let e = put_request(
+            "t".into(),
+            b"k".to_vec(),
+            None,
+            Some("garbage!"),
+            1,
+            &Condition::None,
+        )
+        .expect_err("bad context");
+        assert_eq!(e.code, ErrorCode::InvalidContext);
+        let e = put_request(
+            "t".into(),
+            b"k".to_vec(),
+            None,
+            None,
+            1,
+            &Condition::IfMatch("%%%".into()),
+        )
+        .expect_err("bad if-match");
+        assert_eq!(e.code, ErrorCode::InvalidContext);
+    }
+}
