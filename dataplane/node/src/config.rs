@@ -16,6 +16,15 @@ pub enum DurabilityArg {
     Periodic,
 }
 
+/// How replica puts and gets reach other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplicaTransport {
+    /// One long-lived stream per peer carrying id-tagged frames.
+    Pipe,
+    /// One unary gRPC call per replica operation (the older transport).
+    Unary,
+}
+
 /// An initial cluster member given on the command line: `ID`, or
 /// `ID=HTTP_ADDR,RPC_ADDR` to pin the addresses this node uses for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +159,11 @@ pub struct NodeConfig {
     /// How long the coordinator waits for one replica, in milliseconds.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub replica_timeout_ms: u64,
+    /// How replica puts and gets travel to other nodes: `pipe` (one
+    /// long-lived stream per peer) or `unary` (a gRPC call each; for
+    /// comparison, or as a fallback).
+    #[arg(long, value_enum, default_value_t = ReplicaTransport::Pipe)]
+    pub replica_transport: ReplicaTransport,
     /// How long a client request may take in all, in milliseconds; past it
     /// the request fails with 503 `DeadlineExceeded`. At least 5 times
     /// --replica-timeout-ms, so that a write that is forwarded and waits for

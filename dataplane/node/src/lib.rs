@@ -238,6 +238,7 @@ pub async fn run(
     };
     let connector: Arc<dyn peer::Connector> = Arc::new(peer::TonicConnector {
         timeout: config.replica_timeout(),
+        pipe: config.replica_transport == config::ReplicaTransport::Pipe,
     });
     let cluster = cluster::Cluster::new(cluster::ClusterParts {
         me: me.clone(),
@@ -317,7 +318,7 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let rpc_service = dyno_proto::internal::replica_server::ReplicaServer::new(
-        rpc::RpcService::new(service.clone()),
+        rpc::RpcService::new(service.clone(), stop_rx.clone()),
     )
     .max_decoding_message_size(16 << 20)
     .max_encoding_message_size(16 << 20);

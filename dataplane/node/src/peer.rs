@@ -68,11 +68,15 @@ pub trait Connector: Send + Sync + fmt::Debug {
 pub struct TonicConnector {
     /// The timeout of each call.
     pub timeout: Duration,
+    /// Replica puts and gets on the pipe (true) or as unary calls.
+    pub pipe: bool,
 }
 
 impl Connector for TonicConnector {
     fn connect(&self, rpc_url: &str) -> Arc<dyn PeerClient> {
-        Arc::new(TonicPeer::new(rpc_url, self.timeout))
+        let mut peer = TonicPeer::new(rpc_url, self.timeout);
+        peer.use_pipe = self.pipe;
+        Arc::new(peer)
     }
 }
 
@@ -83,6 +87,7 @@ impl Connector for TonicConnector {
 pub struct TonicPeer {
     client: ReplicaClient<Channel>,
     pipe: Arc<Pipe>,
+    use_pipe: bool,
 }
 
 impl TonicPeer {
@@ -103,6 +108,7 @@ impl TonicPeer {
         TonicPeer {
             pipe: Arc::new(Pipe::new(client.clone())),
             client,
+            use_pipe: true,
         }
     }
 }
@@ -120,11 +126,19 @@ macro_rules! unary_calls {
 
 impl PeerClient for TonicPeer {
     fn replica_put(&self, req: pb::ReplicaPutRequest) -> Call<pb::ReplicaPutResponse> {
+        if !self.use_pipe {
+            let mut c = self.client.clone();
+            return Box::pin(async move { c.put(req).await.map(tonic::Response::into_inner) });
+        }
         let pipe = Arc::clone(&self.pipe);
         Box::pin(async move { pipe.put(req).await })
     }
 
     fn replica_get(&self, req: pb::ReplicaGetRequest) -> Call<pb::ReplicaGetResponse> {
+        if !self.use_pipe {
+            let mut c = self.client.clone();
+            return Box::pin(async move { c.get(req).await.map(tonic::Response::into_inner) });
+        }
         let pipe = Arc::clone(&self.pipe);
         Box::pin(async move { pipe.get(req).await })
     }

@@ -17,14 +17,17 @@ use crate::wire::{catalog_from_pb, catalog_to_pb, error_to_pb, mode_from_pb, mod
 pub struct RpcService {
     node: Arc<Node>,
     service: Service,
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl RpcService {
-    /// Serves `service` to peers.
-    pub fn new(service: Service) -> Self {
+    /// Serves `service` to peers until `stop` turns true (then open replica
+    /// pipes end, so that the server's graceful shutdown can finish).
+    pub fn new(service: Service, stop: tokio::sync::watch::Receiver<bool>) -> Self {
         RpcService {
             node: Arc::clone(service.node()),
             service,
+            stop,
         }
     }
 }
@@ -131,10 +134,20 @@ impl ReplicaRpc for RpcService {
         let mut frames = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let node = Arc::clone(&self.node);
+        let mut stop = self.stop.clone();
         tokio::spawn(async move {
-            // Ends when the peer closes its side or the stream breaks; the
-            // reply stream ends once every frame in flight has answered.
-            while let Ok(Some(frame)) = frames.message().await {
+            // Ends when the peer closes its side, the stream breaks, or this
+            // node shuts down; the reply stream ends once every frame in
+            // flight has answered. (A pipe that never ended would hold the
+            // server's graceful shutdown forever.)
+            loop {
+                let frame = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    f = frames.message() => match f {
+                        Ok(Some(f)) => f,
+                        _ => break,
+                    },
+                };
                 let (node, tx) = (Arc::clone(&node), tx.clone());
                 tokio::spawn(async move {
                     // The peer may be gone; its calls then fail on its side.
