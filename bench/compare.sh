@@ -13,4 +13,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 ensure_build_deps
 apt_install redis-server etcd-server rocksdb-tools
 build_workspace
-exec python3 "$DYNO_ROOT/bench/compare.py" --dyno "$CARGO_TARGET_DIR/debug/dyno" "$@"
+exec python3 "$DYNO_ROOT/bench/compare.py" --dyno "$CARGO_TARGET_DIR/debug/dyno" --bare "$CARGO_TARGET_DIR/debug/dyno-bare" "$@"

@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
     });
     let app = Router::new()
         .route("/v1/tables/{t}/items/{k}", get(get_item).put(put_item))
-        .route("/admin/v1/tables/{t}", put(ok))
+        .route("/admin/v1/tables/{t}", get(ok).put(ok))
         .route("/admin/v1/health", get(ok))
         .with_state(store);
     tokio::runtime::Builder::new_multi_thread()
