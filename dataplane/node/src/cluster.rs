@@ -450,11 +450,6 @@ impl Cluster {
         self.connector.connect(rpc_url)
     }
 
-    /// The store the topology is persisted in (for the meta records).
-    pub fn store(&self) -> &dyn Store {
-        self.store.as_ref()
-    }
-
     /// True when every live node of the view has applied at least `epoch`
     /// (read from the gossiped ring versions): none routes by an older ring.
     pub fn all_live_applied(&self, epoch: u64) -> bool {

@@ -74,9 +74,7 @@ pub struct TonicConnector {
 
 impl Connector for TonicConnector {
     fn connect(&self, rpc_url: &str) -> Arc<dyn PeerClient> {
-        let mut peer = TonicPeer::new(rpc_url, self.timeout);
-        peer.use_pipe = self.pipe;
-        Arc::new(peer)
+        Arc::new(TonicPeer::new(rpc_url, self.timeout, self.pipe))
     }
 }
 
@@ -87,13 +85,13 @@ impl Connector for TonicConnector {
 pub struct TonicPeer {
     client: ReplicaClient<Channel>,
     pipe: Arc<Pipe>,
-    use_pipe: bool,
 }
 
 impl TonicPeer {
-    /// A lazily connecting client for `rpc_url`. A malformed URL gives a
-    /// client whose every call fails as unreachable.
-    pub fn new(rpc_url: &str, timeout: Duration) -> TonicPeer {
+    /// A lazily connecting client for `rpc_url`; replica puts and gets go
+    /// on the pipe when `pipe` is set, else as unary calls. A malformed URL
+    /// gives a client whose every call fails as unreachable.
+    pub fn new(rpc_url: &str, timeout: Duration, pipe: bool) -> TonicPeer {
         let channel = Endpoint::from_shared(rpc_url.to_owned())
             .map(|e| {
                 e.connect_timeout(Duration::from_millis(500))
@@ -106,9 +104,8 @@ impl TonicPeer {
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
         TonicPeer {
-            pipe: Arc::new(Pipe::new(client.clone())),
+            pipe: Arc::new(Pipe::new(client.clone(), pipe)),
             client,
-            use_pipe: true,
         }
     }
 }
@@ -126,19 +123,11 @@ macro_rules! unary_calls {
 
 impl PeerClient for TonicPeer {
     fn replica_put(&self, req: pb::ReplicaPutRequest) -> Call<pb::ReplicaPutResponse> {
-        if !self.use_pipe {
-            let mut c = self.client.clone();
-            return Box::pin(async move { c.put(req).await.map(tonic::Response::into_inner) });
-        }
         let pipe = Arc::clone(&self.pipe);
         Box::pin(async move { pipe.put(req).await })
     }
 
     fn replica_get(&self, req: pb::ReplicaGetRequest) -> Call<pb::ReplicaGetResponse> {
-        if !self.use_pipe {
-            let mut c = self.client.clone();
-            return Box::pin(async move { c.get(req).await.map(tonic::Response::into_inner) });
-        }
         let pipe = Arc::clone(&self.pipe);
         Box::pin(async move { pipe.get(req).await })
     }

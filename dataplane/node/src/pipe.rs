@@ -67,42 +67,49 @@ impl Drop for Forget {
     }
 }
 
-/// What the pipe knows about its peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Support {
-    /// Not tried yet, or it worked.
-    Yes,
-    /// The peer answered `Unimplemented`: use the unary calls.
-    No,
-}
-
 /// A peer's pipe (cheap to share).
 #[derive(Debug)]
 pub struct Pipe {
     client: ReplicaClient<Channel>,
-    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    /// The open stream, read by every call (a brief std lock, no await).
+    current: Mutex<Option<Arc<Conn>>>,
+    /// Held only while a stream is being opened, so one caller opens it.
+    opening: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
-    support: Mutex<Support>,
+    /// Use the unary calls: asked for (`--replica-transport unary`), or the
+    /// peer answered `Unimplemented` (an older version without `Pipe`).
+    unary: AtomicBool,
 }
 
 impl Pipe {
-    /// A pipe over `client`'s connection (opened on first use).
-    pub fn new(client: ReplicaClient<Channel>) -> Pipe {
+    /// A pipe over `client`'s connection (opened on first use); with
+    /// `enabled` false every call is a unary RPC.
+    pub fn new(client: ReplicaClient<Channel>, enabled: bool) -> Pipe {
         Pipe {
             client,
-            conn: tokio::sync::Mutex::new(None),
+            current: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(1),
-            support: Mutex::new(Support::Yes),
+            unary: AtomicBool::new(!enabled),
         }
+    }
+
+    /// The open stream, if there is one and it is not broken.
+    fn live(&self) -> Option<Arc<Conn>> {
+        lock(&self.current)
+            .as_ref()
+            .filter(|c| !c.broken.load(Ordering::SeqCst))
+            .cloned()
     }
 
     /// The open stream, opening it if needed (one opener at a time).
     async fn conn(&self) -> Result<Arc<Conn>, Status> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref()
-            && !c.broken.load(Ordering::SeqCst)
-        {
-            return Ok(Arc::clone(c));
+        if let Some(c) = self.live() {
+            return Ok(c);
+        }
+        let _one_opener = self.opening.lock().await;
+        if let Some(c) = self.live() {
+            return Ok(c); // opened while this caller waited
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let mut client = self.client.clone();
@@ -137,21 +144,21 @@ impl Pipe {
                 }
             }
         });
-        *slot = Some(Arc::clone(&conn));
+        *lock(&self.current) = Some(Arc::clone(&conn));
         Ok(conn)
     }
 
     /// The open stream, or `None` when the peer has no pipe (it answered
     /// `Unimplemented`: an older version) and the unary calls must be used.
     async fn usable(&self) -> Result<Option<Arc<Conn>>, Status> {
-        if *lock(&self.support) == Support::No {
+        if self.unary.load(Ordering::Relaxed) {
             return Ok(None);
         }
         match self.conn().await {
             Ok(c) => Ok(Some(c)),
             Err(s) if s.code() == Code::Unimplemented => {
                 tracing::info!("peer has no replica pipe; using unary calls");
-                *lock(&self.support) = Support::No;
+                self.unary.store(true, Ordering::Relaxed);
                 Ok(None)
             }
             Err(s) => Err(s),
