@@ -575,10 +575,7 @@ async fn repair_keys(
                 let Ok(obj) = decode_object(&item.object) else {
                     continue;
                 };
-                let mode = nn
-                    .catalog()
-                    .mode_of_item(&item.item_key)
-                    .unwrap_or_else(|| crate::wire::mode_from_pb(item.conflict));
+                let mode = crate::wire::item_mode(nn.catalog(), item);
                 if nn
                     .replica()
                     .merge_raw(&item.item_key, &obj, mode)

@@ -93,11 +93,7 @@ impl Dyno for PublicApi {
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = request.into_inner();
-        let condition = match (r.if_match, r.if_none_match) {
-            (Some(c), _) => Condition::IfMatch(c),
-            (None, true) => Condition::IfNoneMatch,
-            (None, false) => Condition::None,
-        };
+        let condition = Condition::from_fields(r.if_match, r.if_none_match);
         self.write(WriteItem {
             table: r.table,
             key: r.key,

@@ -239,10 +239,7 @@ async fn pull(
                 tokio::task::spawn_blocking(move || -> Result<(), String> {
                     for item in items {
                         let obj = decode_object(&item.object).map_err(|e| e.to_string())?;
-                        let mode = nn
-                            .catalog()
-                            .mode_of_item(&item.item_key)
-                            .unwrap_or_else(|| crate::wire::mode_from_pb(item.conflict));
+                        let mode = crate::wire::item_mode(nn.catalog(), &item);
                         nn.replica()
                             .merge_raw(&item.item_key, &obj, mode)
                             .map_err(|e| e.to_string())?;

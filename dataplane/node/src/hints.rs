@@ -163,6 +163,7 @@ async fn redirect(node: &Arc<Node>, hint: &crate::replica::Hint) -> bool {
         dyno_core::hash::key_position(&hint.table, &hint.key),
         cfg.n as usize,
     );
+    let encoded = bytes::Bytes::from(dyno_core::codec::encode_object(&hint.object));
     let mut ok = true;
     for m in pl.primaries() {
         if &m.id == node.me() {
@@ -175,7 +176,14 @@ async fn redirect(node: &Arc<Node>, hint: &crate::replica::Hint) -> bool {
                 .await;
         } else {
             ok &= node
-                .send_replica_put(&m.id, &hint.table, &hint.key, &hint.object, hint.mode, None)
+                .send_encoded(
+                    &m.id,
+                    &hint.table,
+                    &hint.key,
+                    encoded.clone(),
+                    hint.mode,
+                    None,
+                )
                 .await
                 .is_ok();
         }

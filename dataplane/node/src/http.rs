@@ -23,7 +23,7 @@ use crate::error::{ErrorCode, ErrorKind, ServiceError};
 use crate::grpc::PublicApi;
 use crate::service::{Condition, GetItem, Service, TableSpec, WriteItem, parse_quorum};
 
-pub use crate::service::items_limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use crate::service::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 /// The context header.
 pub const CONTEXT_HEADER: &str = "x-dyno-context";
@@ -316,13 +316,6 @@ struct NodeRequest {
     zone: Option<String>,
 }
 
-fn node_request(
-    body: std::result::Result<Json<NodeRequest>, JsonRejection>,
-) -> Result<NodeRequest> {
-    let Json(req) = body.map_err(|e| bad(ErrorCode::InvalidRequest, e.body_text()))?;
-    Ok(req)
-}
-
 fn began_response(b: Began) -> Response {
     let body = json!({
         "epoch": b.epoch,
@@ -333,28 +326,38 @@ fn began_response(b: Began) -> Response {
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
+/// Begins a join or a decommission of the node the body names.
+async fn ring_change(
+    service: &Service,
+    action: Action,
+    body: std::result::Result<Json<NodeRequest>, JsonRejection>,
+) -> Result<Response> {
+    let Json(req) = body.map_err(|e| bad(ErrorCode::InvalidRequest, e.body_text()))?;
+    // A zone matters only to a node joining.
+    let zone = if action == Action::Join {
+        req.zone
+    } else {
+        None
+    };
+    let ctx = service.anonymous_ctx();
+    let began = service
+        .change_ring(&ctx, action, Some(&req.node), zone)
+        .await?;
+    Ok(began_response(began))
+}
+
 async fn join(
     State(service): State<Service>,
     body: std::result::Result<Json<NodeRequest>, JsonRejection>,
 ) -> Result<Response> {
-    let req = node_request(body)?;
-    let ctx = service.anonymous_ctx();
-    let began = service
-        .change_ring(&ctx, Action::Join, Some(&req.node), req.zone)
-        .await?;
-    Ok(began_response(began))
+    ring_change(&service, Action::Join, body).await
 }
 
 async fn decommission(
     State(service): State<Service>,
     body: std::result::Result<Json<NodeRequest>, JsonRejection>,
 ) -> Result<Response> {
-    let req = node_request(body)?;
-    let ctx = service.anonymous_ctx();
-    let began = service
-        .change_ring(&ctx, Action::Decommission, Some(&req.node), None)
-        .await?;
-    Ok(began_response(began))
+    ring_change(&service, Action::Decommission, body).await
 }
 
 async fn abort(State(service): State<Service>) -> Result<Response> {

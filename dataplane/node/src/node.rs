@@ -464,6 +464,8 @@ impl Node {
             }
             let result = rc.result();
             if let Some(merged) = result.merged {
+                // Encoded once for every stale peer.
+                let encoded = Bytes::from(encode_object(&merged));
                 for stale in result.stale {
                     node.metrics.read_repairs.inc();
                     if stale == node.me {
@@ -478,7 +480,7 @@ impl Node {
                         })
                         .await;
                     } else if let Err(why) = node
-                        .send_replica_put(&stale, &table, &key, &merged, mode, None)
+                        .send_encoded(&stale, &table, &key, encoded.clone(), mode, None)
                         .await
                     {
                         // Anti-entropy repairs it later.
@@ -639,10 +641,10 @@ impl Node {
         }
         machine.on_ack(&self.me);
 
-        for target in pending {
-            self.send_pending(target, &req.table, &req.key, &object, mode);
-        }
         let encoded = Bytes::from(encode_object(&object));
+        for target in pending {
+            self.send_pending(target, &req.table, &req.key, (&object, &encoded), mode);
+        }
         let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
         let mut pending = effects;
         loop {
@@ -712,14 +714,15 @@ impl Node {
         to: NodeId,
         table: &str,
         key: &[u8],
-        object: &Object,
+        (object, encoded): (&Object, &Bytes),
         mode: ConflictMode,
     ) {
-        let (node, table, key, object) = (
+        let (node, table, key, object, encoded) = (
             Arc::clone(self),
             table.to_owned(),
             key.to_vec(),
             object.clone(),
+            encoded.clone(),
         );
         tokio::spawn(async move {
             let r = Arc::clone(&node.replica);
@@ -731,7 +734,7 @@ impl Node {
                 return;
             }
             if node
-                .send_replica_put(&to, &table, &key, &object, mode, None)
+                .send_encoded(&to, &table, &key, encoded, mode, None)
                 .await
                 .is_err()
             {

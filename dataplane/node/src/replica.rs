@@ -453,17 +453,15 @@ impl Replica {
         mode: ConflictMode,
         hint_for: Option<&NodeId>,
     ) -> Result<(Object, Option<usize>), ReplicaError> {
-        let item_key = encode_item_key(table, key);
-        let done = self.coordinate_locked(&item_key, table, key, context, value, mode, hint_for)?;
+        let done = self.coordinate_locked(table, key, context, value, mode, hint_for)?;
         // Outside the key's lock (see `merge_raw`).
         self.store.wait_durable()?;
         Ok(done)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// [`Replica::coordinate`] under the key's lock, up to the deferred write.
     fn coordinate_locked(
         &self,
-        item_key: &[u8],
         table: &str,
         key: &[u8],
         context: &VersionVector,
@@ -471,6 +469,7 @@ impl Replica {
         mode: ConflictMode,
         hint_for: Option<&NodeId>,
     ) -> Result<(Object, Option<usize>), ReplicaError> {
+        let item_key = &encode_item_key(table, key)[..];
         let _g = self.stripe(item_key);
         let mut old = None;
         let (mut obj, actor) = match hint_for {

@@ -170,11 +170,7 @@ impl ReplicaRpc for RpcService {
                 0 => self.node.timeout() * 3,
                 ms => std::time::Duration::from_millis(u64::from(ms)),
             };
-        let condition = match (req.if_match, req.if_none_match) {
-            (Some(c), _) => crate::service::Condition::IfMatch(c),
-            (None, true) => crate::service::Condition::IfNoneMatch,
-            (None, false) => crate::service::Condition::None,
-        };
+        let condition = crate::service::Condition::from_fields(req.if_match, req.if_none_match);
         let res = async {
             let cfg = self.node.table(&req.table)?;
             let put = crate::service::put_request(
@@ -338,10 +334,7 @@ impl ReplicaRpc for RpcService {
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let obj = decode_object(&item.object)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                let mode = node
-                    .catalog()
-                    .mode_of_item(&item.item_key)
-                    .unwrap_or_else(|| mode_from_pb(item.conflict));
+                let mode = crate::wire::item_mode(node.catalog(), item);
                 if node
                     .replica()
                     .merge_raw(&item.item_key, &obj, mode)

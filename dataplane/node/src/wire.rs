@@ -29,6 +29,15 @@ pub fn mode_from_pb(v: i32) -> ConflictMode {
     }
 }
 
+/// The conflict mode to merge a received item with: its table's, as this
+/// node's catalog has it, else the mode the sender attached (a table this
+/// node does not know yet).
+pub fn item_mode(catalog: &crate::catalog::Catalog, item: &pb::Item) -> ConflictMode {
+    catalog
+        .mode_of_item(&item.item_key)
+        .unwrap_or_else(|| mode_from_pb(item.conflict))
+}
+
 /// Catalog entries in wire form.
 pub fn catalog_to_pb(entries: &[TableEntry]) -> pb::Catalog {
     pb::Catalog {

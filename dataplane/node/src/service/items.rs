@@ -78,6 +78,18 @@ pub enum Condition {
     IfNoneMatch,
 }
 
+impl Condition {
+    /// The precondition of a message with `if_match` / `if_none_match`
+    /// fields (the gRPC API and forwarded writes); `if_match` wins.
+    pub fn from_fields(if_match: Option<String>, if_none_match: bool) -> Condition {
+        match (if_match, if_none_match) {
+            (Some(c), _) => Condition::IfMatch(c),
+            (None, true) => Condition::IfNoneMatch,
+            (None, false) => Condition::None,
+        }
+    }
+}
+
 /// A write: a put when `value` is set, else a delete.
 #[derive(Debug, Clone)]
 pub struct WriteItem {
@@ -182,12 +194,20 @@ pub(crate) fn put_request(
 }
 
 impl Service {
-    fn table(&self, name: &str) -> Result<TableConfig, ServiceError> {
-        self.inner.node.table(name)
+    /// The table's settings, looked up once per request: the same answer
+    /// serves the operation and the metric label.
+    fn lookup(&self, name: &str) -> Option<TableConfig> {
+        self.inner.node.catalog().get(name)
     }
 
-    fn record(&self, op: Op, table: &str, started: Instant, error: Option<&ServiceError>) {
-        let known = self.inner.node.catalog().get(table).is_some();
+    fn record(
+        &self,
+        op: Op,
+        table: &str,
+        known: bool,
+        started: Instant,
+        error: Option<&ServiceError>,
+    ) {
         let labels = OpLabels {
             op: op.as_str(),
             table: if known { table } else { UNKNOWN_TABLE_LABEL }.to_owned(),
@@ -204,14 +224,26 @@ impl Service {
     /// Reads a key at the request's (or the table's) R.
     pub async fn get_item(&self, ctx: &RequestCtx, req: GetItem) -> Result<ItemRead, ServiceError> {
         let started = Instant::now();
-        let res = self.get_inner(ctx, &req).await;
-        self.record(Op::Get, &req.table, started, res.as_ref().err());
+        let cfg = self.lookup(&req.table);
+        let res = self.get_inner(ctx, &req, cfg).await;
+        self.record(
+            Op::Get,
+            &req.table,
+            cfg.is_some(),
+            started,
+            res.as_ref().err(),
+        );
         res
     }
 
-    async fn get_inner(&self, ctx: &RequestCtx, req: &GetItem) -> Result<ItemRead, ServiceError> {
+    async fn get_inner(
+        &self,
+        ctx: &RequestCtx,
+        req: &GetItem,
+        cfg: Option<TableConfig>,
+    ) -> Result<ItemRead, ServiceError> {
         check_key(&req.key)?;
-        let cfg = self.table(&req.table)?;
+        let cfg = cfg.ok_or_else(|| ServiceError::table_not_found(&req.table))?;
         let r = quorum("r", req.r, cfg.n, cfg.r)?;
         ctx.check_deadline()?;
         let state = self
@@ -241,9 +273,10 @@ impl Service {
         } else {
             Op::Delete
         };
+        let cfg = self.lookup(&req.table);
         let table = req.table.clone();
-        let res = self.write_inner(ctx, req).await;
-        self.record(op, &table, started, res.as_ref().err());
+        let res = self.write_inner(ctx, req, cfg).await;
+        self.record(op, &table, cfg.is_some(), started, res.as_ref().err());
         res
     }
 
@@ -251,6 +284,7 @@ impl Service {
         &self,
         ctx: &RequestCtx,
         req: WriteItem,
+        cfg: Option<TableConfig>,
     ) -> Result<ItemWritten, ServiceError> {
         check_key(&req.key)?;
         if let Some(v) = &req.value
@@ -258,7 +292,7 @@ impl Service {
         {
             return Err(ServiceError::value_too_large(v.len(), MAX_VALUE_BYTES));
         }
-        let cfg = self.table(&req.table)?;
+        let cfg = cfg.ok_or_else(|| ServiceError::table_not_found(&req.table))?;
         let w = quorum("w", req.w, cfg.n, cfg.w)?;
         let put = put_request(
             req.table,

@@ -38,10 +38,7 @@ pub use admin::{
 pub(crate) use items::put_request;
 pub use items::{Condition, GetItem, ItemRead, ItemWritten, Op, WriteItem, parse_quorum};
 
-/// The item size limits.
-pub mod items_limits {
-    pub use super::items::{MAX_KEY_BYTES, MAX_VALUE_BYTES, UNKNOWN_TABLE_LABEL};
-}
+pub use items::{MAX_KEY_BYTES, MAX_VALUE_BYTES, UNKNOWN_TABLE_LABEL};
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
