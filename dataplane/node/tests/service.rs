@@ -41,6 +41,11 @@ fn addr(l: &tokio::net::TcpListener) -> std::net::SocketAddr {
 /// Starts nodes `ids` as one cluster (pinned addresses, every port bound
 /// before any node starts).
 async fn cluster(ids: &[&str]) -> Vec<TestNode> {
+    cluster_with(ids, &[]).await
+}
+
+/// Like [`cluster`], with more `dyno node` arguments for every node.
+async fn cluster_with(ids: &[&str], extra: &[&str]) -> Vec<TestNode> {
     let mut bound = Vec::new();
     for _ in ids {
         bound.push(bind().await);
@@ -65,6 +70,7 @@ async fn cluster(ids: &[&str]) -> Vec<TestNode> {
         for m in &members {
             argv.extend(["--member".into(), m.clone()]);
         }
+        argv.extend(extra.iter().map(|a| (*a).to_owned()));
         let config = Cli::try_parse_from(argv).expect("config").node;
         let url = format!("http://{}", addr(&listeners.http));
         let (tx, rx) = oneshot::channel::<()>();
@@ -292,7 +298,16 @@ async fn forwarded_errors_keep_their_code_and_message() {
 /// W=2 and R=2 need both nodes, so each call must cross.
 #[tokio::test]
 async fn replica_calls_cross_between_nodes() {
-    let nodes = cluster(&["p1", "p2"]).await;
+    replica_calls_cross(cluster(&["p1", "p2"]).await).await;
+}
+
+/// The same over the unary transport (`--replica-transport unary`).
+#[tokio::test]
+async fn replica_calls_cross_between_nodes_over_unary_calls() {
+    replica_calls_cross(cluster_with(&["p1", "p2"], &["--replica-transport", "unary"]).await).await;
+}
+
+async fn replica_calls_cross(nodes: Vec<TestNode>) {
     let http = reqwest::Client::new();
     create_table(
         &http,

@@ -134,3 +134,18 @@ impl Service {
         self.inner.node.metrics().render()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_passed_deadline_fails_with_deadline_exceeded() {
+        let live = RequestCtx::anonymous(Duration::from_secs(60));
+        assert!(live.check_deadline().is_ok());
+        let mut late = RequestCtx::anonymous(Duration::from_secs(60));
+        late.deadline = Instant::now() - Duration::from_millis(1);
+        let e = late.check_deadline().expect_err("past its deadline");
+        assert_eq!(e.code, ErrorCode::DeadlineExceeded);
+    }
+}
