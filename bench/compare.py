@@ -227,6 +227,12 @@ def main():
     charts.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="dyno-compare-"))
     procs = Procs(work)
+    # Every Dyno node runs with authentication on, as in production; the
+    # benchmark sends the admin credential as its bearer token.
+    token_file = work / "admin-token"
+    token_file.write_text("bench-admin-token-0123456789\n")
+    os.environ["DYNO_TOKEN"] = "bench-admin-token-0123456789"
+    auth = ["--admin-token-file", str(token_file)]
     started = time.time()
     results = {}  # system -> workload -> summary
     commands = []
@@ -234,7 +240,7 @@ def main():
         # --- Dyno, one node (N=R=W=1).
         h, r = free_port(), free_port()
         p1 = procs.start("dyno1", [args.dyno, "node", "--id", "n1", "--data-dir", str(work / "dyno1"),
-                                   "--http-addr", f"127.0.0.1:{h}", "--rpc-addr", f"127.0.0.1:{r}"])
+                                   "--http-addr", f"127.0.0.1:{h}", "--rpc-addr", f"127.0.0.1:{r}"] + auth)
         one = f"http://127.0.0.1:{h}"
         wait_http(one + "/admin/v1/health")
         for w in workloads:
@@ -265,7 +271,9 @@ def main():
             if time.time() > deadline or p.poll() is not None:
                 raise RuntimeError("dyno dev did not start; see " + str(work / "dyno3.log"))
             time.sleep(0.2)
-        nodes = [n["http"] for n in json.loads((dev / "cluster.json").read_text())["nodes"]]
+        dev_cluster = json.loads((dev / "cluster.json").read_text())
+        nodes = [n["http"] for n in dev_cluster["nodes"]]
+        os.environ["DYNO_TOKEN"] = dev_cluster["admin_token"]
         for w in workloads:
             res = bench(args, "dyno, 3 nodes R=2 W=2", "dyno", nodes, w, ["--table", f"ycsb{w.lower()}", "--n", "3"],
                         cpu_of=[p])
@@ -285,6 +293,7 @@ def main():
         sweep = [(r["target_rate"], r["throughput"], r["overall"]["p99_ms"], r["overall"]["p999_ms"],
                   r["overall"]["errors"] + r["overall"]["unavailable"]) for r in res["runs"]]
         procs.stop(["dyno3"])
+        os.environ["DYNO_TOKEN"] = "bench-admin-token-0123456789"
 
         # --- Dyno, 3 nodes with --durability sync: fsync before every
         # acknowledgement, as etcd does (workload A only).
@@ -297,7 +306,7 @@ def main():
             sync_procs.append(procs.start(f"sync{i + 1}", [
                 args.dyno, "node", "--id", f"s{i + 1}", "--data-dir", str(work / f"sync{i + 1}"),
                 "--http-addr", f"127.0.0.1:{hh}", "--rpc-addr", f"127.0.0.1:{rr}",
-                "--durability", "sync"] + members))
+                "--durability", "sync"] + members + auth))
         sync_urls = [f"http://127.0.0.1:{hh}" for hh, _ in ports3]
         for u in sync_urls:
             wait_http(u + "/admin/v1/health")

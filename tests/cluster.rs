@@ -638,12 +638,41 @@ fn alive(pid: u64) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn dyno_dev_starts_stops_and_restarts_with_data() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let http = reqwest::Client::new();
     let mut dev = start_dev(dir.path()).await;
     let cluster: Value = serde_json::from_slice(
         &std::fs::read(dir.path().join("cluster.json")).expect("cluster.json"),
     )
     .expect("json");
+    // The admin credential is in cluster.json and in DIR/secrets, readable
+    // by its owner only; without it the nodes refuse data and admin calls.
+    let admin_token = cluster["admin_token"].as_str().expect("admin_token");
+    let token_file = dir.path().join("secrets/admin-token");
+    assert_eq!(
+        std::fs::read_to_string(&token_file)
+            .expect("token file")
+            .trim(),
+        admin_token
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "secrets are private: {mode:o}");
+    }
+    let anonymous = reqwest::Client::new();
+    let first = cluster["nodes"][0]["http"].as_str().expect("http");
+    for path in ["/admin/v1/tables/demo", "/v1/tables/demo/items/x"] {
+        let s = anonymous
+            .get(format!("{first}{path}"))
+            .send()
+            .await
+            .expect("get")
+            .status();
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let http = support::client_with_token(Some(admin_token));
     let nodes = cluster["nodes"].as_array().expect("nodes").clone();
     assert_eq!(nodes.len(), 3);
     let urls: Vec<String> = nodes
@@ -722,6 +751,7 @@ async fn dyno_dev_starts_stops_and_restarts_with_data() {
     let dyno = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_dyno"))
             .args(args)
+            .env("DYNO_ADMIN_TOKEN", admin_token)
             .output()
             .expect("run dyno");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -786,7 +816,28 @@ async fn grpc_api_has_the_http_semantics() {
 
     let c = Cluster::start(3, NodeOpts::default()).await;
     c.create_table("g", json!({"n": 3, "r": 2, "w": 2})).await;
-    let mut client = DynoClient::connect(c.url(1)).await.expect("connect gRPC");
+    let channel = tonic::transport::Endpoint::from_shared(c.url(1))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect gRPC");
+    // Without credentials: Unauthenticated, with the Dyno code.
+    let e = DynoClient::new(channel.clone())
+        .get(GetRequest {
+            table: "g".into(),
+            key: b"k".to_vec(),
+            r: None,
+        })
+        .await
+        .expect_err("no token");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", support::ADMIN_TOKEN)
+        .parse()
+        .expect("metadata");
+    let mut client = DynoClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", bearer.clone());
+        Ok(req)
+    });
     let put = |key: &[u8], value: &[u8]| PutRequest {
         table: "g".into(),
         key: key.to_vec(),
@@ -936,6 +987,7 @@ async fn cli_client_prints_values_siblings_and_contexts() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_dyno"))
             .args(args)
             .args(["--url", &url])
+            .env("DYNO_TOKEN", support::ADMIN_TOKEN)
             .output()
             .expect("run dyno");
         (
@@ -996,6 +1048,7 @@ async fn dyno_bench_smoke() {
     let run = |args: Vec<String>| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_dyno"))
             .arg("bench")
+            .env("DYNO_TOKEN", support::ADMIN_TOKEN)
             .args(&args)
             .output()
             .expect("run dyno bench");

@@ -53,6 +53,10 @@ fn node_argv(dir: &std::path::Path, id: &str, opts: &NodeOpts) -> Vec<String> {
         dir.join(id).display().to_string(),
         "--replica-timeout-ms".into(),
         "1000".into(),
+        "--admin-token-file".into(),
+        dir.join("secrets/admin-token").display().to_string(),
+        "--key-master-file".into(),
+        dir.join("secrets/key-master").display().to_string(),
     ];
     if let Some(b) = opts.hint_max_bytes {
         argv.extend(["--hint-max-bytes-per-target".into(), b.to_string()]);
@@ -120,9 +124,38 @@ struct Proc {
     child: Option<Child>,
 }
 
+/// The admin credential every test cluster's nodes accept.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The key master every test cluster's nodes hold.
+pub const KEY_MASTER: &str = "test-key-master-0123456789abcdef0123456789";
+
+/// Writes the credential files under `dir/secrets`.
+fn write_secrets(dir: &std::path::Path) {
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).expect("secrets dir");
+    std::fs::write(secrets.join("admin-token"), ADMIN_TOKEN).expect("admin token");
+    std::fs::write(secrets.join("key-master"), KEY_MASTER).expect("key master");
+}
+
+/// A client that sends `token` as a bearer token.
+pub fn client_with_token(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().expect("header"),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
 /// A running test cluster. Dropping it kills every node.
 pub struct Cluster {
-    /// A client with a short timeout.
+    /// A client with a short timeout that sends the admin credential.
     pub http: reqwest::Client,
     /// With `NodeOpts::proxies`: the proxy of each link `(from, to)`.
     pub links: std::collections::BTreeMap<(usize, usize), proxy::Proxy>,
@@ -136,6 +169,7 @@ impl Cluster {
     /// Starts `n` nodes and waits until each answers its health check.
     pub async fn start(n: usize, opts: NodeOpts) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        write_secrets(dir.path());
         let mut bound: Vec<Option<Listeners>> = (0..n).map(|_| Some(Listeners::fresh())).collect();
         let ports: Vec<(u16, u16)> = bound
             .iter()
@@ -187,10 +221,7 @@ impl Cluster {
                 child: None,
             });
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client");
+        let http = client_with_token(Some(ADMIN_TOKEN));
         let mut c = Cluster {
             http,
             links,

@@ -38,6 +38,7 @@
 //! assert_eq!(dyno_core::context::decode_context(&token).unwrap(), ctx);
 //! ```
 
+pub mod apikey;
 pub mod codec;
 pub mod context;
 pub mod coordinator;

@@ -13,6 +13,11 @@ pub struct Target {
     /// dev cluster in .dyno/dev/cluster.json, else http://127.0.0.1:7000.
     #[arg(long, env = "DYNO_URL")]
     url: Option<String>,
+    /// A file holding the bearer token to send: an API key's token, or the
+    /// cluster's admin credential. Default: $DYNO_TOKEN (data) or
+    /// $DYNO_ADMIN_TOKEN, else the dev cluster's admin credential.
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -26,6 +31,16 @@ impl Target {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| v["nodes"][0]["http"].as_str().map(str::to_owned));
         from_dev.unwrap_or_else(|| "http://127.0.0.1:7000".to_owned())
+    }
+
+    /// A client sending the data-plane token (`admin`: the admin one).
+    pub fn client(
+        &self,
+        admin: bool,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<reqwest::Client> {
+        let token = crate::creds::token(self.token_file.as_deref(), admin)?;
+        crate::creds::client(token.as_deref(), timeout)
     }
 }
 
@@ -130,7 +145,11 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     if let Some(r) = args.r {
         url.push_str(&format!("?r={r}"));
     }
-    let resp = reqwest::get(&url)
+    let resp = args
+        .target
+        .client(false, std::time::Duration::from_secs(30))?
+        .get(&url)
+        .send()
         .await
         .with_context(|| format!("GET {url}"))?;
     let status = resp.status();
@@ -177,7 +196,7 @@ async fn write(
     if let Some(w) = w {
         url.push_str(&format!("?w={w}"));
     }
-    let client = reqwest::Client::new();
+    let client = target.client(false, std::time::Duration::from_secs(30))?;
     let mut req = match value {
         Some(v) => client.put(&url).body(v),
         None => client.delete(&url),

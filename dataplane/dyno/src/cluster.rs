@@ -60,12 +60,6 @@ pub struct ChangeArgs {
     target: Target,
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?)
-}
-
 async fn view(http: &reqwest::Client, base: &str) -> anyhow::Result<Value> {
     let resp = http
         .get(format!("{base}/admin/v1/cluster"))
@@ -137,7 +131,12 @@ pub fn print_status(v: &Value) {
 
 /// Runs `dyno cluster …`.
 pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
-    let http = client()?;
+    let target = match &cmd {
+        ClusterCommand::Status(a) => &a.target,
+        ClusterCommand::Join(a) | ClusterCommand::Decommission(a) => &a.target,
+        ClusterCommand::Abort(a) => &a.target,
+    };
+    let http = target.client(true, Duration::from_secs(10))?;
     match cmd {
         ClusterCommand::Status(args) => {
             let v = view(&http, &args.target.base()).await?;

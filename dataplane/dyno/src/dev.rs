@@ -67,6 +67,79 @@ pub struct DevNode {
 pub struct ClusterFile {
     /// The nodes.
     pub nodes: Vec<DevNode>,
+    /// The data plane's admin credential (for local tools; the nodes read
+    /// it from `DIR/secrets/admin-token`).
+    #[serde(default)]
+    pub admin_token: Option<String>,
+}
+
+/// The dev cluster's secrets, in `DIR/secrets/` (outside every node's data
+/// directory), made on first start.
+#[derive(Debug, Clone)]
+struct Secrets {
+    admin_token_file: PathBuf,
+    key_master_file: PathBuf,
+    admin_token: String,
+}
+
+fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .context("reading /dev/urandom")?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes `content` to a new file readable by its owner only.
+fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    Ok(())
+}
+
+fn ensure_secrets(dir: &Path) -> anyhow::Result<Secrets> {
+    use std::os::unix::fs::PermissionsExt;
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets)?;
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))?;
+    let admin_token_file = crate::creds::dev_admin_token_file(dir);
+    if !admin_token_file.exists() {
+        write_private(&admin_token_file, &format!("{}\n", random_hex(32)?))?;
+    }
+    let key_master_file = secrets.join("key-master");
+    if !key_master_file.exists() {
+        write_private(&key_master_file, &format!("{}\n", random_hex(48)?))?;
+    }
+    Ok(Secrets {
+        admin_token: crate::creds::read_token(&admin_token_file)?,
+        admin_token_file,
+        key_master_file,
+    })
+}
+
+/// Adds the credential flags to a node's argv (a cluster.json written
+/// before authentication existed lacks them).
+fn with_credentials(mut argv: Vec<String>, secrets: &Secrets) -> Vec<String> {
+    if !argv
+        .iter()
+        .any(|a| a == "--admin-token-file" || a == "--insecure-no-auth")
+    {
+        argv.extend([
+            "--admin-token-file".to_owned(),
+            secrets.admin_token_file.display().to_string(),
+            "--key-master-file".to_owned(),
+            secrets.key_master_file.display().to_string(),
+        ]);
+    }
+    argv
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -286,12 +359,12 @@ async fn add_node(args: AddNodeArgs) -> anyhow::Result<()> {
     let id = format!("n{n}");
     let (h, r) = (free_port()?, free_port()?);
     let exe = std::env::current_exe()?.display().to_string();
+    let secrets = ensure_secrets(&dir)?;
     let mut node = dev_node(&exe, &dir, id.clone(), h, r, vec!["--seed".into(), seed]);
+    node.argv = with_credentials(node.argv, &secrets);
     let mut child = spawn(&node, &dir, true)?;
     node.pid = child.id().unwrap_or(0);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
+    let http = crate::creds::client(Some(&secrets.admin_token), Duration::from_secs(5))?;
     wait_healthy(&http, &node, &mut child, &dir).await?;
     println!(
         "started {id} at {} (pid {}, log {})",
@@ -398,6 +471,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let dir = std::fs::canonicalize(&args.data_dir)?;
     let file = dir.join("cluster.json");
+    let secrets = ensure_secrets(&dir)?;
     let mut nodes = if file.exists() {
         let c: ClusterFile =
             serde_json::from_slice(&std::fs::read(&file)?).context("reading cluster.json")?;
@@ -419,13 +493,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let mut children = Vec::with_capacity(nodes.len());
     for node in &mut nodes {
+        node.argv = with_credentials(std::mem::take(&mut node.argv), &secrets);
         let child = spawn(node, &dir, false)?;
         node.pid = child.id().unwrap_or(0);
         children.push((node.clone(), child));
     }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
+    let client = crate::creds::client(Some(&secrets.admin_token), Duration::from_secs(2))?;
     let started = async {
         for (node, child) in children.iter_mut() {
             wait_healthy(&client, node, child, &dir).await?;
@@ -440,6 +513,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         &file,
         serde_json::to_vec_pretty(&ClusterFile {
             nodes: nodes.clone(),
+            admin_token: Some(secrets.admin_token.clone()),
         })?,
     )?;
 
@@ -454,11 +528,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(first) = nodes.first() {
+        let auth = format!(
+            "-H \"Authorization: Bearer $(cat {})\"",
+            secrets.admin_token_file.display()
+        );
         println!(
-            "try:  curl -X PUT --data hello {}/v1/tables/demo/items/greeting",
+            "try:  curl {auth} -X PUT --data hello {}/v1/tables/demo/items/greeting",
             first.http
         );
-        println!("      curl {}/v1/tables/demo/items/greeting", first.http);
+        println!(
+            "      curl {auth} {}/v1/tables/demo/items/greeting",
+            first.http
+        );
     }
     println!("cluster.json: {}", file.display());
     println!("press Ctrl-C to stop");

@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod cluster;
+mod creds;
 mod dev;
 mod smoke;
 

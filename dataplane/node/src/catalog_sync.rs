@@ -45,7 +45,7 @@ impl Worker for CatalogSync {
 /// A peer that does not answer is skipped (the next round retries); failing
 /// to store an entry is an error.
 pub async fn push_catalog_to_all(node: &Arc<Node>) -> Result<(), WorkerError> {
-    let mine = catalog_to_pb(&node.catalog().list());
+    let mine = catalog_to_pb(&node.catalog().records());
     for peer in node
         .cluster()
         .peers()
@@ -56,7 +56,9 @@ pub async fn push_catalog_to_all(node: &Arc<Node>) -> Result<(), WorkerError> {
             tokio::time::timeout(node.timeout(), peer.client().push_catalog(mine.clone())).await;
         if let Ok(Ok(theirs)) = res {
             for entry in catalog_from_pb(&theirs) {
-                node.catalog().merge(entry).map_err(WorkerError::new)?;
+                node.catalog()
+                    .merge_record(entry)
+                    .map_err(WorkerError::new)?;
             }
         }
     }

@@ -177,6 +177,27 @@ pub struct NodeConfig {
     /// The most hint bytes kept for one unreachable node.
     #[arg(long, default_value_t = 256 << 20)]
     pub hint_max_bytes_per_target: u64,
+    /// A file holding the cluster's admin credential (one line, at least
+    /// 16 characters). The admin API (`/admin/v1/*`) requires it as a
+    /// bearer token, and on the `/v1/tables/...` paths it acts as an
+    /// all-access key of the tenant `default`. Given as a file, never as a
+    /// value, so that `ps` does not show it.
+    #[arg(long, env = "DYNO_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// A file holding the key master (at least 32 bytes), from which API
+    /// key secrets are derived; the control plane holds the same file.
+    /// Without it, only the admin credential is accepted.
+    #[arg(long, env = "DYNO_KEY_MASTER_FILE")]
+    pub key_master_file: Option<PathBuf>,
+    /// Serve without authentication: no credential is asked for, every
+    /// request acts in the tenant `default`. For experiments on a private
+    /// machine only; without this flag, --admin-token-file is required.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Require the admin credential for `/metrics` too (it is open by
+    /// default, for scrapers; it shows tenant and table names).
+    #[arg(long)]
+    pub metrics_require_token: bool,
     /// Hints delivered per second to a node that is back, at most.
     #[arg(long, default_value_t = 2000)]
     pub hint_replay_per_sec: u32,
@@ -197,6 +218,16 @@ impl NodeConfig {
                 "--request-timeout-ms ({}) must be at least 5 times --replica-timeout-ms ({})",
                 self.request_timeout_ms, self.replica_timeout_ms
             )));
+        }
+        if self.admin_token_file.is_none() && !self.insecure_no_auth {
+            return Err(ConfigError::Invalid(
+                "--admin-token-file is required (or --insecure-no-auth, to serve without authentication)".into(),
+            ));
+        }
+        if self.admin_token_file.is_some() && self.insecure_no_auth {
+            return Err(ConfigError::Invalid(
+                "--insecure-no-auth contradicts --admin-token-file; give one".into(),
+            ));
         }
         if !(self.phi_threshold > 0.0 && self.phi_threshold.is_finite()) {
             return Err(ConfigError::Invalid(

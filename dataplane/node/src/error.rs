@@ -84,6 +84,14 @@ pub enum ErrorCode {
     /// A failure inside the node (500). Details are in the node's log, never
     /// in the response.
     Internal,
+    /// No credentials, or credentials that are unknown, revoked, or belong
+    /// to a suspended tenant (401). The message never says which.
+    Unauthorized,
+    /// The credentials are valid but do not allow this (403).
+    Forbidden,
+    /// The table is over its throughput limit (429, `Retry-After`). Back
+    /// off and retry. Spelled `ThrottlingException`, as DynamoDB does.
+    Throttled,
 }
 
 /// How a front-end should classify a code (the HTTP status family).
@@ -103,11 +111,17 @@ pub enum ErrorKind {
     Unavailable,
     /// A bug or a broken disk; retrying may not help.
     Internal,
+    /// Missing or bad credentials.
+    Unauthorized,
+    /// Not allowed.
+    Forbidden,
+    /// Over a rate limit; retry later.
+    Throttled,
 }
 
 impl ErrorCode {
     /// Every code, for exhaustive tests of the mappings.
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::TableNotFound,
         ErrorCode::InvalidKey,
         ErrorCode::InvalidR,
@@ -138,6 +152,9 @@ impl ErrorCode {
         ErrorCode::LeaderUnreachable,
         ErrorCode::DeadlineExceeded,
         ErrorCode::Internal,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::Throttled,
     ];
 
     /// The stable string form clients see.
@@ -173,6 +190,9 @@ impl ErrorCode {
             ErrorCode::LeaderUnreachable => "LeaderUnreachable",
             ErrorCode::DeadlineExceeded => "DeadlineExceeded",
             ErrorCode::Internal => "InternalError",
+            ErrorCode::Unauthorized => "Unauthorized",
+            ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::Throttled => "ThrottlingException",
         }
     }
 
@@ -192,6 +212,9 @@ impl ErrorCode {
             QuorumNotMet | NotInCluster | RingChanging | NodeDown | LeaderUnreachable
             | DeadlineExceeded => ErrorKind::Unavailable,
             Internal => ErrorKind::Internal,
+            Unauthorized => ErrorKind::Unauthorized,
+            Forbidden => ErrorKind::Forbidden,
+            Throttled => ErrorKind::Throttled,
         }
     }
 }
@@ -212,6 +235,8 @@ pub struct ServiceError {
     pub code: ErrorCode,
     /// Details, for a person.
     pub message: String,
+    /// For `Throttled`: seconds to wait before retrying.
+    pub retry_after_secs: Option<u32>,
 }
 
 impl ServiceError {
@@ -220,6 +245,7 @@ impl ServiceError {
         ServiceError {
             code,
             message: message.into(),
+            retry_after_secs: None,
         }
     }
 
@@ -243,6 +269,32 @@ impl ServiceError {
             ErrorCode::ValueTooLarge,
             format!("the value is {size} bytes; the limit is {limit} bytes"),
         )
+    }
+
+    /// The one answer to bad credentials, whatever was wrong with them.
+    pub fn unauthorized() -> ServiceError {
+        ServiceError::new(
+            ErrorCode::Unauthorized,
+            "missing or invalid credentials: send Authorization: Bearer <API key token>",
+        )
+    }
+
+    /// The credentials do not allow the operation.
+    pub fn forbidden(what: impl fmt::Display) -> ServiceError {
+        ServiceError::new(ErrorCode::Forbidden, format!("this key may not {what}"))
+    }
+
+    /// The table is over its throughput limit.
+    pub fn throttled(table: &str, retry_after_secs: u32) -> ServiceError {
+        ServiceError {
+            retry_after_secs: Some(retry_after_secs),
+            ..ServiceError::new(
+                ErrorCode::Throttled,
+                format!(
+                    "table {table:?} is over its throughput limit; retry after {retry_after_secs} s"
+                ),
+            )
+        }
     }
 
     /// This node has no ring yet.

@@ -9,7 +9,7 @@ use dyno_proto::public::dyno_server::Dyno;
 use tonic::{Code, Request, Response, Status};
 
 use crate::error::{ErrorCode, ErrorKind, ServiceError};
-use crate::service::{Condition, GetItem, Service, WriteItem};
+use crate::service::{Condition, GetItem, RequestCtx, Service, WriteItem};
 
 /// The public gRPC service.
 #[derive(Debug, Clone)]
@@ -32,6 +32,9 @@ pub fn code_of(code: ErrorCode) -> Code {
         ErrorKind::PreconditionFailed | ErrorKind::Conflict => Code::FailedPrecondition,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
+        ErrorKind::Unauthorized => Code::Unauthenticated,
+        ErrorKind::Forbidden => Code::PermissionDenied,
+        ErrorKind::Throttled => Code::ResourceExhausted,
     }
 }
 
@@ -48,8 +51,20 @@ pub fn status_of(e: &ServiceError) -> Status {
 }
 
 impl PublicApi {
-    async fn write(&self, req: WriteItem) -> Result<Response<pb::WriteResponse>, Status> {
-        let ctx = self.service.anonymous_ctx();
+    /// The request's context, from its `authorization` metadata.
+    fn ctx<T>(&self, request: &Request<T>) -> Result<RequestCtx, Status> {
+        let auth = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.service.authenticate(auth).map_err(|e| status_of(&e))
+    }
+
+    async fn write(
+        &self,
+        ctx: RequestCtx,
+        req: WriteItem,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
         let written = self
             .service
             .write_item(&ctx, req)
@@ -67,8 +82,8 @@ impl Dyno for PublicApi {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        let ctx = self.ctx(&request)?;
         let req = request.into_inner();
-        let ctx = self.service.anonymous_ctx();
         let read = self
             .service
             .get_item(
@@ -92,16 +107,20 @@ impl Dyno for PublicApi {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let ctx = self.ctx(&request)?;
         let r = request.into_inner();
         let condition = Condition::from_fields(r.if_match, r.if_none_match);
-        self.write(WriteItem {
-            table: r.table,
-            key: r.key,
-            value: Some(Bytes::from(r.value)),
-            context: r.context,
-            w: r.w,
-            condition,
-        })
+        self.write(
+            ctx,
+            WriteItem {
+                table: r.table,
+                key: r.key,
+                value: Some(Bytes::from(r.value)),
+                context: r.context,
+                w: r.w,
+                condition,
+            },
+        )
         .await
     }
 
@@ -109,15 +128,19 @@ impl Dyno for PublicApi {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let ctx = self.ctx(&request)?;
         let r = request.into_inner();
-        self.write(WriteItem {
-            table: r.table,
-            key: r.key,
-            value: None,
-            context: r.context,
-            w: r.w,
-            condition: Condition::None,
-        })
+        self.write(
+            ctx,
+            WriteItem {
+                table: r.table,
+                key: r.key,
+                value: None,
+                context: r.context,
+                w: r.w,
+                condition: Condition::None,
+            },
+        )
         .await
     }
 }

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,11 +17,11 @@ use dyno_proto::public::dyno_server::DynoServer;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::catalog::TableEntry;
+use crate::catalog::{Record, TableEntry};
 use crate::change::{Action, Began};
 use crate::error::{ErrorCode, ErrorKind, ServiceError};
 use crate::grpc::PublicApi;
-use crate::service::{Condition, GetItem, Service, TableSpec, WriteItem, parse_quorum};
+use crate::service::{Condition, GetItem, RequestCtx, Service, TableSpec, WriteItem, parse_quorum};
 
 pub use crate::service::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
@@ -38,6 +38,9 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::Throttled => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 
@@ -49,7 +52,18 @@ fn error_response(e: &ServiceError) -> Response {
         tracing::error!(error = %e.message, "internal error while serving a request");
     }
     let body = json!({ "error": { "code": e.code.as_str(), "message": e.client_message() } });
-    (status_of(e.code), Json(body)).into_response()
+    let mut resp = (status_of(e.code), Json(body)).into_response();
+    if let Some(secs) = e.retry_after_secs {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if e.code == ErrorCode::Unauthorized {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"dyno\""),
+        );
+    }
+    resp
 }
 
 /// A handler's error.
@@ -74,14 +88,83 @@ fn bad(code: ErrorCode, message: impl Into<String>) -> HttpError {
     HttpError(ServiceError::new(code, message))
 }
 
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// The context of an authenticated client request (the items API).
+#[derive(Debug)]
+pub struct Client(pub RequestCtx);
+
+impl FromRequestParts<Service> for Client {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        service: &Service,
+    ) -> Result<Client> {
+        Ok(Client(service.authenticate(authorization(&parts.headers))?))
+    }
+}
+
+/// Lets only holders of the admin credential through.
+async fn require_admin(
+    State(service): State<Service>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match service.authenticate_admin(authorization(request.headers()), None) {
+        Ok(_) => next.run(request).await,
+        Err(e) => error_response(&e),
+    }
+}
+
+/// The context of an admin request that passed `require_admin`, in
+/// `tenant` (default: `default`).
+fn admin_ctx(service: &Service, headers: &HeaderMap, tenant: Option<&str>) -> Result<RequestCtx> {
+    Ok(service.authenticate_admin(authorization(headers), tenant)?)
+}
+
 /// The router for the public and admin APIs.
+///
+/// Authentication happens in two places only: the [`Client`] extractor of
+/// the items API (an API key, or the admin credential), and the
+/// `require_admin` layer in front of every admin route but
+/// `/admin/v1/health` (and `/metrics` with `--metrics-require-token`).
 pub fn router(service: Service) -> Router {
-    Router::new()
-        .route("/v1/tables/{table}/items/{key}", get(get_item).put(put_item).delete(delete_item))
+    let admin = Router::new()
         .route("/admin/v1/tables", get(list_tables))
-        .route("/admin/v1/tables/{table}", get(describe_table).put(create_table))
-        .route("/admin/v1/tables/{table}/keys/{key}/preference-list", get(preference_list))
-        .route("/admin/v1/tables/{table}/keys/{key}/replica", get(local_replica))
+        .route(
+            "/admin/v1/tables/{table}",
+            get(describe_table).put(create_table),
+        )
+        .route(
+            "/admin/v1/tables/{table}/keys/{key}/preference-list",
+            get(preference_list),
+        )
+        .route(
+            "/admin/v1/tables/{table}/keys/{key}/replica",
+            get(local_replica),
+        )
+        .route("/admin/v1/tenants/{tenant}/tables", get(tenant_list_tables))
+        .route(
+            "/admin/v1/tenants/{tenant}/tables/{table}",
+            get(tenant_describe_table).put(tenant_create_table),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/tables/{table}/keys/{key}/preference-list",
+            get(tenant_preference_list),
+        )
+        .route(
+            "/admin/v1/tenants/{tenant}/tables/{table}/keys/{key}/replica",
+            get(tenant_local_replica),
+        )
+        .route(
+            "/admin/v1/catalog",
+            get(catalog_versions).put(catalog_merge),
+        )
         .route("/admin/v1/hints", get(hints))
         .route("/admin/v1/cluster", get(cluster))
         .route("/admin/v1/cluster/join", post(join))
@@ -89,8 +172,22 @@ pub fn router(service: Service) -> Router {
         .route("/admin/v1/cluster/abort", post(abort))
         .route("/admin/v1/repair", get(repair_status).post(repair_start))
         .route("/admin/v1/workers", get(workers))
+        .route_layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            require_admin,
+        ));
+    let metrics_route = if service.metrics_require_token() {
+        Router::new().route("/metrics", get(metrics)).route_layer(
+            axum::middleware::from_fn_with_state(service.clone(), require_admin),
+        )
+    } else {
+        Router::new().route("/metrics", get(metrics))
+    };
+    Router::new()
+        .route("/v1/tables/{table}/items/{key}", get(get_item).put(put_item).delete(delete_item))
         .route("/admin/v1/health", get(health))
-        .route("/metrics", get(metrics))
+        .merge(admin)
+        .merge(metrics_route)
         .route_service(
             &format!("/{}/{{*rest}}", <DynoServer<PublicApi> as tonic::server::NamedService>::NAME),
             DynoServer::new(PublicApi::new(service.clone()))
@@ -150,13 +247,13 @@ fn condition(headers: &HeaderMap) -> Result<Condition> {
 
 async fn get_item(
     State(service): State<Service>,
+    Client(ctx): Client,
     path: PathParams,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
     let (table, key) = table_and_key(path)?;
     let r = parse_quorum("r", query_param(&q, "r"))?;
-    let ctx = service.anonymous_ctx();
     let read = service.get_item(&ctx, GetItem { table, key, r }).await?;
     let raw = headers
         .get(header::ACCEPT)
@@ -193,6 +290,7 @@ async fn get_item(
 
 async fn put_item(
     State(service): State<Service>,
+    Client(ctx): Client,
     path: PathParams,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -210,21 +308,23 @@ async fn put_item(
             bad(ErrorCode::InvalidBody, e.body_text())
         }
     })?;
-    write(&service, table, key, Some(body), q, &headers).await
+    write(&service, &ctx, table, key, Some(body), q, &headers).await
 }
 
 async fn delete_item(
     State(service): State<Service>,
+    Client(ctx): Client,
     path: PathParams,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
     let (table, key) = table_and_key(path)?;
-    write(&service, table, key, None, q, &headers).await
+    write(&service, &ctx, table, key, None, q, &headers).await
 }
 
 async fn write(
     service: &Service,
+    ctx: &RequestCtx,
     table: String,
     key: Vec<u8>,
     value: Option<Bytes>,
@@ -239,54 +339,136 @@ async fn write(
         w: parse_quorum("w", query_param(&q, "w"))?,
         condition: condition(headers)?,
     };
-    let ctx = service.anonymous_ctx();
-    let written = service.write_item(&ctx, req).await?;
+    let written = service.write_item(ctx, req).await?;
     Ok(Json(json!({ "context": written.context })).into_response())
 }
 
 fn describe(e: &TableEntry) -> serde_json::Value {
-    json!({ "name": e.name, "n": e.config.n, "r": e.config.r, "w": e.config.w, "conflict": e.config.conflict, "version": e.version })
+    json!({
+        "name": e.display_name(),
+        "tenant": e.tenant,
+        "n": e.config.n,
+        "r": e.config.r,
+        "w": e.config.w,
+        "conflict": e.config.conflict,
+        "throughput_limit": e.throughput_limit,
+        "storage_name": e.name,
+        "version": e.version,
+    })
+}
+
+type TablePath = Path<String>;
+type TenantTablePath = Path<(String, String)>;
+type KeyPath =
+    std::result::Result<Path<(String, String, String)>, axum::extract::rejection::PathRejection>;
+type TableBody = std::result::Result<Json<TableSpec>, JsonRejection>;
+
+async fn create_in(
+    service: &Service,
+    ctx: &RequestCtx,
+    table: &str,
+    body: TableBody,
+) -> Result<Response> {
+    crate::catalog::validate_table_name(table)?;
+    let Json(spec) = body.map_err(|e| bad(ErrorCode::InvalidTableConfig, e.body_text()))?;
+    let entry = service.create_table(ctx, table, spec).await?;
+    Ok(Json(describe(&entry)).into_response())
 }
 
 async fn create_table(
     State(service): State<Service>,
-    Path(table): Path<String>,
-    body: std::result::Result<Json<TableSpec>, JsonRejection>,
+    headers: HeaderMap,
+    Path(table): TablePath,
+    body: TableBody,
 ) -> Result<Response> {
-    crate::catalog::validate_table_name(&table)?;
-    let Json(spec) = body.map_err(|e| bad(ErrorCode::InvalidTableConfig, e.body_text()))?;
-    let ctx = service.anonymous_ctx();
-    let entry = service.create_table(&ctx, &table, spec).await?;
-    Ok(Json(describe(&entry)).into_response())
+    let ctx = admin_ctx(&service, &headers, None)?;
+    create_in(&service, &ctx, &table, body).await
 }
 
-async fn list_tables(State(service): State<Service>) -> Json<serde_json::Value> {
-    let ctx = service.anonymous_ctx();
-    let tables: Vec<_> = service.list_tables(&ctx).iter().map(describe).collect();
+async fn tenant_create_table(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path((tenant, table)): TenantTablePath,
+    body: TableBody,
+) -> Result<Response> {
+    let ctx = admin_ctx(&service, &headers, Some(&tenant))?;
+    create_in(&service, &ctx, &table, body).await
+}
+
+fn list_in(service: &Service, ctx: &RequestCtx) -> Json<serde_json::Value> {
+    let tables: Vec<_> = service.list_tables(ctx).iter().map(describe).collect();
     Json(json!({ "tables": tables }))
+}
+
+async fn list_tables(
+    State(service): State<Service>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>> {
+    Ok(list_in(&service, &admin_ctx(&service, &headers, None)?))
+}
+
+async fn tenant_list_tables(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    Ok(list_in(
+        &service,
+        &admin_ctx(&service, &headers, Some(&tenant))?,
+    ))
 }
 
 async fn describe_table(
     State(service): State<Service>,
-    Path(table): Path<String>,
+    headers: HeaderMap,
+    Path(table): TablePath,
 ) -> Result<Json<serde_json::Value>> {
-    let ctx = service.anonymous_ctx();
+    let ctx = admin_ctx(&service, &headers, None)?;
     Ok(Json(describe(&service.describe_table(&ctx, &table)?)))
 }
 
-async fn preference_list(State(service): State<Service>, path: PathParams) -> Result<Response> {
+async fn tenant_describe_table(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Path((tenant, table)): TenantTablePath,
+) -> Result<Json<serde_json::Value>> {
+    let ctx = admin_ctx(&service, &headers, Some(&tenant))?;
+    Ok(Json(describe(&service.describe_table(&ctx, &table)?)))
+}
+
+async fn preference_list(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    path: PathParams,
+) -> Result<Response> {
     let (table, key) = table_and_key(path)?;
-    let ctx = service.anonymous_ctx();
+    let ctx = admin_ctx(&service, &headers, None)?;
     Ok(Json(service.preference_list(&ctx, &table, &key)?).into_response())
 }
 
-async fn local_replica(
+fn tenant_table_key(p: KeyPath) -> Result<(String, String, Vec<u8>)> {
+    let Path((tenant, table, key)) =
+        p.map_err(|e| bad(ErrorCode::InvalidKey, format!("bad path: {e}")))?;
+    Ok((tenant, table, key.into_bytes()))
+}
+
+async fn tenant_preference_list(
     State(service): State<Service>,
-    path: PathParams,
+    headers: HeaderMap,
+    path: KeyPath,
+) -> Result<Response> {
+    let (tenant, table, key) = tenant_table_key(path)?;
+    let ctx = admin_ctx(&service, &headers, Some(&tenant))?;
+    Ok(Json(service.preference_list(&ctx, &table, &key)?).into_response())
+}
+
+async fn replica_in(
+    service: &Service,
+    ctx: &RequestCtx,
+    table: &str,
+    key: &[u8],
 ) -> Result<Json<serde_json::Value>> {
-    let (table, key) = table_and_key(path)?;
-    let ctx = service.anonymous_ctx();
-    let r = service.local_replica(&ctx, &table, &key).await?;
+    let r = service.local_replica(ctx, table, key).await?;
     let values: Vec<String> = r
         .object
         .as_ref()
@@ -299,6 +481,54 @@ async fn local_replica(
         "context": r.context,
         "values": values,
     })))
+}
+
+async fn local_replica(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    path: PathParams,
+) -> Result<Json<serde_json::Value>> {
+    let (table, key) = table_and_key(path)?;
+    let ctx = admin_ctx(&service, &headers, None)?;
+    replica_in(&service, &ctx, &table, &key).await
+}
+
+async fn tenant_local_replica(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    path: KeyPath,
+) -> Result<Json<serde_json::Value>> {
+    let (tenant, table, key) = tenant_table_key(path)?;
+    let ctx = admin_ctx(&service, &headers, Some(&tenant))?;
+    replica_in(&service, &ctx, &table, &key).await
+}
+
+/// `PUT /admin/v1/catalog`: records to merge (the control plane's
+/// reconciler).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogPush {
+    records: Vec<Record>,
+}
+
+async fn catalog_versions(State(service): State<Service>) -> Json<serde_json::Value> {
+    Json(json!({ "node": service.node().me().to_string(), "records": service.catalog_versions() }))
+}
+
+async fn catalog_merge(
+    State(service): State<Service>,
+    body: std::result::Result<Json<CatalogPush>, JsonRejection>,
+) -> Result<Json<serde_json::Value>> {
+    let Json(push) = body.map_err(|e| bad(ErrorCode::InvalidRequest, e.body_text()))?;
+    for r in &push.records {
+        if let Record::Table(t) = r {
+            t.config
+                .validate(usize::MAX)
+                .map_err(|e| bad(ErrorCode::InvalidTableConfig, e.message))?;
+        }
+    }
+    let changed = service.merge_records(push.records).await?;
+    Ok(Json(json!({ "changed": changed })))
 }
 
 async fn hints(State(service): State<Service>) -> Json<serde_json::Value> {
@@ -339,9 +569,8 @@ async fn ring_change(
     } else {
         None
     };
-    let ctx = service.anonymous_ctx();
     let began = service
-        .change_ring(&ctx, action, Some(&req.node), zone)
+        .change_ring(&service.system_ctx(), action, Some(&req.node), zone)
         .await?;
     Ok(began_response(began))
 }
@@ -361,8 +590,9 @@ async fn decommission(
 }
 
 async fn abort(State(service): State<Service>) -> Result<Response> {
-    let ctx = service.anonymous_ctx();
-    let began = service.change_ring(&ctx, Action::Abort, None, None).await?;
+    let began = service
+        .change_ring(&service.system_ctx(), Action::Abort, None, None)
+        .await?;
     Ok(began_response(began))
 }
 
@@ -412,6 +642,9 @@ mod tests {
                 ErrorKind::Conflict => 409,
                 ErrorKind::Unavailable => 503,
                 ErrorKind::Internal => 500,
+                ErrorKind::Unauthorized => 401,
+                ErrorKind::Forbidden => 403,
+                ErrorKind::Throttled => 429,
             };
             assert_eq!(status.as_u16(), want, "{code}");
         }

@@ -32,6 +32,7 @@
 //! ```
 
 pub mod aae;
+pub mod auth;
 pub mod catalog;
 pub mod catalog_sync;
 pub mod change;
@@ -52,6 +53,7 @@ pub mod replica;
 pub mod rpc;
 pub mod service;
 pub mod sys;
+pub mod throttle;
 pub mod trees;
 pub mod wire;
 pub mod worker;
@@ -190,6 +192,16 @@ pub async fn run(
         config::DurabilityArg::Sync => Durability::Sync,
         config::DurabilityArg::Periodic => Durability::default(),
     };
+    let credentials = auth::Credentials::from_config(&config)?;
+    if !credentials.required() {
+        tracing::warn!(
+            "serving WITHOUT AUTHENTICATION (--insecure-no-auth): anyone who can reach this node can read, write and administer it"
+        );
+    } else if config.key_master_file.is_none() {
+        tracing::warn!(
+            "no --key-master-file: API keys cannot be checked, only the admin credential is accepted"
+        );
+    }
     let store: Arc<dyn Store> = Arc::new(RocksStore::open(&rocks)?);
     let catalog = Arc::new(catalog::Catalog::load(Arc::clone(&store))?);
 
@@ -314,6 +326,8 @@ pub async fn run(
         leader: Arc::new(change::ChangeLeader::new()),
         workers: Arc::clone(&workers),
         request_timeout: config.request_timeout(),
+        credentials,
+        metrics_require_token: config.metrics_require_token,
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

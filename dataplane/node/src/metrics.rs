@@ -13,7 +13,11 @@ use prometheus_client::registry::Registry;
 pub struct OpLabels {
     /// get, put or delete.
     pub op: &'static str,
-    /// The table.
+    /// The tenant (`_unknown` when neither the table nor the caller names
+    /// a known one).
+    pub tenant: String,
+    /// The table, as its clients name it (`_unknown` for tables the
+    /// catalog does not have, so that the label set stays bounded).
     pub table: String,
     /// ok, or the error code.
     pub outcome: &'static str,

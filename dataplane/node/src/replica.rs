@@ -621,16 +621,16 @@ mod tests {
         let catalog = Arc::new(Catalog::load(Arc::clone(store)).expect("catalog"));
         for (name, n) in [("three", 3), ("one", 1)] {
             catalog
-                .merge(TableEntry {
-                    name: name.into(),
-                    config: TableConfig {
+                .merge(TableEntry::in_default_tenant(
+                    name,
+                    TableConfig {
                         n,
                         r: 1,
                         w: 1,
                         conflict: ConflictArg::Siblings,
                     },
-                    version: 1,
-                })
+                    1,
+                ))
                 .expect("table");
         }
         let trees = Arc::new(Trees::new(4, catalog));

@@ -205,12 +205,12 @@ impl ReplicaRpc for RpcService {
         tokio::task::spawn_blocking(move || {
             catalog_from_pb(&incoming)
                 .into_iter()
-                .try_for_each(|entry| catalog.merge(entry).map(|_| ()))
+                .try_for_each(|entry| catalog.merge_record(entry).map(|_| ()))
         })
         .await
         .map_err(internal)?
         .map_err(internal)?;
-        Ok(Response::new(catalog_to_pb(&self.node.catalog().list())))
+        Ok(Response::new(catalog_to_pb(&self.node.catalog().records())))
     }
 
     async fn ping(

@@ -8,7 +8,10 @@ use dyno_core::ConflictMode;
 use dyno_core::coordinator::ReplicaFailure;
 use dyno_proto::internal as pb;
 
-use crate::catalog::{TableConfig, TableEntry, validate_table_name};
+use crate::catalog::{
+    Access, DEFAULT_TENANT, KeyEntry, Record, Scope, TableConfig, TableEntry, TenantEntry,
+    validate_table_name,
+};
 use crate::error::{ErrorCode, ServiceError};
 
 /// The conflict mode in wire form.
@@ -38,40 +41,119 @@ pub fn item_mode(catalog: &crate::catalog::Catalog, item: &pb::Item) -> Conflict
         .unwrap_or_else(|| mode_from_pb(item.conflict))
 }
 
-/// Catalog entries in wire form.
-pub fn catalog_to_pb(entries: &[TableEntry]) -> pb::Catalog {
-    pb::Catalog {
-        tables: entries
-            .iter()
-            .map(|e| pb::TableEntry {
+/// Catalog records in wire form.
+pub fn catalog_to_pb(records: &[Record]) -> pb::Catalog {
+    let mut out = pb::Catalog::default();
+    for r in records {
+        match r {
+            Record::Table(e) => out.tables.push(pb::TableEntry {
                 name: e.name.clone(),
                 n: e.config.n,
                 r: e.config.r,
                 w: e.config.w,
                 conflict: mode_to_pb(e.config.mode()),
                 version: e.version,
-                deleted: false,
-            })
-            .collect(),
+                deleted: e.deleted,
+                tenant: e.tenant.clone(),
+                table: e.table.clone(),
+                throughput_limit: e.throughput_limit.unwrap_or(0),
+            }),
+            Record::Key(k) => out.keys.push(pb::KeyEntry {
+                id: k.id.clone(),
+                tenant: k.tenant.clone(),
+                scopes: k
+                    .scopes
+                    .iter()
+                    .map(|s| pb::Scope {
+                        table: s.table.clone(),
+                        access: match s.access {
+                            Access::Read => pb::Access::Read,
+                            Access::Write => pb::Access::Write,
+                            Access::Manage => pb::Access::Manage,
+                        } as i32,
+                    })
+                    .collect(),
+                revoked: k.revoked,
+                version: k.version,
+            }),
+            Record::Tenant(t) => out.tenants.push(pb::TenantEntry {
+                name: t.name.clone(),
+                suspended: t.suspended,
+                version: t.version,
+            }),
+        }
+    }
+    out
+}
+
+/// A storage name is a table name, or `#` and the control plane's id.
+fn valid_storage_name(name: &str) -> bool {
+    match name.strip_prefix('#') {
+        Some(id) => !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit()),
+        None => validate_table_name(name).is_ok(),
     }
 }
 
-/// Catalog entries from wire form (entries with invalid names are skipped).
-pub fn catalog_from_pb(c: &pb::Catalog) -> Vec<TableEntry> {
-    c.tables
+/// Catalog records from wire form (malformed ones are skipped).
+pub fn catalog_from_pb(c: &pb::Catalog) -> Vec<Record> {
+    let tables = c
+        .tables
         .iter()
-        .filter(|t| validate_table_name(&t.name).is_ok())
-        .map(|t| TableEntry {
+        .filter(|t| valid_storage_name(&t.name))
+        .map(|t| {
+            Record::Table(TableEntry {
+                name: t.name.clone(),
+                tenant: if t.tenant.is_empty() {
+                    DEFAULT_TENANT.to_owned()
+                } else {
+                    t.tenant.clone()
+                },
+                table: if t.table.is_empty() {
+                    t.name.clone()
+                } else {
+                    t.table.clone()
+                },
+                config: TableConfig {
+                    n: t.n,
+                    r: t.r,
+                    w: t.w,
+                    conflict: mode_from_pb(t.conflict).into(),
+                },
+                throughput_limit: (t.throughput_limit > 0).then_some(t.throughput_limit),
+                deleted: t.deleted,
+                version: t.version,
+            })
+        });
+    let keys = c.keys.iter().map(|k| {
+        Record::Key(KeyEntry {
+            id: k.id.clone(),
+            tenant: k.tenant.clone(),
+            scopes: k
+                .scopes
+                .iter()
+                .map(|s| Scope {
+                    table: s.table.clone(),
+                    // An unknown access level (from a newer peer) grants
+                    // the least.
+                    access: match pb::Access::try_from(s.access) {
+                        Ok(pb::Access::Manage) => Access::Manage,
+                        Ok(pb::Access::Write) => Access::Write,
+                        _ => Access::Read,
+                    },
+                })
+                .collect(),
+            revoked: k.revoked,
+            version: k.version,
+        })
+    });
+    let tenants = c.tenants.iter().map(|t| {
+        Record::Tenant(TenantEntry {
             name: t.name.clone(),
-            config: TableConfig {
-                n: t.n,
-                r: t.r,
-                w: t.w,
-                conflict: mode_from_pb(t.conflict).into(),
-            },
+            suspended: t.suspended,
             version: t.version,
         })
-        .collect()
+    });
+    tables.chain(keys).chain(tenants).collect()
 }
 
 /// An error code in wire form.
@@ -108,6 +190,9 @@ pub fn code_to_pb(code: ErrorCode) -> pb::ErrorCode {
         ErrorCode::LeaderUnreachable => P::LeaderUnreachable,
         ErrorCode::DeadlineExceeded => P::DeadlineExceeded,
         ErrorCode::Internal => P::Internal,
+        ErrorCode::Unauthorized => P::Unauthorized,
+        ErrorCode::Forbidden => P::Forbidden,
+        ErrorCode::Throttled => P::Throttled,
     }
 }
 

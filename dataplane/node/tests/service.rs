@@ -9,6 +9,29 @@ use dyno_node::{Listeners, NodeConfig};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+const ADMIN_TOKEN: &str = "in-process-admin-token-0123";
+const KEY_MASTER: &str = "in-process-key-master-0123456789abcdef";
+
+/// A client sending `token` as a bearer token.
+fn client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().expect("header"),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// A client sending the admin credential.
+fn admin() -> reqwest::Client {
+    client(Some(ADMIN_TOKEN))
+}
+
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]
@@ -58,12 +81,18 @@ async fn cluster_with(ids: &[&str], extra: &[&str]) -> Vec<TestNode> {
     let mut nodes = Vec::new();
     for (id, listeners) in ids.iter().zip(bound) {
         let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).expect("token");
+        std::fs::write(dir.path().join("key-master"), KEY_MASTER).expect("master");
         let mut argv = vec![
             "dyno".to_owned(),
             "--id".into(),
             (*id).to_owned(),
             "--data-dir".into(),
-            dir.path().display().to_string(),
+            dir.path().join("data").display().to_string(),
+            "--admin-token-file".into(),
+            dir.path().join("admin-token").display().to_string(),
+            "--key-master-file".into(),
+            dir.path().join("key-master").display().to_string(),
             "--gossip-interval-ms".into(),
             "100".into(),
         ];
@@ -138,7 +167,7 @@ where
 #[tokio::test]
 async fn unknown_tables_share_one_metric_series() {
     let nodes = cluster(&["solo"]).await;
-    let http = reqwest::Client::new();
+    let http = admin();
     let url = &nodes[0].url;
     create_table(
         &http,
@@ -185,7 +214,7 @@ async fn unknown_tables_share_one_metric_series() {
 #[tokio::test]
 async fn workers_report_their_status_and_stop_at_shutdown() {
     let mut nodes = cluster(&["w1"]).await;
-    let http = reqwest::Client::new();
+    let http = admin();
     let url = nodes[0].url.clone();
     let workers = eventually(10, "gossip to complete a step", || {
         let (http, url) = (&http, &url);
@@ -228,7 +257,7 @@ async fn workers_report_their_status_and_stop_at_shutdown() {
 #[tokio::test]
 async fn forwarded_errors_keep_their_code_and_message() {
     let nodes = cluster(&["a", "b"]).await;
-    let http = reqwest::Client::new();
+    let http = admin();
     create_table(
         &http,
         &nodes[0].url,
@@ -308,7 +337,7 @@ async fn replica_calls_cross_between_nodes_over_unary_calls() {
 }
 
 async fn replica_calls_cross(nodes: Vec<TestNode>) {
-    let http = reqwest::Client::new();
+    let http = admin();
     create_table(
         &http,
         &nodes[0].url,
@@ -356,5 +385,423 @@ async fn replica_calls_cross(nodes: Vec<TestNode>) {
     // Both nodes hold open replica pipes to each other; they still stop.
     for node in nodes {
         stop(node).await;
+    }
+}
+
+/// The bearer token of key `id` under the test key master.
+fn key_token(id: &str) -> String {
+    dyno_core::apikey::token(
+        id,
+        &dyno_core::apikey::derive_secret(KEY_MASTER.as_bytes(), id),
+    )
+}
+
+fn key_id(n: u8) -> String {
+    dyno_core::apikey::key_id([n; 12])
+}
+
+/// Pushes catalog records to a node, as the control plane's reconciler does.
+async fn push(url: &str, records: Value) {
+    let (status, body) = json(
+        admin()
+            .put(format!("{url}/admin/v1/catalog"))
+            .json(&serde_json::json!({ "records": records }))
+            .send()
+            .await
+            .expect("push"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+fn key_record(id: &str, tenant: &str, scopes: Value, revoked: bool, version: u64) -> Value {
+    serde_json::json!({
+        "kind": "key", "id": id, "tenant": tenant, "scopes": scopes,
+        "revoked": revoked, "version": version,
+    })
+}
+
+async fn status_and_body(resp: reqwest::Response) -> (u16, String) {
+    let s = resp.status().as_u16();
+    (s, resp.text().await.unwrap_or_default())
+}
+
+/// Keys, scopes, tenants and the admin credential on one node: what is
+/// refused with which status, and that no spelling of a table name reaches
+/// another tenant's table.
+#[tokio::test]
+async fn keys_scopes_and_tenant_isolation() {
+    let nodes = cluster(&["solo"]).await;
+    let url = nodes[0].url.clone();
+    let anonymous = client(None);
+
+    // No credentials: 401 on data and admin paths; health stays open.
+    let r = anonymous
+        .get(format!("{url}/v1/tables/orders/items/k"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let (_, body) = json(r).await;
+    assert_eq!(body["error"]["code"], "Unauthorized");
+    for path in ["/admin/v1/cluster", "/admin/v1/tables", "/admin/v1/catalog"] {
+        let s = anonymous
+            .get(format!("{url}{path}"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(s.status().as_u16(), 401, "{path}");
+        let s = client(Some("not-the-admin-token-at-all"))
+            .get(format!("{url}{path}"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(s.status().as_u16(), 401, "{path}");
+    }
+    for path in ["/admin/v1/health", "/metrics"] {
+        let s = anonymous
+            .get(format!("{url}{path}"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(s.status().as_u16(), 200, "{path}");
+    }
+
+    // Two tenants with a table of the same name, and a limited one.
+    let http = admin();
+    for (tenant, table, spec) in [
+        (
+            "acme",
+            "orders",
+            serde_json::json!({"n": 1, "r": 1, "w": 1}),
+        ),
+        (
+            "beta",
+            "orders",
+            serde_json::json!({"n": 1, "r": 1, "w": 1}),
+        ),
+        (
+            "acme",
+            "limited",
+            serde_json::json!({"n": 1, "r": 1, "w": 1, "throughput_limit": 5}),
+        ),
+    ] {
+        let (s, b) = json(
+            http.put(format!("{url}/admin/v1/tenants/{tenant}/tables/{table}"))
+                .json(&spec)
+                .send()
+                .await
+                .expect("create"),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["tenant"], tenant);
+        assert!(
+            b["storage_name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with('#')),
+            "{b}"
+        );
+    }
+    let beta_storage = json(
+        http.get(format!("{url}/admin/v1/tenants/beta/tables/orders"))
+            .send()
+            .await
+            .expect("describe"),
+    )
+    .await
+    .1["storage_name"]
+        .as_str()
+        .expect("storage name")
+        .to_owned();
+    let (acme_all, acme_reader, beta_all) = (key_id(1), key_id(2), key_id(3));
+    push(
+        &url,
+        serde_json::json!([
+            key_record(
+                &acme_all,
+                "acme",
+                serde_json::json!([{"table": "*", "access": "write"}]),
+                false,
+                1
+            ),
+            key_record(
+                &acme_reader,
+                "acme",
+                serde_json::json!([{"table": "orders", "access": "read"}]),
+                false,
+                1
+            ),
+            key_record(
+                &beta_all,
+                "beta",
+                serde_json::json!([{"table": "*", "access": "write"}]),
+                false,
+                1
+            ),
+        ]),
+    )
+    .await;
+    let acme = client(Some(&key_token(&acme_all)));
+    let reader = client(Some(&key_token(&acme_reader)));
+    let beta = client(Some(&key_token(&beta_all)));
+
+    // Same name, different tables.
+    for (c, v) in [(&acme, "acme's"), (&beta, "beta's")] {
+        let s = c
+            .put(format!("{url}/v1/tables/orders/items/k"))
+            .body(v)
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(s.status().as_u16(), 200);
+    }
+    let read = |c: &reqwest::Client, table: &str| {
+        let c = c.clone();
+        let u = format!("{url}/v1/tables/{table}/items/k");
+        async move { status_and_body(c.get(u).send().await.expect("get")).await }
+    };
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let (s, body) = read(&acme, "orders").await;
+    assert_eq!(s, 200);
+    assert!(
+        body.contains(&b64("acme's")) && !body.contains(&b64("beta's")),
+        "{body}"
+    );
+    let (_, body) = read(&beta, "orders").await;
+    assert!(body.contains(&b64("beta's")), "{body}");
+
+    // No spelling of a name reaches beta's table from acme's key: every one
+    // is "not found" (or a bad request), and says nothing of beta.
+    let storage_escaped = beta_storage.replace('#', "%23");
+    let spellings = [
+        "Orders",
+        "ORDERS",
+        "orders.",
+        "orders%2E",
+        "beta%2Forders",
+        "beta.orders",
+        "beta:orders",
+        "..%2Fbeta%2Forders",
+        "%2E%2E%2Fbeta%2Forders",
+        "orders%00",
+        "orders%20",
+        storage_escaped.as_str(),
+        "beta%2F%2Forders",
+    ];
+    for spelling in spellings {
+        for c in [&acme, &reader] {
+            let (s, body) = read(c, spelling).await;
+            assert!(
+                s == 404 || s == 400 || (s == 403 && std::ptr::eq(c, &reader)),
+                "{spelling}: {s} {body}"
+            );
+            assert!(!body.contains(&b64("beta's")), "{spelling}: {body}");
+            assert!(!body.contains("beta's"), "{spelling}: {body}");
+        }
+        let s = acme
+            .put(format!("{url}/v1/tables/{spelling}/items/k"))
+            .body("overwritten")
+            .send()
+            .await
+            .expect("put")
+            .status()
+            .as_u16();
+        assert!(s == 404 || s == 400, "{spelling}: {s}");
+    }
+    // Other-tenant paths do not exist on the items API.
+    let s = acme
+        .get(format!("{url}/v1/tenants/beta/tables/orders/items/k"))
+        .send()
+        .await
+        .expect("get")
+        .status();
+    assert_eq!(s.as_u16(), 404);
+    // An API key cannot use the admin API.
+    let s = acme
+        .get(format!("{url}/admin/v1/tenants/beta/tables/orders"))
+        .send()
+        .await
+        .expect("get")
+        .status();
+    assert_eq!(s.as_u16(), 401);
+    let (_, body) = read(&beta, "orders").await;
+    assert!(
+        body.contains(&b64("beta's")),
+        "beta's item is intact: {body}"
+    );
+
+    // Scopes: a reader reads its table, cannot write it, and gets the same
+    // 403 for a table it has no scope on whether or not it exists.
+    assert_eq!(read(&reader, "orders").await.0, 200);
+    let s = reader
+        .put(format!("{url}/v1/tables/orders/items/k"))
+        .body("no")
+        .send()
+        .await
+        .expect("put");
+    let (status, body) = json(s).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("Forbidden"))
+    );
+    let (s1, b1) = read(&reader, "limited").await;
+    let (s2, b2) = read(&reader, "no-such-table").await;
+    assert_eq!((s1, s2), (403, 403));
+    assert_eq!(b1.replace("limited", "X"), b2.replace("no-such-table", "X"));
+
+    // Throughput limit: 5 per second on one node, so a quick burst of 30
+    // is mostly refused with 429, Retry-After and ThrottlingException,
+    // while the other table of the same tenant is not limited.
+    let mut throttled = 0;
+    for _ in 0..30 {
+        let r = acme
+            .get(format!("{url}/v1/tables/limited/items/k"))
+            .send()
+            .await
+            .expect("get");
+        if r.status().as_u16() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+            let (_, b) = json(r).await;
+            assert_eq!(b["error"]["code"], "ThrottlingException");
+            throttled += 1;
+        } else {
+            assert_eq!(r.status().as_u16(), 404, "item not found, but admitted");
+        }
+        assert_eq!(read(&acme, "orders").await.0, 200);
+    }
+    assert!(throttled >= 20, "only {throttled} of 30 throttled");
+
+    // Per-tenant metrics, with bounded labels.
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("tenant=\"acme\""), "{metrics}");
+    assert!(metrics.contains("outcome=\"ThrottlingException\""));
+    assert!(!metrics.contains("beta%2Forders") && !metrics.contains("ORDERS"));
+
+    // Unknown and tampered keys, a revoked key and a suspended tenant: 401.
+    let unknown = client(Some(&key_token(&key_id(99))));
+    assert_eq!(read(&unknown, "orders").await.0, 401);
+    let mut tampered = key_token(&acme_all);
+    tampered.pop();
+    tampered.push(if tampered.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(read(&client(Some(&tampered)), "orders").await.0, 401);
+    push(
+        &url,
+        serde_json::json!([key_record(
+            &acme_all,
+            "acme",
+            serde_json::json!([{"table": "*", "access": "write"}]),
+            true,
+            2
+        )]),
+    )
+    .await;
+    assert_eq!(read(&acme, "orders").await.0, 401);
+    assert_eq!(
+        read(&reader, "orders").await.0,
+        200,
+        "other keys still work"
+    );
+    push(
+        &url,
+        serde_json::json!([{"kind": "tenant", "name": "acme", "suspended": true, "version": 3}]),
+    )
+    .await;
+    assert_eq!(read(&reader, "orders").await.0, 401);
+    assert_eq!(
+        read(&beta, "orders").await.0,
+        200,
+        "other tenants still work"
+    );
+    push(
+        &url,
+        serde_json::json!([{"kind": "tenant", "name": "acme", "suspended": false, "version": 4}]),
+    )
+    .await;
+    assert_eq!(read(&reader, "orders").await.0, 200);
+    // An older record never undoes a newer one.
+    push(
+        &url,
+        serde_json::json!([key_record(
+            &acme_all,
+            "acme",
+            serde_json::json!([{"table": "*", "access": "write"}]),
+            false,
+            1
+        )]),
+    )
+    .await;
+    assert_eq!(read(&acme, "orders").await.0, 401);
+
+    for n in nodes {
+        stop(n).await;
+    }
+}
+
+/// A revocation pushed to one node reaches every node within 5 s, and
+/// every node then refuses the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_reaches_every_node_quickly() {
+    let nodes = cluster(&["a", "b", "c"]).await;
+    let http = admin();
+    let (s, b) = json(
+        http.put(format!("{}/admin/v1/tenants/acme/tables/t", nodes[0].url))
+            .json(&serde_json::json!({"n": 3, "r": 1, "w": 1}))
+            .send()
+            .await
+            .expect("create"),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let id = key_id(7);
+    let scopes = serde_json::json!([{"table": "t", "access": "write"}]);
+    push(
+        &nodes[0].url,
+        serde_json::json!([key_record(&id, "acme", scopes.clone(), false, 10)]),
+    )
+    .await;
+    let key = client(Some(&key_token(&id)));
+    for n in &nodes {
+        let u = format!("{}/v1/tables/t/items/k", n.url);
+        eventually(5, "the key to work everywhere", || {
+            let (key, u) = (key.clone(), u.clone());
+            async move {
+                let s = key.put(u).body("v").send().await.ok()?.status();
+                (s.as_u16() == 200).then_some(())
+            }
+        })
+        .await;
+    }
+    let revoked_at = tokio::time::Instant::now();
+    push(
+        &nodes[0].url,
+        serde_json::json!([key_record(&id, "acme", scopes, true, 11)]),
+    )
+    .await;
+    for n in &nodes {
+        let u = format!("{}/v1/tables/t/items/k", n.url);
+        eventually(5, "the revocation to reach every node", || {
+            let (key, u) = (key.clone(), u.clone());
+            async move {
+                let s = key.get(u).send().await.ok()?.status();
+                (s.as_u16() == 401).then_some(())
+            }
+        })
+        .await;
+    }
+    let took = revoked_at.elapsed();
+    println!("revocation refused on every node after {took:?}");
+    assert!(took <= Duration::from_secs(5));
+    for n in nodes {
+        stop(n).await;
     }
 }

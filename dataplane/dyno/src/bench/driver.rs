@@ -299,7 +299,7 @@ impl Conn {
                     key: key.as_bytes().to_vec(),
                     r: *r,
                 };
-                match client.get(req).await {
+                match client.get(authed(req)).await {
                     Ok(resp) => {
                         let resp = resp.into_inner();
                         if resp.found {
@@ -385,7 +385,7 @@ impl Conn {
                     if_match: None,
                     if_none_match: false,
                 };
-                match client.put(req).await {
+                match client.put(authed(req)).await {
                     Ok(_) => Outcome::Ok(None),
                     Err(s) => grpc_outcome(&s),
                 }
@@ -427,9 +427,38 @@ impl Conn {
     }
 }
 
-/// An HTTP client pool sized for `clients` concurrent requests.
+/// The bearer token the benchmark sends to Dyno: `$DYNO_TOKEN`, else
+/// `$DYNO_ADMIN_TOKEN`.
+fn bench_token() -> Option<&'static str> {
+    static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    TOKEN
+        .get_or_init(|| {
+            ["DYNO_TOKEN", "DYNO_ADMIN_TOKEN"]
+                .iter()
+                .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+                .map(|v| v.trim().to_owned())
+        })
+        .as_deref()
+}
+
+/// A gRPC request carrying the benchmark's token.
+fn authed<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(v) = bench_token().and_then(|t| format!("Bearer {t}").parse().ok()) {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
+}
+
+/// An HTTP client pool sized for `clients` concurrent requests, sending the
+/// benchmark's token (etcd and Redis ignore it).
 pub fn http_pool(clients: usize) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(v) = bench_token().and_then(|t| format!("Bearer {t}").parse().ok()) {
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
     Ok(reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(clients.max(1))
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))

@@ -11,7 +11,10 @@ use serde::Serialize;
 use super::items::context_string;
 use super::{RequestCtx, Service};
 use crate::aae::RepairStatus;
-use crate::catalog::{ConflictArg, TableConfig, TableEntry, validate_table_name};
+use crate::catalog::{
+    Access, ConflictArg, DEFAULT_TENANT, Record, RecordVersion, TableConfig, TableEntry,
+    validate_table_name,
+};
 use crate::change::{Action, Began};
 use crate::cluster::Liveness;
 use crate::error::{ErrorCode, ServiceError};
@@ -31,6 +34,9 @@ pub struct TableSpec {
     /// How concurrent writes are resolved (default: siblings).
     #[serde(default)]
     pub conflict: ConflictArg,
+    /// Operations per second over the cluster (default: unlimited).
+    #[serde(default)]
+    pub throughput_limit: Option<u32>,
 }
 
 /// Where a key lives.
@@ -193,16 +199,30 @@ pub struct HealthView {
 }
 
 impl Service {
-    /// Creates a table, or changes the R/W/conflict mode of an existing one
-    /// (N cannot change). Tells the other nodes at once; the catalog sync
-    /// covers any that miss it.
+    /// The table `name` of the request's tenant (admin requests only reach
+    /// here; the scope check is the caller's).
+    fn admin_table(&self, ctx: &RequestCtx, name: &str) -> Result<Arc<TableEntry>, ServiceError> {
+        self.inner
+            .node
+            .catalog()
+            .resolve(&ctx.tenant, name)
+            .ok_or_else(|| ServiceError::table_not_found(name))
+    }
+
+    /// Creates a table in the request's tenant, or changes the R/W/conflict
+    /// mode and throughput limit of an existing one (N cannot change).
+    /// Tells the other nodes at once; the catalog sync covers any that miss
+    /// it. Tables of the tenant `default` are stored under their own name
+    /// (as before tenancy); other tenants' tables made here get a storage
+    /// name of their own, `#` and the version.
     pub async fn create_table(
         &self,
-        _ctx: &RequestCtx,
+        ctx: &RequestCtx,
         name: &str,
         spec: TableSpec,
     ) -> Result<TableEntry, ServiceError> {
         validate_table_name(name)?;
+        ctx.principal.authorize(name, Access::Manage)?;
         let node = &self.inner.node;
         let config = TableConfig {
             n: spec.n,
@@ -211,66 +231,97 @@ impl Service {
             conflict: spec.conflict,
         };
         config.validate(node.cluster().topology().current.members().len())?;
-        if let Some(existing) = node.catalog().get(name)
-            && existing.n != config.n
+        if spec.throughput_limit == Some(0) {
+            return Err(ServiceError::new(
+                ErrorCode::InvalidTableConfig,
+                "throughput_limit must be at least 1 (leave it out for no limit)",
+            ));
+        }
+        let existing = node.catalog().resolve(&ctx.tenant, name);
+        if let Some(existing) = &existing
+            && existing.config.n != config.n
         {
             return Err(ServiceError::new(
                 ErrorCode::ImmutableSetting,
                 format!(
                     "table {name} has n = {}; a table's replication factor cannot change (create a new table)",
-                    existing.n
+                    existing.config.n
                 ),
             ));
         }
-        let entry = TableEntry {
-            name: name.to_owned(),
-            config,
-            version: node.replica().now().0,
+        let version = node.replica().now().0;
+        let storage = match &existing {
+            Some(e) => e.name.clone(),
+            None if ctx.tenant == DEFAULT_TENANT => name.to_owned(),
+            None => format!("#{version}"),
         };
-        let catalog = Arc::clone(node.catalog());
-        let e = entry.clone();
-        tokio::task::spawn_blocking(move || catalog.merge(e))
-            .await
-            .map_err(ServiceError::internal)??;
-        if let Err(e) = crate::catalog_sync::push_catalog_to_all(node).await {
-            tracing::warn!(error = %e, table = name, "could not merge catalogs after creating a table; the sync retries");
-        }
+        let entry = TableEntry {
+            name: storage,
+            tenant: ctx.tenant.clone(),
+            table: name.to_owned(),
+            config,
+            throughput_limit: spec.throughput_limit,
+            deleted: false,
+            version,
+        };
+        self.merge_records(vec![Record::Table(entry.clone())])
+            .await?;
         Ok(entry)
     }
 
-    /// Every table, by name.
-    pub fn list_tables(&self, _ctx: &RequestCtx) -> Vec<TableEntry> {
-        self.inner.node.catalog().list()
+    /// Merges catalog records (from the control plane's reconciler, or a
+    /// table change made here) and tells the other nodes at once; the
+    /// catalog sync covers any that miss it. Returns how many changed this
+    /// node's catalog.
+    pub async fn merge_records(&self, records: Vec<Record>) -> Result<usize, ServiceError> {
+        let node = &self.inner.node;
+        let catalog = Arc::clone(node.catalog());
+        let changed = tokio::task::spawn_blocking(move || {
+            records.into_iter().try_fold(0usize, |n, r| {
+                catalog.merge_record(r).map(|c| n + usize::from(c))
+            })
+        })
+        .await
+        .map_err(ServiceError::internal)??;
+        if changed > 0
+            && let Err(e) = crate::catalog_sync::push_catalog_to_all(node).await
+        {
+            tracing::warn!(error = %e, "could not push the catalog to every node; the sync retries");
+        }
+        Ok(changed)
     }
 
-    /// One table.
-    pub fn describe_table(
-        &self,
-        _ctx: &RequestCtx,
-        name: &str,
-    ) -> Result<TableEntry, ServiceError> {
-        self.inner
-            .node
-            .catalog()
-            .list()
-            .into_iter()
-            .find(|e| e.name == name)
-            .ok_or_else(|| ServiceError::table_not_found(name))
+    /// Every catalog record's id and version (for the control plane).
+    pub fn catalog_versions(&self) -> Vec<RecordVersion> {
+        self.inner.node.catalog().versions()
+    }
+
+    /// The request's tenant's tables.
+    pub fn list_tables(&self, ctx: &RequestCtx) -> Vec<TableEntry> {
+        self.inner.node.catalog().list_tenant(&ctx.tenant)
+    }
+
+    /// One table of the request's tenant.
+    pub fn describe_table(&self, ctx: &RequestCtx, name: &str) -> Result<TableEntry, ServiceError> {
+        let entry = self.admin_table(ctx, name)?;
+        Ok(TableEntry::clone(&entry))
     }
 
     /// The preference list of a key.
     pub fn preference_list(
         &self,
-        _ctx: &RequestCtx,
+        ctx: &RequestCtx,
         table: &str,
         key: &[u8],
     ) -> Result<PreferenceListView, ServiceError> {
         let node = &self.inner.node;
         super::items::check_key(key)?;
-        let cfg = node.table(table)?;
-        let pos = key_position(table, key);
+        let entry = self.admin_table(ctx, table)?;
+        let pos = key_position(&entry.name, key);
         let topology = node.cluster().topology();
-        let pl = topology.current.preference_list_for(pos, cfg.n as usize);
+        let pl = topology
+            .current
+            .preference_list_for(pos, entry.config.n as usize);
         let primaries = pl.primaries().len();
         let nodes = pl
             .all()
@@ -292,14 +343,14 @@ impl Service {
     /// This node's stored replica of a key.
     pub async fn local_replica(
         &self,
-        _ctx: &RequestCtx,
+        ctx: &RequestCtx,
         table: &str,
         key: &[u8],
     ) -> Result<LocalReplicaView, ServiceError> {
         let node = &self.inner.node;
         super::items::check_key(key)?;
-        node.table(table)?;
-        let (replica, t, k) = (Arc::clone(node.replica()), table.to_owned(), key.to_vec());
+        let entry = self.admin_table(ctx, table)?;
+        let (replica, t, k) = (Arc::clone(node.replica()), entry.name.clone(), key.to_vec());
         let object = tokio::task::spawn_blocking(move || replica.get_item(&t, &k))
             .await
             .map_err(ServiceError::internal)??;

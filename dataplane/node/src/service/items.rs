@@ -1,13 +1,14 @@
 //! Item operations: get, put, delete.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use dyno_core::context::{MAX_CONTEXT_ENTRIES, decode_context, encode_context};
 use dyno_core::{Object, VersionVector};
 
-use super::{RequestCtx, Service};
-use crate::catalog::TableConfig;
+use super::{Principal, RequestCtx, Service};
+use crate::catalog::{Access, TableEntry};
 use crate::error::{ErrorCode, ServiceError};
 use crate::metrics::OpLabels;
 use crate::node::PutRequest;
@@ -194,23 +195,56 @@ pub(crate) fn put_request(
 }
 
 impl Service {
-    /// The table's settings, looked up once per request: the same answer
-    /// serves the operation and the metric label.
-    fn lookup(&self, name: &str) -> Option<TableConfig> {
-        self.inner.node.catalog().get(name)
+    /// Checks the caller's scope for `table`, then looks the table up in
+    /// the request's tenant: once per request, the same answer serves the
+    /// operation and the metric labels. The scope is checked first and on
+    /// the name only, so neither answer tells whether a table exists
+    /// elsewhere.
+    fn resolve(
+        &self,
+        ctx: &RequestCtx,
+        table: &str,
+        access: Access,
+    ) -> Result<Arc<TableEntry>, ServiceError> {
+        ctx.principal.authorize(table, access)?;
+        self.inner
+            .node
+            .catalog()
+            .resolve(&ctx.tenant, table)
+            .ok_or_else(|| ServiceError::table_not_found(table))
+    }
+
+    /// Takes a token of the table's throughput limit, if it has one.
+    fn admit(&self, entry: &TableEntry) -> Result<(), ServiceError> {
+        let Some(limit) = entry.throughput_limit else {
+            return Ok(());
+        };
+        let members = self.inner.node.cluster().topology().current.members().len();
+        self.inner
+            .throttle
+            .admit(&entry.name, limit, members, Instant::now())
+            .map_err(|secs| ServiceError::throttled(entry.display_name(), secs))
     }
 
     fn record(
         &self,
         op: Op,
-        table: &str,
-        known: bool,
+        ctx: &RequestCtx,
+        entry: Option<&TableEntry>,
         started: Instant,
         error: Option<&ServiceError>,
     ) {
+        let tenant = match (entry, &ctx.principal) {
+            (Some(e), _) => e.tenant.clone(),
+            (None, Principal::Key(k)) => k.tenant.clone(),
+            (None, _) => UNKNOWN_TABLE_LABEL.to_owned(),
+        };
         let labels = OpLabels {
             op: op.as_str(),
-            table: if known { table } else { UNKNOWN_TABLE_LABEL }.to_owned(),
+            tenant,
+            table: entry
+                .map_or(UNKNOWN_TABLE_LABEL, |e| e.display_name())
+                .to_owned(),
             outcome: error.map_or("ok", |e| e.code.as_str()),
         };
         self.inner
@@ -224,12 +258,15 @@ impl Service {
     /// Reads a key at the request's (or the table's) R.
     pub async fn get_item(&self, ctx: &RequestCtx, req: GetItem) -> Result<ItemRead, ServiceError> {
         let started = Instant::now();
-        let cfg = self.lookup(&req.table);
-        let res = self.get_inner(ctx, &req, cfg).await;
+        let entry = self.resolve(ctx, &req.table, Access::Read);
+        let res = match &entry {
+            Ok(e) => self.get_inner(ctx, &req, e).await,
+            Err(e) => Err(e.clone()),
+        };
         self.record(
             Op::Get,
-            &req.table,
-            cfg.is_some(),
+            ctx,
+            entry.as_deref().ok(),
             started,
             res.as_ref().err(),
         );
@@ -240,16 +277,17 @@ impl Service {
         &self,
         ctx: &RequestCtx,
         req: &GetItem,
-        cfg: Option<TableConfig>,
+        entry: &TableEntry,
     ) -> Result<ItemRead, ServiceError> {
         check_key(&req.key)?;
-        let cfg = cfg.ok_or_else(|| ServiceError::table_not_found(&req.table))?;
+        let cfg = entry.config;
         let r = quorum("r", req.r, cfg.n, cfg.r)?;
+        self.admit(entry)?;
         ctx.check_deadline()?;
         let state = self
             .inner
             .node
-            .get(&req.table, cfg, &req.key, r, ctx.deadline)
+            .get(&entry.name, cfg, &req.key, r, ctx.deadline)
             .await?;
         Ok(ItemRead {
             values: state
@@ -273,10 +311,12 @@ impl Service {
         } else {
             Op::Delete
         };
-        let cfg = self.lookup(&req.table);
-        let table = req.table.clone();
-        let res = self.write_inner(ctx, req, cfg).await;
-        self.record(op, &table, cfg.is_some(), started, res.as_ref().err());
+        let entry = self.resolve(ctx, &req.table, Access::Write);
+        let res = match &entry {
+            Ok(e) => self.write_inner(ctx, req, e).await,
+            Err(e) => Err(e.clone()),
+        };
+        self.record(op, ctx, entry.as_deref().ok(), started, res.as_ref().err());
         res
     }
 
@@ -284,7 +324,7 @@ impl Service {
         &self,
         ctx: &RequestCtx,
         req: WriteItem,
-        cfg: Option<TableConfig>,
+        entry: &TableEntry,
     ) -> Result<ItemWritten, ServiceError> {
         check_key(&req.key)?;
         if let Some(v) = &req.value
@@ -292,16 +332,17 @@ impl Service {
         {
             return Err(ServiceError::value_too_large(v.len(), MAX_VALUE_BYTES));
         }
-        let cfg = cfg.ok_or_else(|| ServiceError::table_not_found(&req.table))?;
+        let cfg = entry.config;
         let w = quorum("w", req.w, cfg.n, cfg.w)?;
         let put = put_request(
-            req.table,
+            entry.name.clone(),
             req.key,
             req.value,
             req.context.as_deref(),
             w,
             &req.condition,
         )?;
+        self.admit(entry)?;
         ctx.check_deadline()?;
         let result = self.inner.node.put(cfg, put, ctx.deadline).await?;
         Ok(ItemWritten {

@@ -10,8 +10,9 @@
 //! * the request's deadline;
 //! * metrics: per-operation latency with bounded labels (only tables the
 //!   catalog knows get their own series);
-//! * later, authentication and tenancy: `RequestCtx` already carries the
-//!   tenant and principal, so they hook in here and nowhere else.
+//! * authentication (`authenticate`, `authenticate_admin`), tenancy (every
+//!   table is looked up in the request's tenant), scopes, and throughput
+//!   limits.
 //!
 //! Item operations are in `items.rs`, administration in `admin.rs`.
 
@@ -21,10 +22,12 @@ mod items;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dyno_core::NodeId;
 use tokio::time::Instant;
 
 use crate::aae::Repair;
+use crate::auth::Credentials;
+pub use crate::auth::Principal;
+use crate::catalog::validate_tenant_name;
 use crate::change::ChangeLeader;
 use crate::error::{ErrorCode, ServiceError};
 use crate::handoff::Handoff;
@@ -40,21 +43,13 @@ pub use items::{Condition, GetItem, ItemRead, ItemWritten, Op, WriteItem, parse_
 
 pub use items::{MAX_KEY_BYTES, MAX_VALUE_BYTES, UNKNOWN_TABLE_LABEL};
 
-/// Who is asking.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    /// No credentials (the open API, until authentication arrives).
-    Anonymous,
-    /// Another node of the cluster, over the internal protocol.
-    Peer(NodeId),
-}
-
 /// What every service call carries: who asks, for which tenant, and until
 /// when the answer is useful.
 #[derive(Debug, Clone)]
 pub struct RequestCtx {
-    /// The tenant the request acts for (`None` until tenancy arrives).
-    pub tenant: Option<String>,
+    /// The tenant the request acts in: the key's tenant, or for the admin,
+    /// `default` or the tenant an admin path names.
+    pub tenant: String,
     /// Who is asking.
     pub principal: Principal,
     /// After this the request fails with `DeadlineExceeded`.
@@ -62,13 +57,18 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    /// An anonymous request with `timeout` to run.
-    pub fn anonymous(timeout: Duration) -> RequestCtx {
+    /// A request from `principal`, in its own tenant, with `timeout` to run.
+    pub fn new(principal: Principal, timeout: Duration) -> RequestCtx {
         RequestCtx {
-            tenant: None,
-            principal: Principal::Anonymous,
+            tenant: principal.tenant().to_owned(),
+            principal,
             deadline: Instant::now() + timeout,
         }
+    }
+
+    /// An anonymous request (a node without authentication).
+    pub fn anonymous(timeout: Duration) -> RequestCtx {
+        RequestCtx::new(Principal::Anonymous, timeout)
     }
 
     /// Fails with `DeadlineExceeded` once the deadline has passed.
@@ -98,19 +98,39 @@ pub struct ServiceParts {
     pub workers: Arc<Workers>,
     /// The deadline given to requests that bring none.
     pub request_timeout: Duration,
+    /// The credentials accepted.
+    pub credentials: Credentials,
+    /// Whether `/metrics` needs the admin credential.
+    pub metrics_require_token: bool,
 }
 
 /// The node's service API. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Service {
-    inner: Arc<ServiceParts>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    parts: ServiceParts,
+    throttle: crate::throttle::Throttle,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = ServiceParts;
+    fn deref(&self) -> &ServiceParts {
+        &self.parts
+    }
 }
 
 impl Service {
     /// A service over its parts.
     pub fn new(parts: ServiceParts) -> Service {
         Service {
-            inner: Arc::new(parts),
+            inner: Arc::new(Inner {
+                parts,
+                throttle: crate::throttle::Throttle::new(),
+            }),
         }
     }
 
@@ -124,9 +144,47 @@ impl Service {
         &self.inner.leader
     }
 
-    /// A context for an anonymous request with the default deadline.
-    pub fn anonymous_ctx(&self) -> RequestCtx {
-        RequestCtx::anonymous(self.inner.request_timeout)
+    /// The context of a client request with this `Authorization` header
+    /// value: `Unauthorized` unless it carries a valid key (or the admin
+    /// credential).
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<RequestCtx, ServiceError> {
+        let principal = self
+            .inner
+            .credentials
+            .authenticate(self.inner.node.catalog(), authorization)?;
+        Ok(RequestCtx::new(principal, self.inner.request_timeout))
+    }
+
+    /// The context of an admin request, in `tenant` (default: `default`):
+    /// `Unauthorized` without the admin credential.
+    pub fn authenticate_admin(
+        &self,
+        authorization: Option<&str>,
+        tenant: Option<&str>,
+    ) -> Result<RequestCtx, ServiceError> {
+        self.inner.credentials.authenticate_admin(authorization)?;
+        let principal = if self.inner.credentials.required() {
+            Principal::Admin
+        } else {
+            Principal::Anonymous
+        };
+        let mut ctx = RequestCtx::new(principal, self.inner.request_timeout);
+        if let Some(t) = tenant {
+            validate_tenant_name(t)?;
+            ctx.tenant = t.to_owned();
+        }
+        Ok(ctx)
+    }
+
+    /// The context of work the node does as the cluster's administrator
+    /// (admin requests that passed the admin check, ring changes).
+    pub fn system_ctx(&self) -> RequestCtx {
+        RequestCtx::new(Principal::Admin, self.inner.request_timeout)
+    }
+
+    /// Whether `/metrics` needs the admin credential.
+    pub fn metrics_require_token(&self) -> bool {
+        self.inner.metrics_require_token
     }
 
     /// The Prometheus text exposition.

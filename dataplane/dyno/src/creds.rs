@@ -1,0 +1,69 @@
+//! Where the command-line tools find their credentials, in order:
+//!
+//! * `--token-file PATH` (a file holding an API key token or the admin
+//!   credential);
+//! * for data requests `$DYNO_TOKEN`, then `$DYNO_ADMIN_TOKEN`; for admin
+//!   requests `$DYNO_ADMIN_TOKEN`;
+//! * the dev cluster's admin credential, `.dyno/dev/secrets/admin-token`,
+//!   when it exists.
+//!
+//! Tokens are never taken as command-line values, where `ps` shows them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// The dev cluster's admin credential file under `dir`.
+pub fn dev_admin_token_file(dir: &Path) -> PathBuf {
+    dir.join("secrets").join("admin-token")
+}
+
+/// Reads a token file.
+pub fn read_token(path: &Path) -> anyhow::Result<String> {
+    let t = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?;
+    Ok(t.trim().to_owned())
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// The token to send: see the module's documentation.
+pub fn token(file: Option<&Path>, admin: bool) -> anyhow::Result<Option<String>> {
+    if let Some(f) = file {
+        return read_token(f).map(Some);
+    }
+    let from_env = if admin {
+        env("DYNO_ADMIN_TOKEN")
+    } else {
+        env("DYNO_TOKEN").or_else(|| env("DYNO_ADMIN_TOKEN"))
+    };
+    if from_env.is_some() {
+        return Ok(from_env);
+    }
+    let dev = dev_admin_token_file(Path::new(".dyno/dev"));
+    if dev.exists() {
+        return read_token(&dev).map(Some);
+    }
+    Ok(None)
+}
+
+/// An HTTP client that sends `token` as a bearer token with every request.
+pub fn client(token: Option<&str>, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+            .context("the token has characters a header cannot carry")?;
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(timeout)
+        .build()?)
+}
