@@ -38,7 +38,24 @@ ensure_build_deps() {
     command -v cargo >/dev/null || die "cargo not found: install Rust from https://rustup.rs"
     # RocksDB's bindings are generated with libclang; it is compiled with g++.
     apt_install libclang-dev clang g++ make
+    ensure_postgres
 }
+
+# The control plane's database: `dyno dev` and the tests start a private
+# server from the system's binaries (they never use a system-wide one).
+ensure_postgres() {
+    if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+        apt_install postgresql
+    fi
+    # When running as root the server runs as the postgres user.
+    if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+        die "Postgres is installed but there is no postgres user to run it as"
+    fi
+}
+
+# The control plane's SQL is checked at compile time against the query data
+# committed in controlplane/.sqlx, so builds need no database.
+export SQLX_OFFLINE=true
 
 # Builds every crate and test target. Always the whole workspace with all
 # targets, the same selection as the tests: cargo resolves features per

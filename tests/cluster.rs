@@ -672,7 +672,35 @@ async fn dyno_dev_starts_stops_and_restarts_with_data() {
             .status();
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
     }
-    let http = support::client_with_token(Some(admin_token));
+    let admin_http = support::client_with_token(Some(admin_token));
+    // The control plane made the demo tenant, its admin and an API key.
+    let demo_key = cluster["demo"]["token"].as_str().expect("demo token");
+    assert_eq!(cluster["demo"]["tenant"], "demo");
+    for f in [
+        "email",
+        "password",
+        "key_id",
+        "access_key_id",
+        "secret_access_key",
+    ] {
+        assert!(
+            cluster["demo"][f].as_str().is_some_and(|v| !v.is_empty()),
+            "demo.{f}"
+        );
+    }
+    let cp = cluster["controlplane"].as_str().expect("controlplane url");
+    assert!(alive(cluster["controlplane_pid"].as_u64().expect("cp pid")));
+    let login: Value = reqwest::Client::new()
+        .post(format!("{cp}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": cluster["admin"]["email"], "password": cluster["admin"]["password"]}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    assert!(login["token"].as_str().is_some(), "{login}");
+    let http = support::client_with_token(Some(demo_key));
     let nodes = cluster["nodes"].as_array().expect("nodes").clone();
     assert_eq!(nodes.len(), 3);
     let urls: Vec<String> = nodes
@@ -689,8 +717,8 @@ async fn dyno_dev_starts_stops_and_restarts_with_data() {
             .all(|n| n["argv"].as_array().is_some_and(|a| a.len() > 5))
     );
     assert!(pids.iter().all(|&p| alive(p)));
-    let demo: Value = http
-        .get(format!("{}/admin/v1/tables/demo", urls[2]))
+    let demo: Value = admin_http
+        .get(format!("{}/admin/v1/tenants/demo/tables/demo", urls[2]))
         .send()
         .await
         .expect("demo")
@@ -723,6 +751,12 @@ async fn dyno_dev_starts_stops_and_restarts_with_data() {
     for &p in &pids {
         assert!(!alive(p), "node process {p} still running after Ctrl-C");
     }
+    let cp_pid = cluster["controlplane_pid"].as_u64().expect("cp pid");
+    assert!(!alive(cp_pid), "the control plane still runs after Ctrl-C");
+    assert!(
+        !dir.path().join("postgres/data/postmaster.pid").exists(),
+        "Postgres still runs after Ctrl-C"
+    );
 
     // The same cluster comes back, with its data.
     let mut dev = start_dev(dir.path()).await;
@@ -737,6 +771,7 @@ async fn dyno_dev_starts_stops_and_restarts_with_data() {
         .map(|n| n["http"].as_str().expect("http").to_owned())
         .collect();
     assert_eq!(urls, urls2);
+    assert_eq!(again["demo"], cluster["demo"], "the same demo user and key");
     let body: Value = http
         .get(format!("{}/v1/tables/demo/items/greeting?r=3", urls[1]))
         .send()

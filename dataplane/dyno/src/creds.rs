@@ -4,8 +4,9 @@
 //!   credential);
 //! * for data requests `$DYNO_TOKEN`, then `$DYNO_ADMIN_TOKEN`; for admin
 //!   requests `$DYNO_ADMIN_TOKEN`;
-//! * the dev cluster's admin credential, `.dyno/dev/secrets/admin-token`,
-//!   when it exists.
+//! * the dev cluster's files: for data requests its demo key
+//!   (`.dyno/dev/secrets/demo-token`), else, and for admin requests, its
+//!   admin credential (`.dyno/dev/secrets/admin-token`).
 //!
 //! Tokens are never taken as command-line values, where `ps` shows them.
 
@@ -46,11 +47,18 @@ pub fn token(file: Option<&Path>, admin: bool) -> anyhow::Result<Option<String>>
     if from_env.is_some() {
         return Ok(from_env);
     }
-    let dev = dev_admin_token_file(Path::new(".dyno/dev"));
-    if dev.exists() {
-        return read_token(&dev).map(Some);
+    // The dev cluster: its demo key for data, its admin credential for
+    // administration.
+    let dev = Path::new(".dyno/dev/secrets");
+    let files = if admin {
+        vec![dev.join("admin-token")]
+    } else {
+        vec![dev.join("demo-token"), dev.join("admin-token")]
+    };
+    match files.iter().find(|f| f.exists()) {
+        Some(f) => read_token(f).map(Some),
+        None => Ok(None),
     }
-    Ok(None)
 }
 
 /// An HTTP client that sends `token` as a bearer token with every request.

@@ -71,6 +71,21 @@ pub struct ClusterFile {
     /// it from `DIR/secrets/admin-token`).
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// The control plane's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controlplane: Option<String>,
+    /// Its process id (of the last run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controlplane_pid: Option<u32>,
+    /// The command line that restarts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controlplane_argv: Option<Vec<String>>,
+    /// The platform admin's sign-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<crate::devcp::AdminLogin>,
+    /// The demo tenant's user and API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo: Option<crate::devcp::Demo>,
 }
 
 /// The dev cluster's secrets, in `DIR/secrets/` (outside every node's data
@@ -80,9 +95,11 @@ struct Secrets {
     admin_token_file: PathBuf,
     key_master_file: PathBuf,
     admin_token: String,
+    admin_password: String,
 }
 
-fn random_hex(bytes: usize) -> anyhow::Result<String> {
+/// `bytes` random bytes as hex.
+pub(crate) fn random_hex(bytes: usize) -> anyhow::Result<String> {
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")
@@ -118,7 +135,12 @@ fn ensure_secrets(dir: &Path) -> anyhow::Result<Secrets> {
     if !key_master_file.exists() {
         write_private(&key_master_file, &format!("{}\n", random_hex(48)?))?;
     }
+    let admin_password_file = secrets.join("admin-password");
+    if !admin_password_file.exists() {
+        write_private(&admin_password_file, &format!("{}\n", random_hex(12)?))?;
+    }
     Ok(Secrets {
+        admin_password: crate::creds::read_token(&admin_password_file)?,
         admin_token: crate::creds::read_token(&admin_token_file)?,
         admin_token_file,
         key_master_file,
@@ -260,43 +282,6 @@ async fn wait_healthy(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn ensure_demo_table(client: &reqwest::Client, nodes: &[DevNode]) -> anyhow::Result<()> {
-    let first = nodes.first().context("no nodes")?;
-    let url = format!("{}/admin/v1/tables/demo", first.http);
-    if !client.get(&url).send().await?.status().is_success() {
-        let n = nodes.len().min(3);
-        let q = if n == 3 { 2 } else { n };
-        let resp = client
-            .put(&url)
-            .json(&serde_json::json!({"n": n, "r": q, "w": q, "conflict": "siblings"}))
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            bail!(
-                "creating table demo failed: {}",
-                resp.text().await.unwrap_or_default()
-            );
-        }
-    }
-    // Wait until every node knows the table.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for node in nodes {
-        let url = format!("{}/admin/v1/tables/demo", node.http);
-        while !client
-            .get(&url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            if Instant::now() > deadline {
-                bail!("node {} did not learn about table demo", node.id);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(())
 }
 
 async fn stop_all(children: &mut [(DevNode, Child)]) {
@@ -472,25 +457,32 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let dir = std::fs::canonicalize(&args.data_dir)?;
     let file = dir.join("cluster.json");
     let secrets = ensure_secrets(&dir)?;
-    let mut nodes = if file.exists() {
-        let c: ClusterFile =
-            serde_json::from_slice(&std::fs::read(&file)?).context("reading cluster.json")?;
-        println!(
-            "restarting the {}-node cluster in {}",
-            c.nodes.len(),
-            dir.display()
-        );
-        c.nodes
+    let exe = std::env::current_exe()?.display().to_string();
+    let previous: Option<ClusterFile> = if file.exists() {
+        Some(serde_json::from_slice(&std::fs::read(&file)?).context("reading cluster.json")?)
     } else {
-        let exe = std::env::current_exe()?.display().to_string();
-        println!(
-            "starting a {}-node cluster in {}",
-            args.nodes,
-            dir.display()
-        );
-        plan(&args, &exe, &dir)?
+        None
+    };
+    let mut nodes = match &previous {
+        Some(c) => {
+            println!(
+                "restarting the {}-node cluster in {}",
+                c.nodes.len(),
+                dir.display()
+            );
+            c.nodes.clone()
+        }
+        None => {
+            println!(
+                "starting a {}-node cluster in {}",
+                args.nodes,
+                dir.display()
+            );
+            plan(&args, &exe, &dir)?
+        }
     };
 
+    let (database, db_url) = crate::devcp::Database::start(&dir).await?;
     let mut children = Vec::with_capacity(nodes.len());
     for node in &mut nodes {
         node.argv = with_credentials(std::mem::take(&mut node.argv), &secrets);
@@ -498,26 +490,75 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         node.pid = child.id().unwrap_or(0);
         children.push((node.clone(), child));
     }
-    let client = crate::creds::client(Some(&secrets.admin_token), Duration::from_secs(2))?;
+    let client = crate::creds::client(Some(&secrets.admin_token), Duration::from_secs(10))?;
+    let node_urls: Vec<String> = nodes.iter().map(|n| n.http.clone()).collect();
+    let cp_argv = match previous.as_ref().and_then(|c| c.controlplane_argv.clone()) {
+        Some(argv) => argv,
+        None => {
+            let port = if args.base_port == 0 {
+                free_port()?
+            } else {
+                args.base_port
+                    .checked_add(80)
+                    .context("--base-port too high")?
+            };
+            crate::devcp::controlplane_argv(&exe, &dir, port, db_url.as_deref(), &node_urls)
+        }
+    };
+    let cp_url = format!(
+        "http://{}",
+        arg_after(&cp_argv, "--listen").context("no --listen in the control plane's argv")?
+    );
+    let mut cp_child = None;
     let started = async {
         for (node, child) in children.iter_mut() {
             wait_healthy(&client, node, child, &dir).await?;
         }
-        ensure_demo_table(&client, &nodes).await
+        let mut child = crate::devcp::spawn(&cp_argv, &dir)?;
+        let ready = crate::devcp::wait_ready(&client, &cp_url, &mut child, &dir).await;
+        cp_child = Some(child);
+        ready?;
+        match previous.as_ref().and_then(|c| c.demo.clone()) {
+            Some(d) => Ok(d),
+            None => {
+                crate::devcp::make_demo(&client, &cp_url, &secrets.admin_password, nodes.len())
+                    .await
+            }
+        }
     };
-    if let Err(e) = started.await {
-        stop_all(&mut children).await;
-        return Err(e);
-    }
+    let demo = match started.await {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(mut c) = cp_child.take() {
+                let _ = c.kill().await;
+            }
+            stop_all(&mut children).await;
+            database.stop();
+            return Err(e);
+        }
+    };
+    let mut cp_child = cp_child.context("the control plane did not start")?;
     std::fs::write(
         &file,
         serde_json::to_vec_pretty(&ClusterFile {
             nodes: nodes.clone(),
             admin_token: Some(secrets.admin_token.clone()),
+            controlplane: Some(cp_url.clone()),
+            controlplane_pid: cp_child.id(),
+            controlplane_argv: Some(cp_argv.clone()),
+            admin: Some(crate::devcp::AdminLogin {
+                email: crate::devcp::ADMIN_EMAIL.to_owned(),
+                password: secrets.admin_password.clone(),
+            }),
+            demo: Some(demo.clone()),
         })?,
     )?;
+    let demo_token_file = dir.join("secrets").join("demo-token");
+    if !demo_token_file.exists() {
+        write_private(&demo_token_file, &format!("{}\n", demo.token))?;
+    }
 
-    println!("cluster is up; table demo is ready. Nodes:");
+    println!("cluster is up. Nodes:");
     for n in &nodes {
         println!(
             "  {}  {}  (pid {}, log {})",
@@ -527,10 +568,23 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             dir.join(format!("{}.log", n.id)).display()
         );
     }
+    println!(
+        "control plane: {cp_url}  (log {})",
+        dir.join("controlplane.log").display()
+    );
+    println!(
+        "  platform admin: {} / password in {}",
+        crate::devcp::ADMIN_EMAIL,
+        dir.join("secrets/admin-password").display()
+    );
+    println!(
+        "  tenant demo: user {} (password in cluster.json), table demo, API key {} (scope *: manage)",
+        demo.email, demo.key_id
+    );
     if let Some(first) = nodes.first() {
         let auth = format!(
             "-H \"Authorization: Bearer $(cat {})\"",
-            secrets.admin_token_file.display()
+            demo_token_file.display()
         );
         println!(
             "try:  curl {auth} -X PUT --data hello {}/v1/tables/demo/items/greeting",
@@ -540,13 +594,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             "      curl {auth} {}/v1/tables/demo/items/greeting",
             first.http
         );
+        println!("      dyno get demo greeting");
     }
     println!("cluster.json: {}", file.display());
     println!("press Ctrl-C to stop");
 
-    // Wait for Ctrl-C/SIGTERM, and report nodes that exit on their own.
+    // Wait for Ctrl-C/SIGTERM, and report processes that exit on their own.
     let mut watch = tokio::time::interval(Duration::from_millis(500));
     let mut reported = vec![false; children.len()];
+    let mut cp_reported = false;
     let stop = crate::stop_signal();
     tokio::pin!(stop);
     loop {
@@ -559,12 +615,29 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                         println!("node {} exited ({status}); restart it with: {}", node.id, node.argv.join(" "));
                     }
                 }
+                if !cp_reported && let Ok(Some(status)) = cp_child.try_wait() {
+                    cp_reported = true;
+                    println!("the control plane exited ({status}); restart it with: {}", cp_argv.join(" "));
+                }
             }
         }
     }
     println!("stopping the cluster");
+    if let Some(pid) = cp_child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    match tokio::time::timeout(Duration::from_secs(10), cp_child.wait()).await {
+        Ok(_) => println!("stopped the control plane"),
+        Err(_) => {
+            let _ = cp_child.kill().await;
+            println!("killed the control plane (it did not stop within 10 s)");
+        }
+    }
     let started: Vec<String> = children.iter().map(|(n, _)| n.id.clone()).collect();
     stop_all(&mut children).await;
     stop_added(&file, &started).await;
+    database.stop();
     Ok(())
 }

@@ -6,6 +6,7 @@ mod client;
 mod cluster;
 mod creds;
 mod dev;
+mod devcp;
 mod smoke;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Runs one storage node.
     Node(dyno_node::NodeConfig),
+    /// Runs the control plane (REST API and reconciler over Postgres).
+    Controlplane(dyno_controlplane::ControlPlaneConfig),
     /// Starts a local cluster on 127.0.0.1, one process per node.
     Dev(dev::DevArgs),
     /// Reads a key: prints every sibling and the context.
@@ -101,6 +104,13 @@ fn main() -> anyhow::Result<()> {
                 dyno_node::run(config, listeners, stop_signal()).await
             })?;
             Ok(())
+        }
+        Command::Controlplane(config) => {
+            init_logging();
+            runtime()?.block_on(async {
+                let listener = tokio::net::TcpListener::bind(config.listen).await?;
+                dyno_controlplane::run(config, listener, stop_signal()).await
+            })
         }
         Command::Dev(args) => runtime()?.block_on(dev::run(args)),
         Command::Get(args) => runtime()?.block_on(client::get(args)),

@@ -512,7 +512,11 @@ struct CatalogPush {
 }
 
 async fn catalog_versions(State(service): State<Service>) -> Json<serde_json::Value> {
-    Json(json!({ "node": service.node().me().to_string(), "records": service.catalog_versions() }))
+    Json(json!({
+        "node": service.node().me().to_string(),
+        "records": service.catalog_versions(),
+        "key_usage": service.key_usage(),
+    }))
 }
 
 async fn catalog_merge(

@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// Skip the load phase (the records are already there).
     #[arg(long)]
     skip_load: bool,
+    /// The table exists (made through the control plane): do not look it
+    /// up or create it through the admin API, which an API key cannot use.
+    #[arg(long)]
+    no_create: bool,
     /// Value size in bytes.
     #[arg(long, default_value_t = 1024)]
     value_size: usize,
@@ -483,7 +487,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.w,
     )?;
     let http = driver::http_pool(args.clients)?;
-    if matches!(target, Target::DynoHttp { .. } | Target::DynoGrpc { .. }) {
+    if matches!(target, Target::DynoHttp { .. } | Target::DynoGrpc { .. }) && !args.no_create {
         ensure_table(&http, &args, &urls).await?;
     }
     let seed = args

@@ -114,6 +114,9 @@ pub struct Service {
 struct Inner {
     parts: ServiceParts,
     throttle: crate::throttle::Throttle,
+    /// When each API key was last used here (seconds since the epoch,
+    /// refreshed at most once a minute per key), for the control plane.
+    key_usage: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl std::ops::Deref for Inner {
@@ -130,6 +133,7 @@ impl Service {
             inner: Arc::new(Inner {
                 parts,
                 throttle: crate::throttle::Throttle::new(),
+                key_usage: Default::default(),
             }),
         }
     }
@@ -152,7 +156,36 @@ impl Service {
             .inner
             .credentials
             .authenticate(self.inner.node.catalog(), authorization)?;
+        if let Principal::Key(k) = &principal {
+            self.note_key_use(&k.id);
+        }
         Ok(RequestCtx::new(principal, self.inner.request_timeout))
+    }
+
+    fn note_key_use(&self, id: &str) {
+        let now = crate::sys::wall_ms() / 1000;
+        let mut usage = self
+            .inner
+            .key_usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match usage.get_mut(id) {
+            Some(at) if *at + 60 > now => {}
+            Some(at) => *at = now,
+            None => {
+                usage.insert(id.to_owned(), now);
+            }
+        }
+    }
+
+    /// When each API key was last used on this node (seconds since the
+    /// epoch, to the minute).
+    pub fn key_usage(&self) -> std::collections::HashMap<String, u64> {
+        self.inner
+            .key_usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The context of an admin request, in `tenant` (default: `default`):

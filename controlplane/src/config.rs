@@ -1,0 +1,49 @@
+//! `dyno controlplane` options.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Options of `dyno controlplane`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControlPlaneConfig {
+    /// Address of the REST API.
+    #[arg(long, env = "DYNO_CP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The Postgres database (postgres://user@host:port/db).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// The key master file, the same as the data-plane nodes' (API key
+    /// secrets derive from it; cluster credentials are sealed with it).
+    #[arg(long, env = "DYNO_KEY_MASTER_FILE")]
+    pub key_master_file: PathBuf,
+    /// The key that signs session tokens (HS256); generated (mode 600) when
+    /// the file does not exist. Every replica must read the same file.
+    #[arg(long, env = "DYNO_JWT_KEY_FILE")]
+    pub jwt_key_file: PathBuf,
+    /// A previous signing key, still accepted for verification after a
+    /// rotation until its tokens expire (at most --session-ttl-secs).
+    #[arg(long)]
+    pub jwt_previous_key_file: Option<PathBuf>,
+    /// Session lifetime in seconds.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub session_ttl_secs: u64,
+    /// Failed logins allowed per email per minute; more get 429.
+    #[arg(long, default_value_t = 10)]
+    pub login_failures_per_minute: u32,
+    /// Milliseconds between reconciliation passes.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub reconcile_interval_ms: u64,
+    /// Registers (or updates) a data-plane cluster at start:
+    /// `NAME=ADMIN_URL[,ADMIN_URL…]`.
+    #[arg(long, requires = "bootstrap_cluster_token_file")]
+    pub bootstrap_cluster: Option<String>,
+    /// The file holding that cluster's admin credential.
+    #[arg(long)]
+    pub bootstrap_cluster_token_file: Option<PathBuf>,
+    /// Creates this platform admin at start when no user exists yet.
+    #[arg(long, requires = "bootstrap_admin_password_file")]
+    pub bootstrap_admin_email: Option<String>,
+    /// The file holding that admin's password.
+    #[arg(long)]
+    pub bootstrap_admin_password_file: Option<PathBuf>,
+}

@@ -1,0 +1,365 @@
+//! Dyno's control plane: tenants, users, tables and API keys in Postgres
+//! (the source of truth), a REST API over them, and a reconciler that
+//! brings every data-plane cluster to the desired catalog.
+//!
+//! Stateless apart from Postgres: several replicas can serve the API
+//! behind one address; the reconciler runs on one of them at a time (a
+//! Postgres advisory lock). The data plane never calls back: it serves
+//! with the catalog it was last given.
+//!
+//! Modules, in layers: `error`, `secrets`, `config` → `auth` → `authz`
+//! (the policy) → `api` (handlers) → `reconcile` → this file (state,
+//! router, start-up).
+
+pub mod api;
+pub mod auth;
+pub mod authz;
+pub mod config;
+pub mod error;
+pub mod localpg;
+pub mod reconcile;
+pub mod secrets;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::Notify;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use config::ControlPlaneConfig;
+
+use crate::auth::{Role, Sessions};
+use crate::authz::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::secrets::KeyMaster;
+
+/// The schema, applied at start-up.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// What every handler shares. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: PgPool,
+    sessions: Sessions,
+    master: KeyMaster,
+    login_failures_per_minute: u32,
+    wake: Notify,
+}
+
+impl AppState {
+    /// State over a pool.
+    pub fn new(
+        db: PgPool,
+        sessions: Sessions,
+        master: KeyMaster,
+        login_failures_per_minute: u32,
+    ) -> AppState {
+        AppState {
+            inner: Arc::new(Inner {
+                db,
+                sessions,
+                master,
+                login_failures_per_minute,
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &PgPool {
+        &self.inner.db
+    }
+
+    /// The session keys.
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+
+    /// The key master.
+    pub fn master(&self) -> &KeyMaster {
+        &self.inner.master
+    }
+
+    /// Tells this replica's reconciler to run a pass now (others poll).
+    pub fn wake_reconciler(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Waits for a wake-up.
+    pub async fn woken(&self) {
+        self.inner.wake.notified().await;
+    }
+
+    /// The user a session token belongs to.
+    pub async fn caller(&self, token: &str) -> ApiResult<Caller> {
+        let id = self
+            .sessions()
+            .verify(token)
+            .ok_or_else(ApiError::unauthorized)?;
+        let u = sqlx::query!("SELECT email, role, tenant FROM users WHERE id = $1", id)
+            .fetch_optional(self.db())
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        Ok(Caller {
+            user_id: id,
+            email: u.email,
+            role: Role::parse(&u.role)
+                .ok_or_else(|| ApiError::internal("unknown role in users"))?,
+            tenant: u.tenant,
+        })
+    }
+
+    /// Refuses a login for an email with too many recent failures (429
+    /// with the seconds until the window ends).
+    pub async fn check_login_limit(&self, email: &str) -> ApiResult<()> {
+        let row = sqlx::query!(
+            "SELECT failures, EXTRACT(EPOCH FROM (window_start + interval '1 minute' - now()))::float8 AS left_secs
+               FROM login_failures WHERE email = $1 AND window_start = date_trunc('minute', now())",
+            email
+        )
+        .fetch_optional(self.db())
+        .await?;
+        if let Some(r) = row
+            && r.failures >= self.inner.login_failures_per_minute as i32
+        {
+            let secs = r.left_secs.unwrap_or(60.0).ceil().max(1.0) as u64;
+            return Err(ApiError {
+                retry_after: Some(secs),
+                ..ApiError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyAttempts",
+                    format!("too many failed logins for this email; retry in {secs} s"),
+                )
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a failed login.
+    pub async fn record_login_failure(&self, email: &str) -> ApiResult<()> {
+        sqlx::query!(
+            "INSERT INTO login_failures (email, window_start, failures)
+             VALUES ($1, date_trunc('minute', now()), 1)
+             ON CONFLICT (email, window_start) DO UPDATE SET failures = login_failures.failures + 1",
+            email
+        )
+        .execute(self.db())
+        .await?;
+        Ok(())
+    }
+
+    /// Appends to the audit log.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        tenant: Option<&str>,
+        action: &str,
+        resource: &str,
+        detail: serde_json::Value,
+    ) -> ApiResult<()> {
+        sqlx::query!(
+            "INSERT INTO audit_log (actor, tenant, action, resource, detail) VALUES ($1, $2, $3, $4, $5)",
+            actor,
+            tenant,
+            action,
+            resource,
+            detail
+        )
+        .execute(self.db())
+        .await?;
+        Ok(())
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Dyno control plane", description = "Tenants, users, tables and API keys of a Dyno deployment."),
+    tags(
+        (name = "auth"), (name = "tenants"), (name = "users"), (name = "tables"),
+        (name = "keys"), (name = "audit"), (name = "clusters")
+    )
+)]
+struct ApiDoc;
+
+/// The router and its OpenAPI document, built from the same route list.
+pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api::login))
+        .routes(routes!(api::me))
+        .routes(routes!(api::list_tenants, api::create_tenant))
+        .routes(routes!(api::get_tenant, api::patch_tenant))
+        .routes(routes!(api::list_users, api::create_user))
+        .routes(routes!(api::list_tables, api::create_table))
+        .routes(routes!(api::get_table, api::patch_table, api::delete_table))
+        .routes(routes!(api::list_keys, api::create_key))
+        .routes(routes!(api::get_key, api::revoke_key))
+        .routes(routes!(api::audit))
+        .routes(routes!(api::clusters))
+        .split_for_parts();
+    let doc_json = doc.clone();
+    let router = router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let d = doc_json.clone();
+                async move { axum::Json(d) }
+            }),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authz::authorize,
+        ))
+        .fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "NotFound",
+                "no such endpoint; see /api/v1/openapi.json",
+            )
+        })
+        .with_state(state);
+    (router, doc)
+}
+
+/// Connects to Postgres, retrying until it answers (the process stays up
+/// while the database is down).
+pub async fn connect(url: &str) -> PgPool {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect(url)
+            .await
+        {
+            Ok(pool) => return pool,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach Postgres yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Registers the bootstrap cluster and platform admin, if configured.
+async fn bootstrap(config: &ControlPlaneConfig, state: &AppState) -> anyhow::Result<()> {
+    if let (Some(spec), Some(token_file)) = (
+        &config.bootstrap_cluster,
+        &config.bootstrap_cluster_token_file,
+    ) {
+        let (name, urls) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--bootstrap-cluster is NAME=URL[,URL…]"))?;
+        let urls: Vec<String> = urls
+            .split(',')
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .collect();
+        let token = secrets::read_secret("cluster admin token", token_file)?;
+        let sealed = state.master().seal(&token)?;
+        sqlx::query!(
+            "INSERT INTO clusters (name, admin_urls, credential) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET admin_urls = $2, credential = $3",
+            name,
+            &urls,
+            sealed
+        )
+        .execute(state.db())
+        .await?;
+        tracing::info!(cluster = name, ?urls, "registered the bootstrap cluster");
+    }
+    if let (Some(email), Some(pw_file)) = (
+        &config.bootstrap_admin_email,
+        &config.bootstrap_admin_password_file,
+    ) {
+        let email = api::check_email(email).map_err(|e| anyhow::anyhow!(e.message))?;
+        let password = String::from_utf8(secrets::read_secret("admin password", pw_file)?)?;
+        auth::check_password(&password).map_err(|e| anyhow::anyhow!(e.message))?;
+        let hash = auth::hash_password(&password).map_err(|e| anyhow::anyhow!(e.message))?;
+        let created = sqlx::query!(
+            "INSERT INTO users (email, password_hash, role)
+             SELECT $1, $2, 'platform_admin' WHERE NOT EXISTS (SELECT 1 FROM users WHERE email = $1)",
+            email,
+            hash
+        )
+        .execute(state.db())
+        .await?;
+        if created.rows_affected() > 0 {
+            tracing::info!(email, "created the bootstrap platform admin");
+        }
+    }
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs the control plane on `listener` until `shutdown` completes.
+pub async fn run(
+    config: ControlPlaneConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let master = KeyMaster::load(&config.key_master_file)?;
+    let current = secrets::read_or_create_secret("session signing key", &config.jwt_key_file)?;
+    let previous = config
+        .jwt_previous_key_file
+        .as_deref()
+        .map(|p| secrets::read_secret("previous session signing key", p))
+        .transpose()?;
+    let sessions = Sessions::new(current, previous, config.session_ttl_secs);
+    let db = connect(&config.database_url).await;
+    // Migrations run under sqlx's own advisory lock, so replicas starting
+    // together apply them once.
+    loop {
+        match MIGRATOR.run(&db).await {
+            Ok(()) => break,
+            Err(sqlx::migrate::MigrateError::Execute(e))
+                if matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) =>
+            {
+                tracing::warn!(error = %e, "cannot migrate yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let state = AppState::new(db, sessions, master, config.login_failures_per_minute);
+    bootstrap(&config, &state).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Aborted if this future is dropped, so that a replica that dies
+    // takes its reconciler (and its lock) with it.
+    let mut reconciler = AbortOnDrop(tokio::spawn(reconcile::run(
+        state.clone(),
+        Duration::from_millis(config.reconcile_interval_ms),
+        stop_rx.clone(),
+    )));
+    let (router, _) = router_and_doc(state);
+    tracing::info!(addr = %listener.local_addr()?, "dyno control plane started");
+    let mut http_stop = stop_rx;
+    tokio::spawn(async move {
+        shutdown.await;
+        stop_tx.send_replace(true);
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            http_stop.changed().await.ok();
+        })
+        .await?;
+    (&mut reconciler.0).await.ok();
+    tracing::info!("dyno control plane stopped");
+    Ok(())
+}
