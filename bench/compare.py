@@ -226,6 +226,7 @@ def main():
     charts = Path(args.charts) if args.charts else out_path.parent / "charts"
     charts.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="dyno-compare-"))
+    work.chmod(0o755)  # dyno dev's Postgres runs as the postgres user when we are root
     procs = Procs(work)
     # Every Dyno node runs with authentication on, as in production; the
     # benchmark sends the admin credential as its bearer token.

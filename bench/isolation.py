@@ -53,16 +53,16 @@ def tenant(cp, root, name, limit):
                 {"email": email, "password": "isolation-bench", "role": "tenant_admin"})
     assert s == 201, b
     user = login(cp, email, "isolation-bench")
-    spec = {"name": "t", "n": 3, "r": 2, "w": 2, "conflict": "lww"}
+    spec = {"name": "ycsb", "n": 3, "r": 2, "w": 2, "conflict": "lww"}
     if limit:
         spec["throughput_limit"] = limit
     s, b = call("POST", f"{cp}/api/v1/tables", user, spec)
     assert s == 201, b
-    s, key = call("POST", f"{cp}/api/v1/keys", user, {"name": "bench", "scopes": [{"table": "t", "access": "write"}]})
+    s, key = call("POST", f"{cp}/api/v1/keys", user, {"name": "bench", "scopes": [{"table": "ycsb", "access": "write"}]})
     assert s == 201, key
     deadline = time.time() + 60
     while time.time() < deadline:
-        _, t = call("GET", f"{cp}/api/v1/tables/t", user)
+        _, t = call("GET", f"{cp}/api/v1/tables/ycsb", user)
         _, k = call("GET", f"{cp}/api/v1/keys/{key['id']}", user)
         if t["status"] == "active" and k["status"] == "active":
             return key["token"]
@@ -71,7 +71,7 @@ def tenant(cp, root, name, limit):
 
 
 def bench_cmd(args, urls, extra):
-    cmd = [args.dyno, "bench", "--workload", "A", "--table", "t", "--no-create",
+    cmd = [args.dyno, "bench", "--workload", "A", "--table", "ycsb", "--no-create",
            "--records", str(args.records), "--value-size", "1024", "--seed", "7", "--json", "--quiet"]
     for u in urls:
         cmd += ["--url", u]
@@ -89,6 +89,7 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dyno-isolation-"))
+    work.chmod(0o755)  # the dev Postgres runs as the postgres user when we are root
     procs = Procs(work)
     try:
         dev = work / "dev"

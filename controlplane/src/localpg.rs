@@ -60,15 +60,27 @@ impl LocalPostgres {
         };
         if pg.as_postgres {
             // The postgres user must be able to reach the directory: give
-            // the parent the search (x) bit, never the read bit.
+            // its parent (the dev or test directory, ours) the search (x)
+            // bit, never the read bit; further up, say what to do.
+            use std::os::unix::fs::PermissionsExt;
             if let Some(parent) = pg.dir.parent() {
-                use std::os::unix::fs::PermissionsExt;
                 let mode = std::fs::metadata(parent)?.permissions().mode();
                 if mode & 0o001 == 0 {
                     std::fs::set_permissions(
                         parent,
                         std::fs::Permissions::from_mode(mode | 0o011),
                     )?;
+                }
+                for up in parent.ancestors().skip(1) {
+                    let mode = std::fs::metadata(up)?.permissions().mode();
+                    if mode & 0o001 == 0 {
+                        bail!(
+                            "the postgres user cannot reach {}: {} is not searchable by others \
+                             (chmod o+x it, use a directory elsewhere, or set DATABASE_URL)",
+                            pg.dir.display(),
+                            up.display()
+                        );
+                    }
                 }
             }
             // The server's own user must own its directory.
