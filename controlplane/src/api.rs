@@ -1008,7 +1008,8 @@ pub struct Event {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct AuditQuery {
     /// At most this many events, newest first (default 100, at most 1000).
-    pub limit: Option<i64>,
+    #[param(value_type = Option<i64>)]
+    pub limit: Option<String>,
 }
 
 /// The audit log: a platform admin sees every tenant's, others their own.
@@ -1017,9 +1018,16 @@ pub struct AuditQuery {
 pub async fn audit(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<AuditQuery>,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::invalid("limit", "limit is a whole number from 1 to 1000"))?
+            .clamp(1, 1000),
+    };
     let everyone = caller.role == Role::PlatformAdmin;
     let rows = sqlx::query_as!(
         Event,

@@ -253,6 +253,49 @@ async fn authorization_matrix() {
         .await;
     assert_eq!(s, 201);
 
+    // What each role sees when allowed.
+    let (s, b) = env
+        .call(url, "GET", "/api/v1/tenants", Some(&root), None)
+        .await;
+    let names: Vec<&str> = b["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!((s, names), (200, vec!["acme", "beta"]));
+    let (s, b) = env
+        .call(url, "GET", "/api/v1/tenants/acme", Some(&root), None)
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("active")), "{b}");
+    let (s, b) = env
+        .call(
+            url,
+            "GET",
+            "/api/v1/tenants/acme/users",
+            Some(&acme_admin),
+            None,
+        )
+        .await;
+    let emails: Vec<&str> = b["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["email"].as_str())
+        .collect();
+    assert_eq!(s, 200);
+    assert_eq!(emails.len(), 3, "{emails:?}");
+    assert!(
+        emails.iter().all(|e| e.ends_with("acme.example.com")),
+        "{emails:?}"
+    );
+    let (s, b) = env
+        .call(url, "GET", "/api/v1/me", Some(&acme_member), None)
+        .await;
+    assert_eq!(
+        (s, b["role"].as_str(), b["tenant"].as_str()),
+        (200, Some("tenant_member"), Some("acme"))
+    );
     // Expiry: the session lifetime is 2 s here.
     let (s, _) = env
         .call(url, "GET", "/api/v1/me", Some(&acme_admin), None)
@@ -480,6 +523,18 @@ async fn tables_validate_race_and_reconcile() {
         .iter()
         .filter_map(|e| e["action"].as_str())
         .collect();
+    let (s, b) = env
+        .call(url, "GET", "/api/v1/audit?limit=abc", Some(&admin), None)
+        .await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (400, Some("limit")),
+        "{b}"
+    );
+    let (_, two) = env
+        .call(url, "GET", "/api/v1/audit?limit=2", Some(&admin), None)
+        .await;
+    assert_eq!(two["events"].as_array().map(Vec::len), Some(2), "{two}");
     for a in ["table.create", "table.update", "table.delete"] {
         assert!(actions.contains(&a), "{a} not audited: {actions:?}");
     }

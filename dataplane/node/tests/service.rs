@@ -504,6 +504,41 @@ async fn keys_scopes_and_tenant_isolation() {
             "{b}"
         );
     }
+    // The admin API's tenant paths reach a tenant's table, placement and
+    // local replicas.
+    let (s, b) = json(
+        http.get(format!("{url}/admin/v1/tenants/acme/tables"))
+            .send()
+            .await
+            .expect("list"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = b["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["limited", "orders"]);
+    for tail in ["keys/k/preference-list", "keys/k/replica"] {
+        let s = http
+            .get(format!("{url}/admin/v1/tenants/acme/tables/orders/{tail}"))
+            .send()
+            .await
+            .expect("admin")
+            .status();
+        assert_eq!(s.as_u16(), 200, "{tail}");
+        let s = http
+            .get(format!(
+                "{url}/admin/v1/tenants/nobody/tables/orders/{tail}"
+            ))
+            .send()
+            .await
+            .expect("admin")
+            .status();
+        assert_eq!(s.as_u16(), 404, "{tail} of a tenant without that table");
+    }
     let beta_storage = json(
         http.get(format!("{url}/admin/v1/tenants/beta/tables/orders"))
             .send()
@@ -801,6 +836,27 @@ async fn a_revocation_reaches_every_node_quickly() {
     let took = revoked_at.elapsed();
     println!("revocation refused on every node after {took:?}");
     assert!(took <= Duration::from_secs(5));
+    for n in nodes {
+        stop(n).await;
+    }
+}
+
+/// With --metrics-require-token, /metrics needs the admin credential.
+#[tokio::test]
+async fn metrics_can_require_the_admin_credential() {
+    let nodes = cluster_with(&["solo"], &["--metrics-require-token"]).await;
+    let url = format!("{}/metrics", nodes[0].url);
+    let s = client(None).get(&url).send().await.expect("get").status();
+    assert_eq!(s.as_u16(), 401);
+    let s = admin().get(&url).send().await.expect("get").status();
+    assert_eq!(s.as_u16(), 200);
+    let s = client(None)
+        .get(format!("{}/admin/v1/health", nodes[0].url))
+        .send()
+        .await
+        .expect("get")
+        .status();
+    assert_eq!(s.as_u16(), 200, "health stays open");
     for n in nodes {
         stop(n).await;
     }

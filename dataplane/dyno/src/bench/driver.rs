@@ -267,8 +267,7 @@ impl Conn {
                 ..
             } => {
                 let u = Self::item_url(urls, next, table, key, "r", *r);
-                match http
-                    .get(u)
+                match authed_http(http.get(u))
                     .header("accept", "application/octet-stream")
                     .send()
                     .await
@@ -360,7 +359,7 @@ impl Conn {
                 ..
             } => {
                 let u = Self::item_url(urls, next, table, key, "w", *w);
-                let mut req = http.put(u).body(value.clone());
+                let mut req = authed_http(http.put(u)).body(value.clone());
                 if let Some(c) = context {
                     req = req.header("x-dyno-context", c);
                 }
@@ -450,15 +449,18 @@ fn authed<T>(msg: T) -> tonic::Request<T> {
     req
 }
 
-/// An HTTP client pool sized for `clients` concurrent requests, sending the
-/// benchmark's token (etcd and Redis ignore it).
-pub fn http_pool(clients: usize) -> anyhow::Result<reqwest::Client> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(v) = bench_token().and_then(|t| format!("Bearer {t}").parse().ok()) {
-        headers.insert(reqwest::header::AUTHORIZATION, v);
+/// A request to Dyno with the benchmark's token (only Dyno gets it: etcd
+/// refuses requests carrying an unknown bearer token).
+pub fn authed_http(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match bench_token() {
+        Some(t) => req.bearer_auth(t),
+        None => req,
     }
+}
+
+/// An HTTP client pool sized for `clients` concurrent requests.
+pub fn http_pool(clients: usize) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
-        .default_headers(headers)
         .pool_max_idle_per_host(clients.max(1))
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))

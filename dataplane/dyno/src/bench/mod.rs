@@ -229,25 +229,23 @@ async fn ensure_table(
 ) -> anyhow::Result<()> {
     let base = urls.first().context("no URL")?;
     let url = format!("{base}/admin/v1/tables/{}", args.table);
-    let resp = http
-        .get(&url)
+    let resp = driver::authed_http(http.get(&url))
         .send()
         .await
         .with_context(|| format!("cannot reach {base}"))?;
     if resp.status().is_success() {
         return Ok(());
     }
-    let cluster: serde_json::Value = http
-        .get(format!("{base}/admin/v1/cluster"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let cluster: serde_json::Value =
+        driver::authed_http(http.get(format!("{base}/admin/v1/cluster")))
+            .send()
+            .await?
+            .json()
+            .await?;
     let members = cluster["ring"]["members"].as_array().map_or(1, Vec::len) as u32;
     let n = args.n.unwrap_or(members.min(3));
     let q = n / 2 + 1;
-    let resp = http
-        .put(&url)
+    let resp = driver::authed_http(http.put(&url))
         .json(&serde_json::json!({ "n": n, "r": q, "w": q, "conflict": args.conflict }))
         .send()
         .await?;
@@ -265,8 +263,7 @@ async fn ensure_table(
     // Every node must know the table before the load starts.
     for u in urls {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !http
-            .get(format!("{u}/admin/v1/tables/{}", args.table))
+        while !driver::authed_http(http.get(format!("{u}/admin/v1/tables/{}", args.table)))
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
