@@ -599,9 +599,20 @@ async fn partition_makes_siblings_and_loses_nothing() {
 }
 
 async fn start_dev(dir: &std::path::Path) -> tokio::process::Child {
+    start_dev_with(dir, 3).await
+}
+
+async fn start_dev_with(dir: &std::path::Path, nodes: u16) -> tokio::process::Child {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dyno"))
-        .args(["dev", "--nodes", "3", "--base-port", "0", "--data-dir"])
+        .args([
+            "dev",
+            "--nodes",
+            &nodes.to_string(),
+            "--base-port",
+            "0",
+            "--data-dir",
+        ])
         .arg(dir)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -631,6 +642,51 @@ fn alive(pid: u64) -> bool {
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .unwrap_or_default()
             .contains(") Z ")
+}
+
+/// `dyno dev --nodes 1`: the demo table's N is the node count, and the demo
+/// key works on the one node.
+#[tokio::test(flavor = "multi_thread")]
+async fn dyno_dev_with_one_node_makes_a_one_replica_demo_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dev = start_dev_with(dir.path(), 1).await;
+    let cluster: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("cluster.json")).expect("cluster.json"),
+    )
+    .expect("json");
+    let node = cluster["nodes"][0]["http"].as_str().expect("http");
+    let admin = support::client_with_token(cluster["admin_token"].as_str());
+    let demo: Value = admin
+        .get(format!("{node}/admin/v1/tenants/demo/tables/demo"))
+        .send()
+        .await
+        .expect("demo")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (demo["n"].as_u64(), demo["r"].as_u64(), demo["w"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{demo}"
+    );
+    let key = support::client_with_token(cluster["demo"]["token"].as_str());
+    let s = key
+        .put(format!("{node}/v1/tables/demo/items/k"))
+        .body("v")
+        .send()
+        .await
+        .expect("put")
+        .status();
+    assert_eq!(s, StatusCode::OK);
+    std::process::Command::new("kill")
+        .args(["-INT", &dev.id().expect("pid").to_string()])
+        .status()
+        .expect("kill");
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), dev.wait())
+        .await
+        .expect("dev exits")
+        .expect("status");
+    assert!(exit.success(), "{exit}");
 }
 
 /// `dyno dev`: starts a cluster with the table demo, writes cluster.json,
