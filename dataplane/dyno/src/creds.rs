@@ -75,3 +75,13 @@ pub fn client(token: Option<&str>, timeout: Duration) -> anyhow::Result<reqwest:
         .timeout(timeout)
         .build()?)
 }
+
+/// `bytes` random bytes as hex.
+pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .context("reading /dev/urandom")?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}

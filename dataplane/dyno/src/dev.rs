@@ -98,16 +98,6 @@ struct Secrets {
     admin_password: String,
 }
 
-/// `bytes` random bytes as hex.
-pub(crate) fn random_hex(bytes: usize) -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .context("reading /dev/urandom")?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Writes `content` to a new file readable by its owner only.
 fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -129,15 +119,24 @@ fn ensure_secrets(dir: &Path) -> anyhow::Result<Secrets> {
     std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))?;
     let admin_token_file = crate::creds::dev_admin_token_file(dir);
     if !admin_token_file.exists() {
-        write_private(&admin_token_file, &format!("{}\n", random_hex(32)?))?;
+        write_private(
+            &admin_token_file,
+            &format!("{}\n", crate::creds::random_hex(32)?),
+        )?;
     }
     let key_master_file = secrets.join("key-master");
     if !key_master_file.exists() {
-        write_private(&key_master_file, &format!("{}\n", random_hex(48)?))?;
+        write_private(
+            &key_master_file,
+            &format!("{}\n", crate::creds::random_hex(48)?),
+        )?;
     }
     let admin_password_file = secrets.join("admin-password");
     if !admin_password_file.exists() {
-        write_private(&admin_password_file, &format!("{}\n", random_hex(12)?))?;
+        write_private(
+            &admin_password_file,
+            &format!("{}\n", crate::creds::random_hex(12)?),
+        )?;
     }
     Ok(Secrets {
         admin_password: crate::creds::read_token(&admin_password_file)?,

@@ -241,7 +241,7 @@ pub async fn make_demo(
     )
     .await?;
     let email = "demo@dyno.local".to_owned();
-    let password = crate::dev::random_hex(12)?;
+    let password = crate::creds::random_hex(12)?;
     call(
         http,
         post.clone(),
