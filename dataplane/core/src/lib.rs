@@ -42,6 +42,7 @@ pub mod apikey;
 pub mod codec;
 pub mod context;
 pub mod coordinator;
+pub mod ddbnum;
 pub mod hash;
 pub mod hlc;
 pub mod keys;
