@@ -637,6 +637,20 @@ async fn start_dev_with(dir: &std::path::Path, nodes: u16) -> tokio::process::Ch
     child
 }
 
+/// Sends `dyno dev` a Ctrl-C and checks that it exits cleanly within 30 s.
+async fn ctrl_c(dev: &mut tokio::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &dev.id().expect("pid").to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), dev.wait())
+        .await
+        .expect("dev exits")
+        .expect("status");
+    assert!(exit.success(), "{exit}");
+}
+
 fn alive(pid: u64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -678,15 +692,7 @@ async fn dyno_dev_with_one_node_makes_a_one_replica_demo_table() {
         .expect("put")
         .status();
     assert_eq!(s, StatusCode::OK);
-    std::process::Command::new("kill")
-        .args(["-INT", &dev.id().expect("pid").to_string()])
-        .status()
-        .expect("kill");
-    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), dev.wait())
-        .await
-        .expect("dev exits")
-        .expect("status");
-    assert!(exit.success(), "{exit}");
+    ctrl_c(&mut dev).await;
 }
 
 /// `dyno dev`: starts a cluster with the table demo, writes cluster.json,
@@ -794,16 +800,7 @@ async fn dyno_dev_starts_stops_and_restarts_with_data() {
     assert_eq!(resp.status(), StatusCode::OK);
 
     // Ctrl-C stops every node.
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &dev.id().expect("pid").to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), dev.wait())
-        .await
-        .expect("dev exits")
-        .expect("status");
-    assert!(exit.success(), "{exit}");
+    ctrl_c(&mut dev).await;
     for &p in &pids {
         assert!(!alive(p), "node process {p} still running after Ctrl-C");
     }
@@ -888,14 +885,7 @@ async fn dyno_dev_starts_stops_and_restarts_with_data() {
         .expect("json");
     assert_eq!(values(&body), vec!["hello"]);
 
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &dev.id().expect("pid").to_string()])
-        .status();
-    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), dev.wait())
-        .await
-        .expect("dev exits")
-        .expect("status");
-    assert!(exit.success(), "{exit}");
+    ctrl_c(&mut dev).await;
     assert!(!alive(n4_pid), "the added node stops with the dev cluster");
 }
 

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::auth::{self, Role};
 use crate::authz::Caller;
-use crate::error::{ApiError, ApiResult, is_unique_violation};
+use crate::error::{ApiError, ApiResult, unique_or};
 
 /// A JSON body whose errors name the field at fault (400
 /// `ValidationError` with `field`), never axum's default 422 text.
@@ -195,12 +195,7 @@ pub struct PatchTenant {
 
 /// Checks a tenant name.
 pub fn check_tenant_name(name: &str) -> ApiResult<()> {
-    let ok = (2..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok {
+    if dyno_core::names::is_tenant_name(name) {
         Ok(())
     } else {
         Err(ApiError::invalid(
@@ -239,18 +234,12 @@ pub async fn create_tenant(
     )
     .fetch_one(state.db())
     .await
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            ApiError::conflict(
-                "TenantAlreadyExists",
-                format!("tenant {:?} exists", req.name),
-            )
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(unique_or(
+        "TenantAlreadyExists",
+        format!("tenant {:?} exists", req.name),
+    ))?;
     state
-        .audit(
+        .record_change(
             &caller.actor(),
             Some(&row.name),
             "tenant.create",
@@ -258,7 +247,6 @@ pub async fn create_tenant(
             json!({}),
         )
         .await?;
-    state.wake_reconciler();
     Ok((StatusCode::CREATED, Json(row)).into_response())
 }
 
@@ -307,7 +295,7 @@ pub async fn patch_tenant(
     .await?
     .ok_or_else(|| ApiError::not_found("tenant", &tenant))?;
     state
-        .audit(
+        .record_change(
             &caller.actor(),
             Some(&tenant),
             &format!("tenant.{}", req.state),
@@ -315,7 +303,6 @@ pub async fn patch_tenant(
             json!({}),
         )
         .await?;
-    state.wake_reconciler();
     Ok(Json(row))
 }
 
@@ -416,13 +403,7 @@ pub async fn create_user(
     )
     .fetch_one(state.db())
     .await
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            ApiError::conflict("EmailTaken", "a user with this email exists")
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(unique_or("EmailTaken", "a user with this email exists"))?;
     state
         .audit(
             &caller.actor(),
@@ -514,11 +495,7 @@ pub struct PatchTable {
 
 /// Checks a table name.
 pub fn check_table_name(name: &str) -> ApiResult<()> {
-    let ok = (3..=255).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
+    if dyno_core::names::is_table_name(name, 3) {
         Ok(())
     } else {
         Err(ApiError::invalid(
@@ -646,18 +623,11 @@ pub async fn create_table(
     )
     .fetch_one(state.db())
     .await
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            ApiError::conflict("TableAlreadyExists", format!("table {:?} exists", req.name))
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(unique_or("TableAlreadyExists", format!("table {:?} exists", req.name)))?;
     state
-        .audit(&caller.actor(), Some(&tenant), "table.create", &format!("table/{}", row.name),
+        .record_change(&caller.actor(), Some(&tenant), "table.create", &format!("table/{}", row.name),
             json!({ "n": row.n, "r": row.r, "w": row.w, "conflict": row.conflict, "throughput_limit": row.throughput_limit }))
         .await?;
-    state.wake_reconciler();
     Ok((StatusCode::CREATED, Json(row)).into_response())
 }
 
@@ -732,10 +702,9 @@ pub async fn patch_table(
     .await?
     .ok_or_else(|| ApiError::not_found("table", &name))?;
     state
-        .audit(&caller.actor(), Some(&tenant), "table.update", &format!("table/{name}"),
+        .record_change(&caller.actor(), Some(&tenant), "table.update", &format!("table/{name}"),
             json!({ "r": row.r, "w": row.w, "conflict": row.conflict, "throughput_limit": row.throughput_limit }))
         .await?;
-    state.wake_reconciler();
     Ok(Json(row))
 }
 
@@ -761,7 +730,7 @@ pub async fn delete_table(
     .await?
     .ok_or_else(|| ApiError::not_found("table", &name))?;
     state
-        .audit(
+        .record_change(
             &caller.actor(),
             Some(&tenant),
             "table.delete",
@@ -769,7 +738,6 @@ pub async fn delete_table(
             json!({}),
         )
         .await?;
-    state.wake_reconciler();
     Ok(Json(row))
 }
 
@@ -906,7 +874,7 @@ pub async fn create_key(
     .fetch_one(state.db())
     .await?;
     state
-        .audit(
+        .record_change(
             &caller.actor(),
             Some(&tenant),
             "key.create",
@@ -914,7 +882,6 @@ pub async fn create_key(
             json!({ "name": req.name, "scopes": scopes }),
         )
         .await?;
-    state.wake_reconciler();
     let key = NewKey {
         token: dyno_core::apikey::token(&id, &secret),
         access_key_id: id.clone(),
@@ -971,7 +938,7 @@ pub async fn revoke_key(
     .await?
     .ok_or_else(|| ApiError::not_found("key", &id))?;
     state
-        .audit(
+        .record_change(
             &caller.actor(),
             Some(&tenant),
             "key.revoke",
@@ -979,7 +946,6 @@ pub async fn revoke_key(
             json!({}),
         )
         .await?;
-    state.wake_reconciler();
     Ok(Json(key))
 }
 

@@ -110,9 +110,18 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// True when a database error is a unique-constraint violation.
-pub fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+/// Maps a unique-constraint violation to 409 `code` with `message`, any
+/// other database error as usual.
+pub fn unique_or(
+    code: &'static str,
+    message: impl Into<String>,
+) -> impl FnOnce(sqlx::Error) -> ApiError {
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("23505") => {
+            ApiError::conflict(code, message)
+        }
+        _ => e.into(),
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -158,6 +158,21 @@ impl AppState {
         Ok(())
     }
 
+    /// Records a change the data plane must learn: appends it to the audit
+    /// log and starts a reconciliation pass on this replica.
+    pub async fn record_change(
+        &self,
+        actor: &str,
+        tenant: Option<&str>,
+        action: &str,
+        resource: &str,
+        detail: serde_json::Value,
+    ) -> ApiResult<()> {
+        self.audit(actor, tenant, action, resource, detail).await?;
+        self.wake_reconciler();
+        Ok(())
+    }
+
     /// Appends to the audit log.
     pub async fn audit(
         &self,

@@ -48,6 +48,7 @@ pub mod hlc;
 pub mod keys;
 pub mod membership;
 pub mod merkle;
+pub mod names;
 pub mod object;
 pub mod phi;
 pub mod planner;

@@ -283,23 +283,35 @@ async fn wait_healthy(
     }
 }
 
-async fn stop_all(children: &mut [(DevNode, Child)]) {
-    for (_, child) in children.iter() {
+/// Stops processes: SIGTERM to every one, then waits up to 10 s for each
+/// and kills what is left.
+async fn stop_processes(procs: Vec<(&str, &mut Child)>) {
+    for (_, child) in &procs {
         if let Some(pid) = child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
                 .status();
         }
     }
-    for (node, child) in children.iter_mut() {
+    for (name, child) in procs {
         match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
-            Ok(_) => println!("stopped {}", node.id),
+            Ok(_) => println!("stopped {name}"),
             Err(_) => {
                 let _ = child.kill().await;
-                println!("killed {} (it did not stop within 10 s)", node.id);
+                println!("killed {name} (it did not stop within 10 s)");
             }
         }
     }
+}
+
+async fn stop_all(children: &mut [(DevNode, Child)]) {
+    stop_processes(
+        children
+            .iter_mut()
+            .map(|(n, c)| (n.id.as_str(), c))
+            .collect(),
+    )
+    .await;
 }
 
 fn arg_after(argv: &[String], flag: &str) -> Option<String> {
@@ -622,18 +634,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     }
     println!("stopping the cluster");
-    if let Some(pid) = cp_child.id() {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-    }
-    match tokio::time::timeout(Duration::from_secs(10), cp_child.wait()).await {
-        Ok(_) => println!("stopped the control plane"),
-        Err(_) => {
-            let _ = cp_child.kill().await;
-            println!("killed the control plane (it did not stop within 10 s)");
-        }
-    }
+    stop_processes(vec![("the control plane", &mut cp_child)]).await;
     let started: Vec<String> = children.iter().map(|(n, _)| n.id.clone()).collect();
     stop_all(&mut children).await;
     stop_added(&file, &started).await;

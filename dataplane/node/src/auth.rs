@@ -18,6 +18,7 @@
 //! Depends on `catalog`, `error` and `config`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use dyno_core::NodeId;
 use dyno_core::apikey;
@@ -37,7 +38,7 @@ pub enum Principal {
     /// The holder of the cluster's admin credential.
     Admin,
     /// An API key.
-    Key(KeyEntry),
+    Key(Arc<KeyEntry>),
 }
 
 impl Principal {
@@ -224,8 +225,6 @@ fn bearer(value: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::catalog::{Record, Scope, TenantEntry};
     use crate::error::ErrorCode;
@@ -317,13 +316,13 @@ mod tests {
     #[test]
     fn scopes_grant_what_they_name_and_no_more() {
         let key = |scopes: Vec<Scope>| {
-            Principal::Key(KeyEntry {
+            Principal::Key(Arc::new(KeyEntry {
                 id: "DKAAAAAAAAAAAAAAAAAA".into(),
                 tenant: "acme".into(),
                 scopes,
                 revoked: false,
                 version: 1,
-            })
+            }))
         };
         let scope = |t: &str, a| Scope {
             table: t.into(),

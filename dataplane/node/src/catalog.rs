@@ -97,11 +97,7 @@ impl TableConfig {
 
 /// Checks a table name: 1 to 255 bytes of `[A-Za-z0-9_.-]`.
 pub fn validate_table_name(name: &str) -> Result<(), ServiceError> {
-    let ok = (1..=dyno_core::keys::MAX_TABLE_NAME).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
+    if dyno_core::names::is_table_name(name, 1) {
         Ok(())
     } else {
         Err(ServiceError::new(
@@ -114,12 +110,7 @@ pub fn validate_table_name(name: &str) -> Result<(), ServiceError> {
 /// Checks a tenant name: 2 to 63 characters of `[a-z0-9-]`, starting with a
 /// letter or digit.
 pub fn validate_tenant_name(name: &str) -> Result<(), ServiceError> {
-    let ok = (2..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok {
+    if dyno_core::names::is_tenant_name(name) {
         Ok(())
     } else {
         Err(ServiceError::new(
@@ -312,7 +303,7 @@ struct State {
     tables: BTreeMap<String, Arc<TableEntry>>,
     /// tenant → client name → storage name of the live table.
     by_name: HashMap<String, HashMap<String, String>>,
-    keys: HashMap<String, KeyEntry>,
+    keys: HashMap<String, Arc<KeyEntry>>,
     tenants: HashMap<String, TenantEntry>,
 }
 
@@ -352,7 +343,7 @@ impl State {
                 self.tables.insert(t.name.clone(), Arc::new(t));
             }
             Record::Key(k) => {
-                self.keys.insert(k.id.clone(), k);
+                self.keys.insert(k.id.clone(), Arc::new(k));
             }
             Record::Tenant(t) => {
                 self.tenants.insert(t.name.clone(), t);
@@ -449,19 +440,21 @@ impl Catalog {
             .collect()
     }
 
-    /// A tenant's live tables.
+    /// A tenant's live tables, by name.
     pub fn list_tenant(&self, tenant: &str) -> Vec<TableEntry> {
-        let mut v: Vec<_> = self
-            .list()
-            .into_iter()
-            .filter(|e| e.tenant == tenant)
+        let mut v: Vec<TableEntry> = self
+            .read()
+            .tables
+            .values()
+            .filter(|e| !e.deleted && e.tenant == tenant)
+            .map(|e| TableEntry::clone(e))
             .collect();
         v.sort_by(|a, b| a.table.cmp(&b.table));
         v
     }
 
-    /// An API key.
-    pub fn key(&self, id: &str) -> Option<KeyEntry> {
+    /// An API key (shared: requests hold it without copying).
+    pub fn key(&self, id: &str) -> Option<Arc<KeyEntry>> {
         self.read().keys.get(id).cloned()
     }
 
@@ -478,23 +471,30 @@ impl Catalog {
             .tables
             .values()
             .map(|e| Record::Table(TableEntry::clone(e)))
-            .chain(state.keys.values().cloned().map(Record::Key))
+            .chain(state.keys.values().map(|k| Record::Key(KeyEntry::clone(k))))
             .chain(state.tenants.values().cloned().map(Record::Tenant))
             .collect()
     }
 
-    /// Every record's id and version.
+    /// Every record's id and version, read without copying the records.
     pub fn versions(&self) -> Vec<RecordVersion> {
-        self.records()
-            .iter()
-            .map(|r| {
-                let (kind, id) = r.id();
-                RecordVersion {
-                    kind: kind.to_owned(),
-                    id: id.to_owned(),
-                    version: r.version(),
-                }
-            })
+        let state = self.read();
+        let v = |kind: &str, id: &str, version: u64| RecordVersion {
+            kind: kind.to_owned(),
+            id: id.to_owned(),
+            version,
+        };
+        state
+            .tables
+            .values()
+            .map(|t| v("table", &t.name, t.version))
+            .chain(state.keys.values().map(|k| v("key", &k.id, k.version)))
+            .chain(
+                state
+                    .tenants
+                    .values()
+                    .map(|t| v("tenant", &t.name, t.version)),
+            )
             .collect()
     }
 

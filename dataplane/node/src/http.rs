@@ -115,16 +115,10 @@ async fn require_admin(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match service.authenticate_admin(authorization(request.headers()), None) {
+    match service.authenticate_admin(authorization(request.headers())) {
         Ok(_) => next.run(request).await,
         Err(e) => error_response(&e),
     }
-}
-
-/// The context of an admin request that passed `require_admin`, in
-/// `tenant` (default: `default`).
-fn admin_ctx(service: &Service, headers: &HeaderMap, tenant: Option<&str>) -> Result<RequestCtx> {
-    Ok(service.authenticate_admin(authorization(headers), tenant)?)
 }
 
 /// The router for the public and admin APIs.
@@ -151,15 +145,15 @@ pub fn router(service: Service) -> Router {
         .route("/admin/v1/tenants/{tenant}/tables", get(tenant_list_tables))
         .route(
             "/admin/v1/tenants/{tenant}/tables/{table}",
-            get(tenant_describe_table).put(tenant_create_table),
+            get(describe_table).put(create_table),
         )
         .route(
             "/admin/v1/tenants/{tenant}/tables/{table}/keys/{key}/preference-list",
-            get(tenant_preference_list),
+            get(preference_list),
         )
         .route(
             "/admin/v1/tenants/{tenant}/tables/{table}/keys/{key}/replica",
-            get(tenant_local_replica),
+            get(local_replica),
         )
         .route(
             "/admin/v1/catalog",
@@ -357,118 +351,90 @@ fn describe(e: &TableEntry) -> serde_json::Value {
     })
 }
 
-type TablePath = Path<String>;
-type TenantTablePath = Path<(String, String)>;
-type KeyPath =
-    std::result::Result<Path<(String, String, String)>, axum::extract::rejection::PathRejection>;
 type TableBody = std::result::Result<Json<TableSpec>, JsonRejection>;
+type Rejectable<T> = std::result::Result<Path<T>, axum::extract::rejection::PathRejection>;
 
-async fn create_in(
-    service: &Service,
-    ctx: &RequestCtx,
-    table: &str,
-    body: TableBody,
-) -> Result<Response> {
-    crate::catalog::validate_table_name(table)?;
-    let Json(spec) = body.map_err(|e| bad(ErrorCode::InvalidTableConfig, e.body_text()))?;
-    let entry = service.create_table(ctx, table, spec).await?;
-    Ok(Json(describe(&entry)).into_response())
+/// An admin table route's path: `/admin/v1/tables/{table}…` (the tenant
+/// `default`) or `/admin/v1/tenants/{tenant}/tables/{table}…`; the same
+/// handler serves both.
+#[derive(Debug, Deserialize)]
+struct TableParams {
+    #[serde(default)]
+    tenant: Option<String>,
+    table: String,
+}
+
+/// The same, with a key: `…/keys/{key}/preference-list` and `…/replica`.
+#[derive(Debug, Deserialize)]
+struct KeyParams {
+    #[serde(default)]
+    tenant: Option<String>,
+    table: String,
+    key: String,
+}
+
+fn params<T>(p: Rejectable<T>) -> Result<T> {
+    let Path(t) = p.map_err(|e| bad(ErrorCode::InvalidKey, format!("bad path: {e}")))?;
+    Ok(t)
 }
 
 async fn create_table(
     State(service): State<Service>,
-    headers: HeaderMap,
-    Path(table): TablePath,
+    path: Rejectable<TableParams>,
     body: TableBody,
 ) -> Result<Response> {
-    let ctx = admin_ctx(&service, &headers, None)?;
-    create_in(&service, &ctx, &table, body).await
+    let p = params(path)?;
+    let ctx = service.admin_ctx(p.tenant.as_deref())?;
+    crate::catalog::validate_table_name(&p.table)?;
+    let Json(spec) = body.map_err(|e| bad(ErrorCode::InvalidTableConfig, e.body_text()))?;
+    let entry = service.create_table(&ctx, &p.table, spec).await?;
+    Ok(Json(describe(&entry)).into_response())
 }
 
-async fn tenant_create_table(
-    State(service): State<Service>,
-    headers: HeaderMap,
-    Path((tenant, table)): TenantTablePath,
-    body: TableBody,
-) -> Result<Response> {
-    let ctx = admin_ctx(&service, &headers, Some(&tenant))?;
-    create_in(&service, &ctx, &table, body).await
+fn list_in(service: &Service, tenant: Option<&str>) -> Result<Json<serde_json::Value>> {
+    let ctx = service.admin_ctx(tenant)?;
+    let tables: Vec<_> = service.list_tables(&ctx).iter().map(describe).collect();
+    Ok(Json(json!({ "tables": tables })))
 }
 
-fn list_in(service: &Service, ctx: &RequestCtx) -> Json<serde_json::Value> {
-    let tables: Vec<_> = service.list_tables(ctx).iter().map(describe).collect();
-    Json(json!({ "tables": tables }))
-}
-
-async fn list_tables(
-    State(service): State<Service>,
-    headers: HeaderMap,
-) -> Result<Json<serde_json::Value>> {
-    Ok(list_in(&service, &admin_ctx(&service, &headers, None)?))
+async fn list_tables(State(service): State<Service>) -> Result<Json<serde_json::Value>> {
+    list_in(&service, None)
 }
 
 async fn tenant_list_tables(
     State(service): State<Service>,
-    headers: HeaderMap,
     Path(tenant): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
-    Ok(list_in(
-        &service,
-        &admin_ctx(&service, &headers, Some(&tenant))?,
-    ))
+    list_in(&service, Some(&tenant))
 }
 
 async fn describe_table(
     State(service): State<Service>,
-    headers: HeaderMap,
-    Path(table): TablePath,
+    path: Rejectable<TableParams>,
 ) -> Result<Json<serde_json::Value>> {
-    let ctx = admin_ctx(&service, &headers, None)?;
-    Ok(Json(describe(&service.describe_table(&ctx, &table)?)))
-}
-
-async fn tenant_describe_table(
-    State(service): State<Service>,
-    headers: HeaderMap,
-    Path((tenant, table)): TenantTablePath,
-) -> Result<Json<serde_json::Value>> {
-    let ctx = admin_ctx(&service, &headers, Some(&tenant))?;
-    Ok(Json(describe(&service.describe_table(&ctx, &table)?)))
+    let p = params(path)?;
+    let ctx = service.admin_ctx(p.tenant.as_deref())?;
+    Ok(Json(describe(&service.describe_table(&ctx, &p.table)?)))
 }
 
 async fn preference_list(
     State(service): State<Service>,
-    headers: HeaderMap,
-    path: PathParams,
+    path: Rejectable<KeyParams>,
 ) -> Result<Response> {
-    let (table, key) = table_and_key(path)?;
-    let ctx = admin_ctx(&service, &headers, None)?;
-    Ok(Json(service.preference_list(&ctx, &table, &key)?).into_response())
+    let p = params(path)?;
+    let ctx = service.admin_ctx(p.tenant.as_deref())?;
+    Ok(Json(service.preference_list(&ctx, &p.table, p.key.as_bytes())?).into_response())
 }
 
-fn tenant_table_key(p: KeyPath) -> Result<(String, String, Vec<u8>)> {
-    let Path((tenant, table, key)) =
-        p.map_err(|e| bad(ErrorCode::InvalidKey, format!("bad path: {e}")))?;
-    Ok((tenant, table, key.into_bytes()))
-}
-
-async fn tenant_preference_list(
+async fn local_replica(
     State(service): State<Service>,
-    headers: HeaderMap,
-    path: KeyPath,
-) -> Result<Response> {
-    let (tenant, table, key) = tenant_table_key(path)?;
-    let ctx = admin_ctx(&service, &headers, Some(&tenant))?;
-    Ok(Json(service.preference_list(&ctx, &table, &key)?).into_response())
-}
-
-async fn replica_in(
-    service: &Service,
-    ctx: &RequestCtx,
-    table: &str,
-    key: &[u8],
+    path: Rejectable<KeyParams>,
 ) -> Result<Json<serde_json::Value>> {
-    let r = service.local_replica(ctx, table, key).await?;
+    let p = params(path)?;
+    let ctx = service.admin_ctx(p.tenant.as_deref())?;
+    let r = service
+        .local_replica(&ctx, &p.table, p.key.as_bytes())
+        .await?;
     let values: Vec<String> = r
         .object
         .as_ref()
@@ -481,26 +447,6 @@ async fn replica_in(
         "context": r.context,
         "values": values,
     })))
-}
-
-async fn local_replica(
-    State(service): State<Service>,
-    headers: HeaderMap,
-    path: PathParams,
-) -> Result<Json<serde_json::Value>> {
-    let (table, key) = table_and_key(path)?;
-    let ctx = admin_ctx(&service, &headers, None)?;
-    replica_in(&service, &ctx, &table, &key).await
-}
-
-async fn tenant_local_replica(
-    State(service): State<Service>,
-    headers: HeaderMap,
-    path: KeyPath,
-) -> Result<Json<serde_json::Value>> {
-    let (tenant, table, key) = tenant_table_key(path)?;
-    let ctx = admin_ctx(&service, &headers, Some(&tenant))?;
-    replica_in(&service, &ctx, &table, &key).await
 }
 
 /// `PUT /admin/v1/catalog`: records to merge (the control plane's
@@ -574,7 +520,7 @@ async fn ring_change(
         None
     };
     let began = service
-        .change_ring(&service.system_ctx(), action, Some(&req.node), zone)
+        .change_ring(&service.admin_ctx(None)?, action, Some(&req.node), zone)
         .await?;
     Ok(began_response(began))
 }
@@ -595,7 +541,7 @@ async fn decommission(
 
 async fn abort(State(service): State<Service>) -> Result<Response> {
     let began = service
-        .change_ring(&service.system_ctx(), Action::Abort, None, None)
+        .change_ring(&service.admin_ctx(None)?, Action::Abort, None, None)
         .await?;
     Ok(began_response(began))
 }

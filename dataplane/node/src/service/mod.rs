@@ -116,7 +116,7 @@ struct Inner {
     throttle: crate::throttle::Throttle,
     /// When each API key was last used here (seconds since the epoch,
     /// refreshed at most once a minute per key), for the control plane.
-    key_usage: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    key_usage: std::sync::RwLock<std::collections::HashMap<String, u64>>,
 }
 
 impl std::ops::Deref for Inner {
@@ -162,19 +162,29 @@ impl Service {
         Ok(RequestCtx::new(principal, self.inner.request_timeout))
     }
 
+    /// Notes a key's use, at most once a minute per key: requests take the
+    /// shared read lock, and only the first one in a minute the write lock.
     fn note_key_use(&self, id: &str) {
         let now = crate::sys::wall_ms() / 1000;
+        let fresh = |usage: &std::collections::HashMap<String, u64>| {
+            usage.get(id).is_some_and(|at| *at + 60 > now)
+        };
+        if fresh(
+            &self
+                .inner
+                .key_usage
+                .read()
+                .unwrap_or_else(|e| e.into_inner()),
+        ) {
+            return;
+        }
         let mut usage = self
             .inner
             .key_usage
-            .lock()
+            .write()
             .unwrap_or_else(|e| e.into_inner());
-        match usage.get_mut(id) {
-            Some(at) if *at + 60 > now => {}
-            Some(at) => *at = now,
-            None => {
-                usage.insert(id.to_owned(), now);
-            }
+        if !fresh(&usage) {
+            usage.insert(id.to_owned(), now);
         }
     }
 
@@ -183,19 +193,20 @@ impl Service {
     pub fn key_usage(&self) -> std::collections::HashMap<String, u64> {
         self.inner
             .key_usage
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    /// The context of an admin request, in `tenant` (default: `default`):
-    /// `Unauthorized` without the admin credential.
-    pub fn authenticate_admin(
-        &self,
-        authorization: Option<&str>,
-        tenant: Option<&str>,
-    ) -> Result<RequestCtx, ServiceError> {
-        self.inner.credentials.authenticate_admin(authorization)?;
+    /// Checks the admin credential: `Unauthorized` without it. Front-ends
+    /// call this once per admin request, before [`Service::admin_ctx`].
+    pub fn authenticate_admin(&self, authorization: Option<&str>) -> Result<(), ServiceError> {
+        self.inner.credentials.authenticate_admin(authorization)
+    }
+
+    /// The context of an admin request that passed
+    /// [`Service::authenticate_admin`], in `tenant` (default: `default`).
+    pub fn admin_ctx(&self, tenant: Option<&str>) -> Result<RequestCtx, ServiceError> {
         let principal = if self.inner.credentials.required() {
             Principal::Admin
         } else {
@@ -207,12 +218,6 @@ impl Service {
             ctx.tenant = t.to_owned();
         }
         Ok(ctx)
-    }
-
-    /// The context of work the node does as the cluster's administrator
-    /// (admin requests that passed the admin check, ring changes).
-    pub fn system_ctx(&self) -> RequestCtx {
-        RequestCtx::new(Principal::Admin, self.inner.request_timeout)
     }
 
     /// Whether `/metrics` needs the admin credential.
