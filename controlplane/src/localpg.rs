@@ -113,13 +113,17 @@ impl LocalPostgres {
 
     fn command(&self, tool: &str) -> Command {
         let exe = self.bin.join(tool);
-        if self.as_postgres {
+        let mut c = if self.as_postgres {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(exe);
             c
         } else {
             Command::new(exe)
-        }
+        };
+        // Every path given is absolute; the postgres user may not be able
+        // to enter our working directory.
+        c.current_dir("/");
+        c
     }
 
     /// The socket directory.

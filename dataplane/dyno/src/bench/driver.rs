@@ -427,7 +427,8 @@ impl Conn {
 }
 
 /// The bearer token the benchmark sends to Dyno: `$DYNO_TOKEN`, else
-/// `$DYNO_ADMIN_TOKEN`.
+/// `$DYNO_ADMIN_TOKEN`, else the dev cluster's admin credential (the
+/// benchmark makes its table through the admin API unless `--no-create`).
 fn bench_token() -> Option<&'static str> {
     static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     TOKEN
@@ -436,6 +437,10 @@ fn bench_token() -> Option<&'static str> {
                 .iter()
                 .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
                 .map(|v| v.trim().to_owned())
+                .or_else(|| {
+                    let dev = crate::creds::dev_admin_token_file(std::path::Path::new(".dyno/dev"));
+                    crate::creds::read_token(&dev).ok()
+                })
         })
         .as_deref()
 }
