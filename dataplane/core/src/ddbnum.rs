@@ -63,6 +63,12 @@ impl Number {
         }
     }
 
+    /// How many significant digits (0 for zero); DynamoDB's size of a
+    /// number is about half of this plus one byte.
+    pub fn significant_digits(&self) -> usize {
+        self.digits.len()
+    }
+
     /// True for zero.
     pub fn is_zero(&self) -> bool {
         self.digits.is_empty()
@@ -221,6 +227,37 @@ impl Number {
             out.push(0x00);
         }
         out
+    }
+
+    /// Decodes a number from the front of `raw` (written by
+    /// [`Number::key_bytes`]); returns it and the bytes it took, or `None`
+    /// when `raw` does not start with a valid encoding.
+    pub fn from_key_bytes(raw: &[u8]) -> Option<(Number, usize)> {
+        match *raw.first()? {
+            0x02 => Some((Number::zero(), 1)),
+            tag @ (0x01 | 0x03) => {
+                let negative = tag == 0x01;
+                let e = *raw.get(1)?;
+                let e = if negative { 255 - e } else { e };
+                let end = if negative { 0xFF } else { 0x00 };
+                let len = raw.get(2..)?.iter().position(|b| *b == end)?;
+                let digits = raw[2..2 + len]
+                    .iter()
+                    .map(|b| {
+                        let d = if negative {
+                            10u8.checked_sub(*b)?
+                        } else {
+                            b.checked_sub(1)?
+                        };
+                        (d <= 9).then_some(d)
+                    })
+                    .collect::<Option<Vec<u8>>>()?;
+                let n = Number::normalised(negative, digits, i64::from(e) - 129).ok()?;
+                // Only the canonical encoding is accepted.
+                (n.key_bytes().len() == len + 3).then_some((n, len + 3))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -418,6 +455,22 @@ mod tests {
                 prop_assert_eq!(x.cmp(&y), fx.partial_cmp(&fy).expect("ordered"));
             }
             prop_assert_eq!(x.key_bytes().cmp(&y.key_bytes()), x.cmp(&y));
+        }
+
+        #[test]
+        fn key_bytes_decode_back(a in decimal(), tail in proptest::collection::vec(any::<u8>(), 0..4)) {
+            let x = n(&a);
+            let mut raw = x.key_bytes();
+            let len = raw.len();
+            raw.extend_from_slice(&tail);
+            prop_assert_eq!(Number::from_key_bytes(&raw), Some((x, len)));
+        }
+
+        #[test]
+        fn key_bytes_decoding_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..48)) {
+            if let Some((x, len)) = Number::from_key_bytes(&raw) {
+                prop_assert_eq!(&x.key_bytes()[..], &raw[..len]);
+            }
         }
 
         #[test]
