@@ -1,7 +1,5 @@
 //! The errors of the data model, by DynamoDB's exception names.
 
-use crate::item::Item;
-
 /// Which DynamoDB exception an error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -23,8 +21,8 @@ pub struct DdbError {
     /// The message.
     pub message: String,
     /// For a failed condition with `ReturnValuesOnConditionCheckFailure =
-    /// ALL_OLD`: the item as it was.
-    pub item: Option<Item>,
+    /// ALL_OLD`: the item as it was, in wire form.
+    pub item: Option<serde_json::Value>,
 }
 
 impl DdbError {
@@ -55,7 +53,7 @@ impl DdbError {
     }
 
     /// A `ConditionalCheckFailedException`, with the old item if asked for.
-    pub fn condition_failed(item: Option<Item>) -> DdbError {
+    pub fn condition_failed(item: Option<serde_json::Value>) -> DdbError {
         DdbError {
             kind: ErrorKind::ConditionalCheckFailed,
             message: "The conditional request failed".to_owned(),

@@ -201,7 +201,7 @@ impl Prepared {
             && !eval::eval(c, old)?
         {
             return Err(DdbError::condition_failed(
-                self.old_on_failure.then(|| current.cloned()).flatten(),
+                self.old_on_failure.then(|| current.map(item::to_json)).flatten(),
             ));
         }
         let new = if let Some(it) = &self.put {
@@ -306,7 +306,7 @@ mod tests {
         let old = crate::item::from_json(&json!({"pk": {"S": "k"}})).expect("item");
         let e = p.execute(Some(&old)).expect_err("exists");
         assert_eq!(e.kind, ErrorKind::ConditionalCheckFailed);
-        assert_eq!(e.item, Some(old));
+        assert_eq!(e.item, Some(crate::item::to_json(&old)));
         assert!(p.execute(None).is_ok());
     }
 
