@@ -53,6 +53,19 @@ ensure_postgres() {
     fi
 }
 
+# The DynamoDB-compatible API is tested with boto3 and the AWS CLI, as
+# users run them (from PyPI when they are missing).
+ensure_aws_tools() {
+    command -v python3 >/dev/null || apt_install python3
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    local pip=(python3 -m pip install -q --disable-pip-version-check)
+    # Debian's system Python refuses user installs without this flag.
+    python3 -m pip install --help 2>/dev/null | grep -q -- --break-system-packages \
+        && pip+=(--break-system-packages)
+    python3 -c "import boto3" 2>/dev/null || { say "installing boto3"; "${pip[@]}" boto3; }
+    command -v aws >/dev/null || { say "installing the AWS CLI"; "${pip[@]}" awscli; }
+}
+
 # The control plane's SQL is checked at compile time against the query data
 # committed in controlplane/.sqlx, so builds need no database.
 export SQLX_OFFLINE=true

@@ -448,6 +448,10 @@ pub struct Table {
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
+    /// For a DynamoDB table: its key schema, TTL attribute, tags and
+    /// billing settings.
+    #[schema(value_type = Option<Object>)]
+    pub dynamo: Option<serde_json::Value>,
 }
 
 /// `POST /api/v1/tables`.
@@ -468,6 +472,117 @@ pub struct CreateTable {
     /// Operations per second over the cluster.
     #[serde(default)]
     pub throughput_limit: Option<u32>,
+    /// Makes a DynamoDB table (the DynamoDB API's CreateTable sends it):
+    /// `{"key": {"hash": {"name", "type"}, "range"?}, "billing_mode",
+    /// "read_capacity", "write_capacity", "tags"}`. Its items are
+    /// DynamoDB items under composite keys; `conflict` must be `lww`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub dynamo: Option<serde_json::Value>,
+}
+
+/// A change to a DynamoDB table's settings (`PATCH`'s `dynamo`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoPatch {
+    /// `PAY_PER_REQUEST` or `PROVISIONED`.
+    #[serde(default)]
+    pub billing_mode: Option<String>,
+    /// Provisioned read capacity (reported only).
+    #[serde(default)]
+    pub read_capacity: Option<u64>,
+    /// Provisioned write capacity (reported only).
+    #[serde(default)]
+    pub write_capacity: Option<u64>,
+    /// Enables (`{"enabled": true, "attribute": "expires"}`) or disables TTL.
+    #[serde(default)]
+    pub ttl: Option<TtlPatch>,
+    /// Tags to set.
+    #[serde(default)]
+    pub tags_set: std::collections::BTreeMap<String, String>,
+    /// Tags to remove.
+    #[serde(default)]
+    pub tags_remove: Vec<String>,
+}
+
+/// TTL on or off.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TtlPatch {
+    /// On or off.
+    pub enabled: bool,
+    /// The attribute holding the expiry time (epoch seconds).
+    pub attribute: String,
+}
+
+/// Applies a patch to a stored schema.
+fn patch_dynamo(current: &serde_json::Value, p: &DynamoPatch) -> ApiResult<serde_json::Value> {
+    let mut schema: dyno_ddb::schema::TableSchema = serde_json::from_value(current.clone())
+        .map_err(|e| ApiError::internal(format!("stored DynamoDB schema: {e}")))?;
+    if let Some(m) = &p.billing_mode {
+        if !matches!(m.as_str(), "PAY_PER_REQUEST" | "PROVISIONED") {
+            return Err(ApiError::invalid(
+                "dynamo.billing_mode",
+                "billing_mode is PAY_PER_REQUEST or PROVISIONED",
+            ));
+        }
+        schema.billing_mode = m.clone();
+    }
+    if let Some(r) = p.read_capacity {
+        schema.read_capacity = r;
+    }
+    if let Some(w) = p.write_capacity {
+        schema.write_capacity = w;
+    }
+    if let Some(t) = &p.ttl {
+        if t.attribute.is_empty() || t.attribute.len() > 255 {
+            return Err(ApiError::invalid(
+                "dynamo.ttl.attribute",
+                "the TTL attribute name is 1 to 255 bytes",
+            ));
+        }
+        schema.ttl_attribute = t.enabled.then(|| t.attribute.clone());
+    }
+    for (k, v) in &p.tags_set {
+        if k.is_empty() || k.len() > 128 || v.len() > 256 {
+            return Err(ApiError::invalid(
+                "dynamo.tags_set",
+                "tag keys are 1 to 128 characters, values at most 256",
+            ));
+        }
+        schema.tags.insert(k.clone(), v.clone());
+    }
+    if schema.tags.len() > 50 {
+        return Err(ApiError::invalid(
+            "dynamo.tags_set",
+            "a table has at most 50 tags",
+        ));
+    }
+    for k in &p.tags_remove {
+        schema.tags.remove(k);
+    }
+    serde_json::to_value(&schema).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Checks a new DynamoDB table's schema.
+fn check_dynamo(v: &serde_json::Value, conflict: &str) -> ApiResult<()> {
+    let schema: dyno_ddb::schema::TableSchema = serde_json::from_value(v.clone())
+        .map_err(|e| ApiError::invalid("dynamo", format!("not a DynamoDB table schema: {e}")))?;
+    for a in schema.key.attrs() {
+        if a.name.is_empty() || a.name.len() > 255 {
+            return Err(ApiError::invalid(
+                "dynamo.key",
+                "key attribute names are 1 to 255 bytes",
+            ));
+        }
+    }
+    if conflict != "lww" {
+        return Err(ApiError::invalid(
+            "conflict",
+            "DynamoDB tables resolve concurrent writes by last-writer-wins: conflict must be \"lww\"",
+        ));
+    }
+    Ok(())
 }
 
 /// `PATCH /api/v1/tables/{table}`: R, W, the conflict mode and the limit
@@ -491,6 +606,9 @@ pub struct PatchTable {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>)]
     pub throughput_limit: Option<Option<u32>>,
+    /// For a DynamoDB table: billing, TTL and tag changes.
+    #[serde(default)]
+    pub dynamo: Option<DynamoPatch>,
 }
 
 /// Checks a table name.
@@ -548,7 +666,7 @@ pub async fn list_tables(
     let tenant = caller.own_tenant()?;
     let rows = sqlx::query_as!(
         Table,
-        "SELECT name, n, r, w, conflict, throughput_limit, status, cluster, created_at, updated_at
+        "SELECT name, n, r, w, conflict, throughput_limit, status, cluster, created_at, updated_at, dynamo
            FROM tables WHERE tenant = $1 AND status <> 'deleted' ORDER BY name",
         tenant
     )
@@ -560,7 +678,7 @@ pub async fn list_tables(
 async fn find_table(state: &AppState, tenant: &str, name: &str) -> ApiResult<Table> {
     sqlx::query_as!(
         Table,
-        "SELECT name, n, r, w, conflict, throughput_limit, status, cluster, created_at, updated_at
+        "SELECT name, n, r, w, conflict, throughput_limit, status, cluster, created_at, updated_at, dynamo
            FROM tables WHERE tenant = $1 AND name = $2 AND status <> 'deleted'",
         tenant,
         name
@@ -581,6 +699,7 @@ pub async fn create_table(
 ) -> ApiResult<Response> {
     let tenant = caller.own_tenant()?.to_owned();
     check_table_name(&req.name)?;
+    caller.check_manage(&req.name)?;
     let conflict = check_conflict(req.conflict.as_deref())?;
     let limit = check_limit(req.throughput_limit)?;
     let cluster = sqlx::query!("SELECT name, node_count FROM clusters ORDER BY name LIMIT 1")
@@ -607,11 +726,14 @@ pub async fn create_table(
         ));
     }
     check_quorums(req.n, req.r, req.w)?;
+    if let Some(d) = &req.dynamo {
+        check_dynamo(d, conflict)?;
+    }
     let row = sqlx::query_as!(
         Table,
-        "INSERT INTO tables (tenant, name, cluster, n, r, w, conflict, throughput_limit, status, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'creating', next_catalog_version())
-         RETURNING name, n, r, w, conflict, throughput_limit, status, cluster, created_at, updated_at",
+        "INSERT INTO tables (tenant, name, cluster, n, r, w, conflict, throughput_limit, status, version, dynamo)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'creating', next_catalog_version(), $9)
+         RETURNING name, n, r, w, conflict, throughput_limit, status, cluster, created_at, updated_at, dynamo",
         tenant,
         req.name,
         cluster.name,
@@ -619,14 +741,15 @@ pub async fn create_table(
         req.r as i32,
         req.w as i32,
         conflict,
-        limit
+        limit,
+        req.dynamo
     )
     .fetch_one(state.db())
     .await
     .map_err(unique_or("TableAlreadyExists", format!("table {:?} exists", req.name)))?;
     state
         .record_change(&caller.actor(), Some(&tenant), "table.create", &format!("table/{}", row.name),
-            json!({ "n": row.n, "r": row.r, "w": row.w, "conflict": row.conflict, "throughput_limit": row.throughput_limit }))
+            json!({ "n": row.n, "r": row.r, "w": row.w, "conflict": row.conflict, "throughput_limit": row.throughput_limit, "dynamo": row.dynamo }))
         .await?;
     Ok((StatusCode::CREATED, Json(row)).into_response())
 }
@@ -685,25 +808,42 @@ pub async fn patch_table(
         None => t.throughput_limit,
         Some(l) => check_limit(l)?,
     };
+    let dynamo = match (&req.dynamo, &t.dynamo) {
+        (None, d) => d.clone(),
+        (Some(p), Some(current)) => Some(patch_dynamo(current, p)?),
+        (Some(_), None) => {
+            return Err(ApiError::invalid(
+                "dynamo",
+                format!("table {name:?} is not a DynamoDB table"),
+            ));
+        }
+    };
+    if dynamo.is_some() && conflict != "lww" {
+        return Err(ApiError::invalid(
+            "conflict",
+            "DynamoDB tables resolve concurrent writes by last-writer-wins: conflict must be \"lww\"",
+        ));
+    }
     let row = sqlx::query_as!(
         Table,
-        "UPDATE tables SET r = $3, w = $4, conflict = $5, throughput_limit = $6,
+        "UPDATE tables SET r = $3, w = $4, conflict = $5, throughput_limit = $6, dynamo = $7,
                 version = next_catalog_version(), updated_at = now()
           WHERE tenant = $1 AND name = $2 AND status <> 'deleted'
-         RETURNING name, n, r, w, conflict, throughput_limit, status, cluster, created_at, updated_at",
+         RETURNING name, n, r, w, conflict, throughput_limit, status, cluster, created_at, updated_at, dynamo",
         tenant,
         name,
         r as i32,
         w as i32,
         conflict,
-        limit
+        limit,
+        dynamo
     )
     .fetch_optional(state.db())
     .await?
     .ok_or_else(|| ApiError::not_found("table", &name))?;
     state
         .record_change(&caller.actor(), Some(&tenant), "table.update", &format!("table/{name}"),
-            json!({ "r": row.r, "w": row.w, "conflict": row.conflict, "throughput_limit": row.throughput_limit }))
+            json!({ "r": row.r, "w": row.w, "conflict": row.conflict, "throughput_limit": row.throughput_limit, "dynamo": row.dynamo }))
         .await?;
     Ok(Json(row))
 }
@@ -722,7 +862,7 @@ pub async fn delete_table(
         Table,
         "UPDATE tables SET status = 'deleting', version = next_catalog_version(), updated_at = now()
           WHERE tenant = $1 AND name = $2 AND status IN ('creating', 'active')
-         RETURNING name, n, r, w, conflict, throughput_limit, status, cluster, created_at, updated_at",
+         RETURNING name, n, r, w, conflict, throughput_limit, status, cluster, created_at, updated_at, dynamo",
         tenant,
         name
     )

@@ -28,12 +28,46 @@ pub struct Caller {
     pub role: Role,
     /// Their tenant (platform admins may have none).
     pub tenant: Option<String>,
+    /// Set when the caller is an API key rather than a user (the data
+    /// plane's DynamoDB API forwards table changes with the key's token).
+    pub key: Option<KeyCaller>,
 }
+
+/// An API key acting on the REST API: it may create, change and delete
+/// the tables its scopes give it `manage` access to, and nothing else.
+#[derive(Debug, Clone)]
+pub struct KeyCaller {
+    /// The key's id.
+    pub id: String,
+    /// Tables (or `*`) it may manage.
+    pub manages: Vec<String>,
+}
+
+/// The routes an API key may call.
+const KEY_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/v1/tables"),
+    ("GET", "/api/v1/tables/{table}"),
+    ("PATCH", "/api/v1/tables/{table}"),
+    ("DELETE", "/api/v1/tables/{table}"),
+];
 
 impl Caller {
     /// The audit log's name for the caller.
     pub fn actor(&self) -> String {
-        format!("user:{}", self.email)
+        match &self.key {
+            Some(k) => format!("key:{}", k.id),
+            None => format!("user:{}", self.email),
+        }
+    }
+
+    /// Refuses an API key without `manage` access to `table` (users pass).
+    pub fn check_manage(&self, table: &str) -> ApiResult<()> {
+        match &self.key {
+            Some(k) if !k.manages.iter().any(|t| t == "*" || t == table) => Err(
+                ApiError::forbidden(format!("this key may not manage table {table:?}")),
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// The caller's tenant, for tenant-data routes (the policy guarantees
@@ -167,6 +201,19 @@ pub async fn authorize(
     if let Err(e) = decide(rule, &caller, tenant.as_deref()) {
         return e.into_response();
     }
+    if caller.key.is_some() {
+        let path = matched.as_ref().map_or("", |m| m.as_str());
+        let method = request.method().as_str();
+        if !KEY_ROUTES.iter().any(|(m, p)| *m == method && *p == path) {
+            return ApiError::forbidden("API keys may only create, change and delete tables")
+                .into_response();
+        }
+        if let Some((_, table)) = params.iter().find(|(k, _)| *k == "table")
+            && let Err(e) = caller.check_manage(table)
+        {
+            return e.into_response();
+        }
+    }
     request.extensions_mut().insert(caller);
     next.run(request).await
 }
@@ -181,6 +228,7 @@ mod tests {
             email: "x@example.com".into(),
             role,
             tenant: tenant.map(str::to_owned),
+            key: None,
         }
     }
 

@@ -102,6 +102,9 @@ impl AppState {
 
     /// The user a session token belongs to.
     pub async fn caller(&self, token: &str) -> ApiResult<Caller> {
+        if let Some((id, secret)) = dyno_core::apikey::parse_token(token) {
+            return self.key_caller(id, secret).await;
+        }
         let id = self
             .sessions()
             .verify(token)
@@ -116,6 +119,43 @@ impl AppState {
             role: Role::parse(&u.role)
                 .ok_or_else(|| ApiError::internal("unknown role in users"))?,
             tenant: u.tenant,
+            key: None,
+        })
+    }
+
+    /// An API key as a caller: its secret checked by derivation, active
+    /// (or still pending), its tenant not suspended.
+    async fn key_caller(&self, id: &str, secret: &str) -> ApiResult<Caller> {
+        let expected = self.master().key_secret(id);
+        if !dyno_core::apikey::constant_time_eq(expected.as_bytes(), secret.as_bytes()) {
+            return Err(ApiError::unauthorized());
+        }
+        let k = sqlx::query!(
+            "SELECT k.tenant, k.scopes, k.status, t.state
+               FROM api_keys k JOIN tenants t ON t.name = k.tenant WHERE k.id = $1",
+            id
+        )
+        .fetch_optional(self.db())
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+        if k.status == "revoked" || k.state == "suspended" {
+            return Err(ApiError::unauthorized());
+        }
+        let scopes: Vec<crate::api::Scope> = serde_json::from_value(k.scopes)
+            .map_err(|e| ApiError::internal(format!("stored key scopes: {e}")))?;
+        Ok(Caller {
+            user_id: 0,
+            email: String::new(),
+            role: Role::TenantMember,
+            tenant: Some(k.tenant),
+            key: Some(crate::authz::KeyCaller {
+                id: id.to_owned(),
+                manages: scopes
+                    .into_iter()
+                    .filter(|s| s.access == "manage")
+                    .map(|s| s.table)
+                    .collect(),
+            }),
         })
     }
 

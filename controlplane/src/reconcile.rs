@@ -46,21 +46,31 @@ pub struct Desired {
 pub async fn desired(state: &AppState) -> Result<Vec<Desired>, sqlx::Error> {
     let mut out = Vec::new();
     for t in sqlx::query!(
-        "SELECT id, tenant, name, cluster, n, r, w, conflict, throughput_limit, status, version FROM tables"
+        "SELECT id, tenant, name, cluster, n, r, w, conflict, throughput_limit, status, version, dynamo FROM tables"
     )
     .fetch_all(state.db())
     .await?
     {
-        let id = format!("#{}", t.id);
+        // DynamoDB tables have composite keys: `#p<id>` tells every node
+        // to place them by partition key (dyno_core::hash).
+        let id = if t.dynamo.is_some() {
+            format!("#p{}", t.id)
+        } else {
+            format!("#{}", t.id)
+        };
+        let mut record = json!({
+            "kind": "table", "name": id, "tenant": t.tenant, "table": t.name,
+            "n": t.n, "r": t.r, "w": t.w, "conflict": t.conflict,
+            "throughput_limit": t.throughput_limit,
+            "deleted": matches!(t.status.as_str(), "deleting" | "deleted"),
+            "version": t.version,
+        });
+        if let Some(d) = t.dynamo {
+            record["dynamo"] = d;
+        }
         out.push(Desired {
             kind: "table",
-            record: json!({
-                "kind": "table", "name": id, "tenant": t.tenant, "table": t.name,
-                "n": t.n, "r": t.r, "w": t.w, "conflict": t.conflict,
-                "throughput_limit": t.throughput_limit,
-                "deleted": matches!(t.status.as_str(), "deleting" | "deleted"),
-                "version": t.version,
-            }),
+            record,
             id,
             version: t.version,
             cluster: Some(t.cluster),

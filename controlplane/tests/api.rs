@@ -28,7 +28,14 @@ async fn migrations_and_start_up_are_idempotent() {
         .fetch_one(&pool)
         .await
         .expect("migrations");
-    assert_eq!(migrations, 1);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+        .expect("migrations directory")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql"))
+        })
+        .count() as i64;
+    assert_eq!(migrations, files, "each migration applied exactly once");
     let admins: i64 =
         sqlx::query_scalar("SELECT count(*) FROM users WHERE role = 'platform_admin'")
             .fetch_one(&pool)

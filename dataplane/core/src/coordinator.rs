@@ -70,6 +70,22 @@ pub fn choose_coordinator(
     }
 }
 
+/// Chooses the coordinator of a read-modify-write: the *first* primary
+/// believed up, so that every node sends a key's read-modify-writes to the
+/// same one and its per-key lock serialises them (plain writes may be
+/// coordinated by any primary).
+pub fn choose_rmw_coordinator(
+    pl: &PreferenceList<'_>,
+    me: &NodeId,
+    is_up: impl Fn(&NodeId) -> bool,
+) -> Coordinator {
+    match pl.primaries().iter().find(|m| is_up(&m.id)) {
+        Some(m) if &m.id == me => Coordinator::Local,
+        Some(m) => Coordinator::Forward(m.id.clone()),
+        None => Coordinator::LocalAsFallback,
+    }
+}
+
 /// How a replica request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicaFailure {
@@ -392,6 +408,37 @@ mod tests {
         );
         assert_eq!(
             choose_coordinator(&pl, &outsider, |_| false),
+            Coordinator::LocalAsFallback
+        );
+    }
+
+    #[test]
+    fn read_modify_writes_go_to_the_first_primary_up() {
+        let r = ring(5);
+        let pl = r.preference_list(crate::PartitionId(0), 3);
+        let first = pl.primaries()[0].id.clone();
+        let second = pl.primaries()[1].id.clone();
+        let outsider = pl.fallbacks()[0].id.clone();
+        // Even another primary forwards to the first one...
+        assert_eq!(
+            choose_rmw_coordinator(&pl, &second, |_| true),
+            Coordinator::Forward(first.clone())
+        );
+        assert_eq!(
+            choose_rmw_coordinator(&pl, &first, |_| true),
+            Coordinator::Local
+        );
+        // ...unless it is down; then the next takes over.
+        assert_eq!(
+            choose_rmw_coordinator(&pl, &second, |n| n != &first),
+            Coordinator::Local
+        );
+        assert_eq!(
+            choose_rmw_coordinator(&pl, &outsider, |n| n != &first),
+            Coordinator::Forward(second)
+        );
+        assert_eq!(
+            choose_rmw_coordinator(&pl, &outsider, |_| false),
             Coordinator::LocalAsFallback
         );
     }

@@ -148,7 +148,8 @@ pub struct Request<'a> {
 }
 
 impl Request<'_> {
-    fn header_values(&self, name: &str) -> Vec<&str> {
+    /// The values of a header (case-insensitive name), in order.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
         self.headers
             .iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case(name))

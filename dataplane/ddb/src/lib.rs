@@ -11,6 +11,7 @@
 //! * [`expr`]: the expression language (condition, filter, key condition,
 //!   projection and update expressions): parser, name and value
 //!   substitution, evaluation;
+//! * [`legacy`]: the pre-expression parameters, translated to expressions;
 //! * [`write`]: a write as a pure function of the current item, run by the
 //!   key's coordinator under the key's lock.
 //!
@@ -20,6 +21,7 @@
 pub mod error;
 pub mod expr;
 pub mod item;
+pub mod legacy;
 pub mod schema;
 pub mod value;
 pub mod write;

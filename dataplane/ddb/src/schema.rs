@@ -67,7 +67,7 @@ pub struct KeySchema {
 }
 
 /// What the catalog keeps of a DynamoDB table, beyond Dyno's own settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSchema {
     /// The primary key.
     pub key: KeySchema,

@@ -201,7 +201,9 @@ impl Prepared {
             && !eval::eval(c, old)?
         {
             return Err(DdbError::condition_failed(
-                self.old_on_failure.then(|| current.map(item::to_json)).flatten(),
+                self.old_on_failure
+                    .then(|| current.map(item::to_json))
+                    .flatten(),
             ));
         }
         let new = if let Some(it) = &self.put {

@@ -163,6 +163,31 @@ fn with_credentials(mut argv: Vec<String>, secrets: &Secrets) -> Vec<String> {
     argv
 }
 
+/// Adds `--controlplane-url` to a node's argv (the DynamoDB API sends
+/// table changes there), unless it has one.
+fn with_controlplane(mut argv: Vec<String>, url: Option<&str>) -> Vec<String> {
+    if let Some(url) = url
+        && !argv.iter().any(|a| a == "--controlplane-url")
+    {
+        argv.extend(["--controlplane-url".to_owned(), url.to_owned()]);
+    }
+    argv
+}
+
+/// Writes the demo key's AWS credentials (access key id = the key's id,
+/// secret = its derived secret) as a shared credentials file, profile
+/// `dyno-demo`, for boto3 and the AWS CLI.
+fn write_aws_credentials(path: &Path, token: &str) -> anyhow::Result<()> {
+    let (id, secret) =
+        dyno_core::apikey::parse_token(token).context("the demo token is not an API key token")?;
+    write_private(
+        path,
+        &format!(
+            "[dyno-demo]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\nregion = dyno\n"
+        ),
+    )
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -357,7 +382,10 @@ async fn add_node(args: AddNodeArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?.display().to_string();
     let secrets = ensure_secrets(&dir)?;
     let mut node = dev_node(&exe, &dir, id.clone(), h, r, vec!["--seed".into(), seed]);
-    node.argv = with_credentials(node.argv, &secrets);
+    node.argv = with_controlplane(
+        with_credentials(node.argv, &secrets),
+        cluster.controlplane.as_deref(),
+    );
     let mut child = spawn(&node, &dir, true)?;
     node.pid = child.id().unwrap_or(0);
     let http = crate::creds::client(Some(&secrets.admin_token), Duration::from_secs(5))?;
@@ -494,14 +522,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
 
     let (database, db_url) = crate::devcp::Database::start(&dir).await?;
-    let mut children = Vec::with_capacity(nodes.len());
-    for node in &mut nodes {
-        node.argv = with_credentials(std::mem::take(&mut node.argv), &secrets);
-        let child = spawn(node, &dir, false)?;
-        node.pid = child.id().unwrap_or(0);
-        children.push((node.clone(), child));
-    }
-    let client = crate::creds::client(Some(&secrets.admin_token), Duration::from_secs(10))?;
     let node_urls: Vec<String> = nodes.iter().map(|n| n.http.clone()).collect();
     let cp_argv = match previous.as_ref().and_then(|c| c.controlplane_argv.clone()) {
         Some(argv) => argv,
@@ -520,6 +540,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "http://{}",
         arg_after(&cp_argv, "--listen").context("no --listen in the control plane's argv")?
     );
+    let mut children = Vec::with_capacity(nodes.len());
+    for node in &mut nodes {
+        node.argv = with_controlplane(
+            with_credentials(std::mem::take(&mut node.argv), &secrets),
+            Some(&cp_url),
+        );
+        let child = spawn(node, &dir, false)?;
+        node.pid = child.id().unwrap_or(0);
+        children.push((node.clone(), child));
+    }
+    let client = crate::creds::client(Some(&secrets.admin_token), Duration::from_secs(10))?;
     let mut cp_child = None;
     let started = async {
         for (node, child) in children.iter_mut() {
@@ -568,6 +599,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if !demo_token_file.exists() {
         write_private(&demo_token_file, &format!("{}\n", demo.token))?;
     }
+    let aws_file = dir.join("secrets").join("aws-credentials");
+    if !aws_file.exists() {
+        write_aws_credentials(&aws_file, &demo.token)?;
+    }
 
     println!("cluster is up. Nodes:");
     for n in &nodes {
@@ -606,6 +641,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             first.http
         );
         println!("      dyno get demo greeting");
+        println!(
+            "DynamoDB API (AWS SDKs and CLI): export AWS_SHARED_CREDENTIALS_FILE={} AWS_PROFILE=dyno-demo",
+            aws_file.display()
+        );
+        println!(
+            "      aws dynamodb list-tables --endpoint-url {}",
+            first.http
+        );
     }
     println!("cluster.json: {}", file.display());
     println!("press Ctrl-C to stop");

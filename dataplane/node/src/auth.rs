@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dyno_core::NodeId;
-use dyno_core::apikey;
+use dyno_core::{apikey, sigv4};
 
 use crate::catalog::{Access, Catalog, DEFAULT_TENANT, KeyEntry};
 use crate::config::{ConfigError, NodeConfig};
@@ -79,6 +79,22 @@ impl Principal {
     pub fn is_admin(&self) -> bool {
         matches!(self, Principal::Admin | Principal::Anonymous)
     }
+}
+
+/// Why a SigV4-signed request was refused; the DynamoDB front-end answers
+/// each as DynamoDB does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigV4Failure {
+    /// No `Authorization` header.
+    Missing,
+    /// The header is not a SigV4 one, or a header it needs is missing.
+    Malformed(String),
+    /// No such key (or revoked, or its tenant suspended).
+    UnknownKey,
+    /// The signature does not match.
+    BadSignature(String),
+    /// The request's time is more than 15 minutes off.
+    Expired,
 }
 
 /// The credentials a node accepts.
@@ -196,6 +212,54 @@ impl Credentials {
             return Ok(Principal::Admin);
         }
         Err(ServiceError::unauthorized())
+    }
+
+    /// Who signed a request with AWS Signature V4 (the DynamoDB API), at
+    /// `now` (seconds since the epoch). The access key id is an API key's
+    /// id; its secret is derived, never stored.
+    pub fn authenticate_sigv4(
+        &self,
+        catalog: &Catalog,
+        req: &sigv4::Request<'_>,
+        now: i64,
+    ) -> Result<Principal, SigV4Failure> {
+        if self.admin_token.is_none() {
+            return Ok(Principal::Anonymous);
+        }
+        let header = req
+            .header_values("authorization")
+            .first()
+            .copied()
+            .ok_or(SigV4Failure::Missing)?;
+        let auth = sigv4::parse_authorization(header)
+            .map_err(|e| SigV4Failure::Malformed(e.to_string()))?;
+        let master = self.key_master.as_deref().ok_or(SigV4Failure::UnknownKey)?;
+        let key = catalog
+            .key(&auth.access_key_id)
+            .ok_or(SigV4Failure::UnknownKey)?;
+        if key.revoked || catalog.tenant_suspended(&key.tenant) {
+            return Err(SigV4Failure::UnknownKey);
+        }
+        let secret = apikey::derive_secret(master, &key.id);
+        match sigv4::verify(req, &auth, &secret, now) {
+            Ok(()) => Ok(Principal::Key(key)),
+            Err(sigv4::SigV4Error::Skewed) => Err(SigV4Failure::Expired),
+            Err(e @ (sigv4::SigV4Error::SignatureMismatch | sigv4::SigV4Error::HostNotSigned)) => {
+                Err(SigV4Failure::BadSignature(e.to_string()))
+            }
+            Err(e) => Err(SigV4Failure::Malformed(e.to_string())),
+        }
+    }
+
+    /// The bearer token of an API key (its secret derived here), for calls
+    /// this node makes on the key's behalf (the DynamoDB API's table
+    /// operations, forwarded to the control plane).
+    pub fn token_for(&self, key_id: &str) -> Option<String> {
+        let master = self.key_master.as_deref()?;
+        Some(apikey::token(
+            key_id,
+            &apikey::derive_secret(master, key_id),
+        ))
     }
 
     /// Checks the admin credential.

@@ -161,6 +161,10 @@ pub struct TableEntry {
     /// deletion wins every merge).
     #[serde(default)]
     pub deleted: bool,
+    /// For a DynamoDB table (stored under `#p<id>`, with composite keys):
+    /// its key schema, TTL attribute, tags and billing settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamo: Option<dyno_ddb::schema::TableSchema>,
     /// Version of the last change; the highest wins on merge.
     pub version: u64,
 }
@@ -176,8 +180,16 @@ impl TableEntry {
             config,
             throughput_limit: None,
             deleted: false,
+            dynamo: None,
             version,
         }
+    }
+
+    /// True when the storage name and the schema agree: DynamoDB tables,
+    /// and only they, are stored under `#p<id>` (their keys are composite,
+    /// see `dyno_core::hash`).
+    pub fn layout_ok(&self) -> bool {
+        dyno_core::hash::is_partitioned(&self.name) == self.dynamo.is_some()
     }
 
     /// The name clients use.
@@ -421,6 +433,11 @@ impl Catalog {
             .get(name)
             .filter(|e| !e.deleted)
             .map(|e| e.config)
+    }
+
+    /// A live table's entry, by storage name.
+    pub fn entry(&self, name: &str) -> Option<Arc<TableEntry>> {
+        self.read().tables.get(name).filter(|e| !e.deleted).cloned()
     }
 
     /// A tenant's live table, by the name its clients use.

@@ -189,6 +189,12 @@ pub struct NodeConfig {
     /// Without it, only the admin credential is accepted.
     #[arg(long, env = "DYNO_KEY_MASTER_FILE")]
     pub key_master_file: Option<PathBuf>,
+    /// The control plane's URL (`http://host:port`). The DynamoDB API sends
+    /// table changes (CreateTable, DeleteTable, UpdateTable, TTL, tags)
+    /// there on behalf of the request's API key. Without it those
+    /// operations answer `ServiceUnavailable`; item operations never need it.
+    #[arg(long, env = "DYNO_CONTROLPLANE_URL")]
+    pub controlplane_url: Option<String>,
     /// Serve without authentication: no credential is asked for, every
     /// request acts in the tenant `default`. For experiments on a private
     /// machine only; without this flag, --admin-token-file is required.

@@ -178,6 +178,12 @@ pub fn router(service: Service) -> Router {
         Router::new().route("/metrics", get(metrics))
     };
     Router::new()
+        .route(
+            "/",
+            get(crate::dynamo::health).post(crate::dynamo::handle).layer(DefaultBodyLimit::max(
+                crate::dynamo::MAX_REQUEST_BYTES,
+            )),
+        )
         .route("/v1/tables/{table}/items/{key}", get(get_item).put(put_item).delete(delete_item))
         .route("/admin/v1/health", get(health))
         .merge(admin)

@@ -38,6 +38,7 @@ pub mod catalog_sync;
 pub mod change;
 pub mod cluster;
 pub mod config;
+pub mod dynamo;
 pub mod error;
 pub mod gossip;
 pub mod grpc;
@@ -49,7 +50,9 @@ pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod pipe;
+pub mod ranges;
 pub mod replica;
+pub mod rmw;
 pub mod rpc;
 pub mod service;
 pub mod sys;
@@ -286,6 +289,7 @@ pub async fn run(
         timeout: config.replica_timeout(),
         inline_io: config.durability == config::DurabilityArg::Periodic,
     }));
+    node.set_rmw_handler(Arc::new(service::DdbRmw::new(Arc::clone(node.catalog()))));
 
     let repair = Arc::new(aae::Repair::new(aae::AaeConfig {
         interval_secs: config.aae_interval_secs,
@@ -328,6 +332,7 @@ pub async fn run(
         request_timeout: config.request_timeout(),
         credentials,
         metrics_require_token: config.metrics_require_token,
+        controlplane_url: config.controlplane_url.clone(),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -58,6 +58,8 @@ pub struct Node {
     metrics: Metrics,
     timeout: Duration,
     inline_io: bool,
+    key_locks: crate::rmw::KeyLocks,
+    rmw: std::sync::OnceLock<Arc<dyn crate::rmw::RmwHandler>>,
 }
 
 /// What a [`Node`] is built from.
@@ -78,7 +80,7 @@ pub struct NodeParts {
 }
 
 /// How many times a write may be forwarded between nodes.
-const MAX_FORWARD_HOPS: u32 = 3;
+pub(crate) const MAX_FORWARD_HOPS: u32 = 3;
 
 /// A write as a client asked for it.
 #[derive(Debug, Clone)]
@@ -115,7 +117,25 @@ impl Node {
             metrics: Metrics::new(),
             timeout: p.timeout,
             inline_io: p.inline_io,
+            key_locks: crate::rmw::KeyLocks::default(),
+            rmw: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs the handler of read-modify-writes (once, at start-up; a
+    /// second call is ignored).
+    pub fn set_rmw_handler(&self, handler: Arc<dyn crate::rmw::RmwHandler>) {
+        self.rmw.set(handler).ok();
+    }
+
+    /// The read-modify-write handler, if one is installed.
+    pub(crate) fn rmw_handler(&self) -> Option<&Arc<dyn crate::rmw::RmwHandler>> {
+        self.rmw.get()
+    }
+
+    /// The coordinator's per-key locks of read-modify-writes.
+    pub(crate) fn key_locks(&self) -> &crate::rmw::KeyLocks {
+        &self.key_locks
     }
 
     /// This node's name.

@@ -34,6 +34,10 @@ pub trait PeerClient: Send + Sync + fmt::Debug {
     fn replica_get(&self, req: pb::ReplicaGetRequest) -> Call<pb::ReplicaGetResponse>;
     /// Coordinate a client write on the peer.
     fn coordinate_put(&self, req: pb::CoordinatePutRequest) -> Call<pb::CoordinatePutResponse>;
+    /// Coordinate a read-modify-write on the peer.
+    fn coordinate_rmw(&self, req: pb::CoordinateRmwRequest) -> Call<pb::CoordinateRmwResponse>;
+    /// The peer's items of a table in a key range.
+    fn replica_scan(&self, req: pb::ReplicaScanRequest) -> Call<pb::ReplicaScanResponse>;
     /// Exchange catalogs.
     fn push_catalog(&self, req: pb::Catalog) -> Call<pb::Catalog>;
     /// Push-pull gossip.
@@ -134,6 +138,8 @@ impl PeerClient for TonicPeer {
 
     unary_calls! {
     coordinate_put(pb::CoordinatePutRequest) -> pb::CoordinatePutResponse => coordinate_put;
+    coordinate_rmw(pb::CoordinateRmwRequest) -> pb::CoordinateRmwResponse => coordinate_rmw;
+    replica_scan(pb::ReplicaScanRequest) -> pb::ReplicaScanResponse => replica_scan;
     push_catalog(pb::Catalog) -> pb::Catalog => push_catalog;
     gossip(pb::GossipMessage) -> pb::GossipMessage => gossip;
     begin_change(pb::BeginChangeRequest) -> pb::BeginChangeResponse => begin_change;

@@ -30,6 +30,15 @@ use crate::trees::Trees;
 
 const STRIPES: usize = 256;
 
+/// A page of [`Replica::scan_table`].
+#[derive(Debug, Clone, Default)]
+pub struct TablePage {
+    /// Item keys (`dyno_core::keys` layout) and states, in scan order.
+    pub items: Vec<(Vec<u8>, Object)>,
+    /// The last item key looked at, when the page was cut short.
+    pub resume: Option<Vec<u8>>,
+}
+
 /// Why a local replica operation failed.
 #[derive(Debug, Error)]
 pub enum ReplicaError {
@@ -248,6 +257,46 @@ impl Replica {
     /// What this node stores for a key as a replica (no hints).
     pub fn get_item(&self, table: &str, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
         self.read_item(&encode_item_key(table, key))
+    }
+
+    /// Up to `limit` stored entries in the item-key range `[start, end)`
+    /// (highest first when `reverse`), keeping those of `table`: their
+    /// user keys and states. The second value is the last item key looked
+    /// at when the limit cut the scan short (the next page starts after it),
+    /// `None` when the range is exhausted. Entries of other tables count
+    /// towards the limit, so a page always makes progress.
+    pub fn scan_table(
+        &self,
+        table: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<TablePage, ReplicaError> {
+        let limit = limit.max(1);
+        let raw = if reverse {
+            self.store.scan_rev(Keyspace::Items, start, end, limit)?
+        } else {
+            self.store.scan(Keyspace::Items, start, end, limit)?
+        };
+        let resume = (raw.len() == limit)
+            .then(|| raw.last().map(|(k, _)| k.clone()))
+            .flatten();
+        let mut items = Vec::new();
+        for (k, v) in raw {
+            let Ok(decoded) = dyno_core::keys::decode_item_key(&k) else {
+                continue;
+            };
+            if decoded.table != table {
+                continue;
+            }
+            let object = decode_object(&v).map_err(|e| ReplicaError::Corrupt {
+                what: "item",
+                detail: e.to_string(),
+            })?;
+            items.push((k, object));
+        }
+        Ok(TablePage { items, resume })
     }
 
     /// This node's knowledge of a key: its replica merged with any hints it

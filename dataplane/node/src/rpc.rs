@@ -12,6 +12,9 @@ use crate::node::Node;
 use crate::service::Service;
 use crate::wire::{catalog_from_pb, catalog_to_pb, error_to_pb, mode_from_pb, mode_to_pb};
 
+/// The most entries one replica scan returns (a page of Query or Scan).
+const MAX_SCAN_ENTRIES: usize = 2000;
+
 /// The tonic service: an adapter over the node's parts for its peers.
 #[derive(Debug, Clone)]
 pub struct RpcService {
@@ -195,6 +198,71 @@ impl ReplicaRpc for RpcService {
             },
         };
         Ok(Response::new(resp))
+    }
+
+    async fn coordinate_rmw(
+        &self,
+        request: Request<pb::CoordinateRmwRequest>,
+    ) -> Result<Response<pb::CoordinateRmwResponse>, Status> {
+        let req = request.into_inner();
+        let deadline = tokio::time::Instant::now()
+            + match req.timeout_ms {
+                0 => self.node.timeout() * 4,
+                ms => std::time::Duration::from_millis(u64::from(ms)),
+            };
+        let res = async {
+            if req.kind != "dynamodb" {
+                return Err(crate::error::ServiceError::new(
+                    crate::error::ErrorCode::InvalidRequest,
+                    format!("unknown read-modify-write kind {:?}", req.kind),
+                ));
+            }
+            let cfg = self.node.table(&req.table)?;
+            self.node
+                .route_rmw(cfg, &req.table, &req.key, req.op, req.hops, deadline)
+                .await
+        }
+        .await;
+        Ok(Response::new(match res {
+            Ok(reply) => pb::CoordinateRmwResponse { reply, error: None },
+            Err(e) => pb::CoordinateRmwResponse {
+                reply: Vec::new(),
+                error: Some(error_to_pb(&e)),
+            },
+        }))
+    }
+
+    async fn replica_scan(
+        &self,
+        request: Request<pb::ReplicaScanRequest>,
+    ) -> Result<Response<pb::ReplicaScanResponse>, Status> {
+        let req = request.into_inner();
+        let replica = Arc::clone(self.node.replica());
+        let limit = (req.limit as usize).clamp(1, MAX_SCAN_ENTRIES);
+        let page = tokio::task::spawn_blocking(move || {
+            replica.scan_table(
+                &req.table,
+                &req.start,
+                req.end.as_deref(),
+                limit,
+                req.reverse,
+            )
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        Ok(Response::new(pb::ReplicaScanResponse {
+            items: page
+                .items
+                .into_iter()
+                .map(|(item_key, o)| pb::Item {
+                    item_key,
+                    object: encode_object(&o),
+                    conflict: 0,
+                })
+                .collect(),
+            resume: page.resume,
+        }))
     }
 
     async fn push_catalog(

@@ -57,6 +57,11 @@ pub fn catalog_to_pb(records: &[Record]) -> pb::Catalog {
                 tenant: e.tenant.clone(),
                 table: e.table.clone(),
                 throughput_limit: e.throughput_limit.unwrap_or(0),
+                dynamo: e
+                    .dynamo
+                    .as_ref()
+                    .and_then(|d| serde_json::to_string(d).ok())
+                    .unwrap_or_default(),
             }),
             Record::Key(k) => out.keys.push(pb::KeyEntry {
                 id: k.id.clone(),
@@ -86,10 +91,14 @@ pub fn catalog_to_pb(records: &[Record]) -> pb::Catalog {
     out
 }
 
-/// A storage name is a table name, or `#` and the control plane's id.
-fn valid_storage_name(name: &str) -> bool {
+/// A storage name is a table name, or `#` (`#p` for DynamoDB tables) and
+/// the control plane's id.
+pub fn valid_storage_name(name: &str) -> bool {
     match name.strip_prefix('#') {
-        Some(id) => !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit()),
+        Some(id) => {
+            let id = id.strip_prefix('p').unwrap_or(id);
+            !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())
+        }
         None => validate_table_name(name).is_ok(),
     }
 }
@@ -100,8 +109,15 @@ pub fn catalog_from_pb(c: &pb::Catalog) -> Vec<Record> {
         .tables
         .iter()
         .filter(|t| valid_storage_name(&t.name))
-        .map(|t| {
-            Record::Table(TableEntry {
+        .filter_map(|t| {
+            // A DynamoDB table's schema must parse; a malformed record is
+            // skipped like a malformed name.
+            let dynamo = if t.dynamo.is_empty() {
+                None
+            } else {
+                Some(serde_json::from_str(&t.dynamo).ok()?)
+            };
+            let entry = TableEntry {
                 name: t.name.clone(),
                 tenant: if t.tenant.is_empty() {
                     DEFAULT_TENANT.to_owned()
@@ -121,8 +137,10 @@ pub fn catalog_from_pb(c: &pb::Catalog) -> Vec<Record> {
                 },
                 throughput_limit: (t.throughput_limit > 0).then_some(t.throughput_limit),
                 deleted: t.deleted,
+                dynamo,
                 version: t.version,
-            })
+            };
+            entry.layout_ok().then_some(Record::Table(entry))
         });
     let keys = c.keys.iter().map(|k| {
         Record::Key(KeyEntry {

@@ -219,6 +219,16 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError>;
 
+    /// Like [`Store::scan`], in reverse key order: up to `limit` entries
+    /// with `start <= key < end`, the highest first.
+    fn scan_rev(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
+
     /// Makes every write so far durable, whatever the durability setting.
     fn sync(&self) -> Result<(), StoreError>;
 

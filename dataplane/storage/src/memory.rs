@@ -79,6 +79,28 @@ impl Store for MemoryStore {
             .collect()
     }
 
+    fn scan_rev(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let maps = self.lock();
+        let Some(m) = maps.get(&keyspace) else {
+            return Ok(Vec::new());
+        };
+        if end.is_some_and(|e| e <= start) {
+            return Ok(Vec::new());
+        }
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        m.range::<[u8], _>((Bound::Included(start), upper))
+            .rev()
+            .take(limit)
+            .map(|(k, v)| Ok((k.clone(), unframe(keyspace, v)?)))
+            .collect()
+    }
+
     fn sync(&self) -> Result<(), StoreError> {
         Ok(())
     }

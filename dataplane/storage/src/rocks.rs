@@ -256,6 +256,33 @@ impl Store for RocksStore {
         Ok(out)
     }
 
+    fn scan_rev(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if end.is_some_and(|e| e <= start) {
+            return Ok(Vec::new());
+        }
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(start.to_vec());
+        if let Some(e) = end {
+            ro.set_iterate_upper_bound(e.to_vec());
+        }
+        // SeekToLast honours the upper bound.
+        let iter = self
+            .db
+            .iterator_cf_opt(self.cf(keyspace)?, ro, IteratorMode::End);
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
+            let (k, v) = item.map_err(engine)?;
+            out.push((k.to_vec(), unframe(keyspace, &v)?));
+        }
+        Ok(out)
+    }
+
     fn sync(&self) -> Result<(), StoreError> {
         self.db.flush_wal(true).map_err(engine)
     }

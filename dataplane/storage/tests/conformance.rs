@@ -85,6 +85,30 @@ fn scans_are_ordered_bounded_and_limited(s: &dyn Store) {
     );
     let with_values = s.scan(Keyspace::Items, &[9], None, 10).expect("scan");
     assert_eq!(with_values, vec![(vec![9], vec![90])]);
+    // Reverse scans: the same bounds, highest first.
+    assert_eq!(
+        keys(s.scan_rev(Keyspace::Items, &[0], None, 100).expect("scan")),
+        vec![9, 7, 5, 3, 1]
+    );
+    assert_eq!(
+        keys(
+            s.scan_rev(Keyspace::Items, &[3], Some(&[7]), 100)
+                .expect("scan")
+        ),
+        vec![5, 3]
+    );
+    assert_eq!(
+        keys(
+            s.scan_rev(Keyspace::Items, &[2], Some(&[8]), 2)
+                .expect("scan")
+        ),
+        vec![7, 5]
+    );
+    assert!(
+        s.scan_rev(Keyspace::Items, &[7], Some(&[3]), 100)
+            .expect("scan")
+            .is_empty()
+    );
 }
 
 fn concurrent_writers_all_land(s: Arc<dyn Store>) {

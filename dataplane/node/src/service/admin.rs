@@ -262,6 +262,7 @@ impl Service {
             config,
             throughput_limit: spec.throughput_limit,
             deleted: false,
+            dynamo: existing.as_ref().and_then(|e| e.dynamo.clone()),
             version,
         };
         self.merge_records(vec![Record::Table(entry.clone())])
@@ -274,6 +275,19 @@ impl Service {
     /// catalog sync covers any that miss it. Returns how many changed this
     /// node's catalog.
     pub async fn merge_records(&self, records: Vec<Record>) -> Result<usize, ServiceError> {
+        for r in &records {
+            if let Record::Table(t) = r
+                && (!crate::wire::valid_storage_name(&t.name) || !t.layout_ok())
+            {
+                return Err(ServiceError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "table record {:?}: the storage name must be a table name or #<id>, and #p<id> exactly for tables with a DynamoDB schema",
+                        t.name
+                    ),
+                ));
+            }
+        }
         let node = &self.inner.node;
         let catalog = Arc::clone(node.catalog());
         let changed = tokio::task::spawn_blocking(move || {

@@ -30,6 +30,12 @@ pub enum Op {
     Put,
     /// A write of a tombstone.
     Delete,
+    /// A read-modify-write (DynamoDB conditional writes and updates).
+    Update,
+    /// A range read of one partition key (DynamoDB Query).
+    Query,
+    /// A walk over every partition (DynamoDB Scan).
+    Scan,
 }
 
 impl Op {
@@ -39,6 +45,9 @@ impl Op {
             Op::Get => "get",
             Op::Put => "put",
             Op::Delete => "delete",
+            Op::Update => "update",
+            Op::Query => "query",
+            Op::Scan => "scan",
         }
     }
 }
@@ -127,6 +136,21 @@ pub(super) fn check_key(key: &[u8]) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// DynamoDB tables hold DynamoDB items under composite keys: the native
+/// API neither reads nor writes them.
+fn native_only(entry: &TableEntry) -> Result<(), ServiceError> {
+    if entry.dynamo.is_some() {
+        return Err(ServiceError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "table {:?} is a DynamoDB table: use the DynamoDB API (POST /) for its items",
+                entry.display_name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn quorum_error(name: &str, n: Option<u32>, got: &str) -> ServiceError {
     let code = if name == "r" {
         ErrorCode::InvalidR
@@ -200,7 +224,7 @@ impl Service {
     /// operation and the metric labels. The scope is checked first and on
     /// the name only, so neither answer tells whether a table exists
     /// elsewhere.
-    fn resolve(
+    pub(super) fn resolve(
         &self,
         ctx: &RequestCtx,
         table: &str,
@@ -215,7 +239,7 @@ impl Service {
     }
 
     /// Takes a token of the table's throughput limit, if it has one.
-    fn admit(&self, entry: &TableEntry) -> Result<(), ServiceError> {
+    pub(super) fn admit(&self, entry: &TableEntry) -> Result<(), ServiceError> {
         let Some(limit) = entry.throughput_limit else {
             return Ok(());
         };
@@ -226,7 +250,7 @@ impl Service {
             .map_err(|secs| ServiceError::throttled(entry.display_name(), secs))
     }
 
-    fn record(
+    pub(super) fn record(
         &self,
         op: Op,
         ctx: &RequestCtx,
@@ -280,6 +304,7 @@ impl Service {
         entry: &TableEntry,
     ) -> Result<ItemRead, ServiceError> {
         check_key(&req.key)?;
+        native_only(entry)?;
         let cfg = entry.config;
         let r = quorum("r", req.r, cfg.n, cfg.r)?;
         self.admit(entry)?;
@@ -327,6 +352,7 @@ impl Service {
         entry: &TableEntry,
     ) -> Result<ItemWritten, ServiceError> {
         check_key(&req.key)?;
+        native_only(entry)?;
         if let Some(v) = &req.value
             && v.len() > MAX_VALUE_BYTES
         {

@@ -17,6 +17,7 @@
 //! Item operations are in `items.rs`, administration in `admin.rs`.
 
 mod admin;
+mod ddb;
 mod items;
 
 use std::sync::Arc;
@@ -37,6 +38,10 @@ use crate::worker::Workers;
 pub use admin::{
     ClusterView, HandoffView, HealthView, HintBacklogView, LocalReplicaView, NodeView,
     PreferenceListView, RingView, TableSpec,
+};
+pub use ddb::{
+    DdbFailure, DdbOutcome, DdbRmw, ItemPage, MAX_PAGE_BYTES, PageSpec, QueryRange, SortCond,
+    chosen_value,
 };
 pub(crate) use items::put_request;
 pub use items::{Condition, GetItem, ItemRead, ItemWritten, Op, WriteItem, parse_quorum};
@@ -102,6 +107,8 @@ pub struct ServiceParts {
     pub credentials: Credentials,
     /// Whether `/metrics` needs the admin credential.
     pub metrics_require_token: bool,
+    /// The control plane, for the DynamoDB API's table changes.
+    pub controlplane_url: Option<String>,
 }
 
 /// The node's service API. Cheap to clone.
@@ -117,6 +124,8 @@ struct Inner {
     /// When each API key was last used here (seconds since the epoch,
     /// refreshed at most once a minute per key), for the control plane.
     key_usage: std::sync::RwLock<std::collections::HashMap<String, u64>>,
+    /// The client for calls to the control plane.
+    http: reqwest::Client,
 }
 
 impl std::ops::Deref for Inner {
@@ -134,6 +143,7 @@ impl Service {
                 parts,
                 throttle: crate::throttle::Throttle::new(),
                 key_usage: Default::default(),
+                http: reqwest::Client::new(),
             }),
         }
     }
@@ -218,6 +228,19 @@ impl Service {
             ctx.tenant = t.to_owned();
         }
         Ok(ctx)
+    }
+
+    /// The control plane's URL and a client for it, if one is configured.
+    pub fn controlplane(&self) -> Option<(&str, &reqwest::Client)> {
+        self.inner
+            .controlplane_url
+            .as_deref()
+            .map(|u| (u, &self.inner.http))
+    }
+
+    /// How many nodes the ring has.
+    pub fn ring_members(&self) -> usize {
+        self.inner.node.cluster().topology().current.members().len()
     }
 
     /// Whether `/metrics` needs the admin credential.
