@@ -987,3 +987,155 @@ async fn two_replicas_share_the_api_and_hand_over_reconciliation() {
     .await;
     b.stop().await;
 }
+
+/// DynamoDB tables on the REST API: made with a schema (by a user, or by
+/// an API key with `manage` access, which is how the data plane's DynamoDB
+/// API forwards CreateTable), stored as `#p<id>` on the nodes, with TTL and
+/// tags changed through `PATCH`. Keys may manage tables and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn dynamodb_tables_and_keys_that_manage_them() {
+    let env = Env::start(3).await;
+    let cp = env.control_plane(&[]).await;
+    let url = cp.url.as_str();
+    let root = env.login(url, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (acme, _) = env.tenant(url, &root, "acme").await;
+    let key = |scopes: Value| {
+        let (env, acme) = (&env, acme.clone());
+        async move {
+            let (s, b) = env
+                .call(
+                    url,
+                    "POST",
+                    "/api/v1/keys",
+                    Some(&acme),
+                    Some(json!({"name": "k", "scopes": scopes})),
+                )
+                .await;
+            assert_eq!(s, 201, "{b}");
+            b["token"].as_str().expect("token").to_owned()
+        }
+    };
+    let manager = key(json!([{"table": "ddb", "access": "manage"}])).await;
+    let writer = key(json!([{"table": "*", "access": "write"}])).await;
+    let schema = json!({"key": {"hash": {"name": "pk", "type": "S"}, "range": {"name": "sk", "type": "N"}},
+                        "billing_mode": "PAY_PER_REQUEST"});
+    let create = |name: &str, conflict: &str, dynamo: Value| json!({"name": name, "n": 3, "r": 2, "w": 2, "conflict": conflict, "dynamo": dynamo});
+    // Validation: DynamoDB tables are last-writer-wins with a real schema.
+    for (body, field) in [
+        (create("ddb", "siblings", schema.clone()), "conflict"),
+        (create("ddb", "lww", json!({"key": "pk"})), "dynamo"),
+    ] {
+        let (s, b) = env
+            .call(url, "POST", "/api/v1/tables", Some(&manager), Some(body))
+            .await;
+        assert_eq!((s, b["error"]["field"].as_str()), (400, Some(field)), "{b}");
+    }
+    // A key without manage access cannot create; one with it can, for the
+    // tables it names only.
+    let (s, _) = env
+        .call(
+            url,
+            "POST",
+            "/api/v1/tables",
+            Some(&writer),
+            Some(create("ddb", "lww", schema.clone())),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = env
+        .call(
+            url,
+            "POST",
+            "/api/v1/tables",
+            Some(&manager),
+            Some(create("other", "lww", schema.clone())),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, b) = env
+        .call(
+            url,
+            "POST",
+            "/api/v1/tables",
+            Some(&manager),
+            Some(create("ddb", "lww", schema.clone())),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["dynamo"]["key"]["range"]["type"], "N");
+    // Keys reach the table routes only.
+    for (method, path) in [
+        ("GET", "/api/v1/keys"),
+        ("GET", "/api/v1/tables"),
+        ("GET", "/api/v1/me"),
+    ] {
+        let (s, _) = env.call(url, method, path, Some(&manager), None).await;
+        assert_eq!(s, 403, "{method} {path}");
+    }
+    let (s, _) = env
+        .call(
+            url,
+            "POST",
+            "/api/v1/tables",
+            Some("dyno_DKAAAAAAAAAAAAAAAAAA_bogus"),
+            Some(create("ddb2", "lww", schema.clone())),
+        )
+        .await;
+    assert_eq!(s, 401);
+    // TTL and tags through PATCH; the schema's key cannot change.
+    let (s, b) = env
+        .call(url, "PATCH", "/api/v1/tables/ddb", Some(&manager),
+            Some(json!({"dynamo": {"ttl": {"enabled": true, "attribute": "exp"}, "tags_set": {"team": "core"}}})))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["dynamo"]["ttl_attribute"], "exp");
+    assert_eq!(b["dynamo"]["tags"]["team"], "core");
+    let (s, b) = env
+        .call(
+            url,
+            "PATCH",
+            "/api/v1/tables/ddb",
+            Some(&manager),
+            Some(json!({"dynamo": {"key": {}}})),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    // A native table has no DynamoDB settings to patch.
+    let (s, _) = env
+        .call(
+            url,
+            "POST",
+            "/api/v1/tables",
+            Some(&acme),
+            Some(json!({"name": "plain", "n": 3, "r": 2, "w": 2})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, b) = env
+        .call(
+            url,
+            "PATCH",
+            "/api/v1/tables/plain",
+            Some(&acme),
+            Some(json!({"dynamo": {"tags_set": {"a": "b"}}})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (400, Some("dynamo")),
+        "{b}"
+    );
+    // The nodes hold it as a DynamoDB table: the native API refuses it.
+    for n in 0..3 {
+        eventually(10, "the DynamoDB table on every node", || async {
+            (env.item(n, "GET", "ddb", "k", &writer, None).await == 400).then_some(())
+        })
+        .await;
+    }
+    // The audit log names the key that acted.
+    let (_, audit) = env
+        .call(url, "GET", "/api/v1/audit", Some(&acme), None)
+        .await;
+    assert!(audit.to_string().contains("key:DK"), "{audit}");
+    cp.stop().await;
+}

@@ -555,6 +555,45 @@ class Ttl(unittest.TestCase):
         # An expired item is absent for conditions too.
         c.put_item(TableName="sessions", Item={"pk": {"S": "old"}, "v": {"S": "again"}},
                    ConditionExpression="attribute_not_exists(pk)")
+        # The reaper deletes expired items (as tombstones) in the background.
+        c.put_item(TableName="sessions", Item={"pk": {"S": "gone"}, "expires": {"N": str(now - 5)}})
+
+        def reaped():
+            total = 0
+            for n in CLUSTER["nodes"]:
+                with urllib.request.urlopen(n + "/metrics", timeout=5) as r:
+                    for line in r.read().decode().splitlines():
+                        if line.startswith("dyno_ttl_deleted_total "):
+                            total += float(line.split()[1])
+            return total >= 1
+        eventually("the TTL reaper to delete an expired item", reaped, timeout=60, interval=0.5)
+        self.assertNotIn("Item", c.get_item(TableName="sessions", Key={"pk": {"S": "gone"}}, ConsistentRead=True))
+        self.assertIn("Item", c.get_item(TableName="sessions", Key={"pk": {"S": "new"}}, ConsistentRead=True))
+
+
+class Throttling(unittest.TestCase):
+    def test_limits_answer_provisioned_throughput_exceeded_and_retries_get_through(self):
+        make_table("throttled", range_key=None)
+        demo = CLUSTER["demo"]
+        user = login(demo["email"], demo["password"])
+        status, body = rest("PATCH", "/api/v1/tables/throttled", user, {"throughput_limit": 3})
+        self.assertEqual(status, 200, body)
+        once = client(retries=1)
+
+        def throttled():
+            try:
+                for _ in range(20):
+                    once.get_item(TableName="throttled", Key={"pk": {"S": "k"}})
+            except ClientError as e:
+                return code(e) == "ProvisionedThroughputExceededException"
+            return False
+        eventually("the limit to reach the node and throttle", throttled, timeout=30, interval=0.2)
+        # The SDK's standard retries back off and get through.
+        patient = client(retries=20)
+        for i in range(5):
+            patient.put_item(TableName="throttled", Item={"pk": {"S": f"k{i}"}})
+        status, body = rest("PATCH", "/api/v1/tables/throttled", user, {"throughput_limit": None})
+        self.assertEqual(status, 200, body)
 
 
 class Tenancy(unittest.TestCase):

@@ -320,6 +320,62 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec
     hmac(&k_service, b"aws4_request")
 }
 
+/// `X-Amz-Date` of a time in seconds since the Unix epoch
+/// (`YYYYMMDDTHHMMSSZ`); the inverse of [`parse_amz_date`].
+pub fn format_amz_date(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Signs a request (the client's side, for benchmarks and tests): the
+/// `Authorization` header value for `key_id`/`secret` over
+/// `signed_headers`, which must include `host` and `x-amz-date`.
+pub fn sign(
+    req: &Request<'_>,
+    signed_headers: &[String],
+    key_id: &str,
+    secret: &str,
+    region: &str,
+    service: &str,
+) -> Result<String, SigV4Error> {
+    let amz_date = req
+        .header_values("x-amz-date")
+        .first()
+        .copied()
+        .ok_or(SigV4Error::MissingHeader("X-Amz-Date"))?;
+    let date = amz_date.get(..8).ok_or(SigV4Error::BadDate)?;
+    let canonical = canonical_request(req, signed_headers)?;
+    let scope = format!("{date}/{region}/{service}/aws4_request");
+    let to_sign = format!(
+        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical.as_bytes())
+    );
+    let key = signing_key(secret, date, region, service);
+    let mut names: Vec<&str> = signed_headers.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    Ok(format!(
+        "{ALGORITHM} Credential={key_id}/{scope}, SignedHeaders={}, Signature={}",
+        names.join(";"),
+        hex(&hmac(&key, to_sign.as_bytes()))
+    ))
+}
+
 /// Verifies a request signed with `secret` (the secret of the key the
 /// `Authorization` header names), at `now` (seconds since the epoch).
 pub fn verify(
@@ -364,6 +420,46 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_sign_makes_verify_accepts() {
+        let now = 1_764_633_600 + 12_345;
+        let date = format_amz_date(now);
+        assert_eq!(parse_amz_date(&date), Some(now));
+        let headers = [
+            ("host", "127.0.0.1:7000"),
+            ("x-amz-date", date.as_str()),
+            ("x-amz-target", "DynamoDB_20120810.GetItem"),
+        ];
+        let body = br#"{"TableName":"t"}"#;
+        let mut req = Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body,
+        };
+        let names: Vec<String> = headers.iter().map(|(k, _)| (*k).to_owned()).collect();
+        let auth = sign(&req, &names, "DKTEST", "s3cret", "dyno", "dynamodb").expect("signs");
+        let parsed = parse_authorization(&auth).expect("parses");
+        assert_eq!(verify(&req, &parsed, "s3cret", now), Ok(()));
+        assert_eq!(
+            verify(&req, &parsed, "other", now),
+            Err(SigV4Error::SignatureMismatch)
+        );
+        req.body = br#"{"TableName":"u"}"#;
+        assert_eq!(
+            verify(&req, &parsed, "s3cret", now),
+            Err(SigV4Error::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn amz_dates_format_back() {
+        for secs in [0, 951_782_400, 1_440_938_160, 4_102_444_799] {
+            assert_eq!(parse_amz_date(&format_amz_date(secs)), Some(secs), "{secs}");
+        }
+    }
 
     #[test]
     fn amz_dates_parse_to_epoch_seconds() {

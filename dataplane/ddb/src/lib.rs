@@ -11,6 +11,8 @@
 //! * [`expr`]: the expression language (condition, filter, key condition,
 //!   projection and update expressions): parser, name and value
 //!   substitution, evaluation;
+//! * [`stored`]: what a read sees in a stored state (one deterministic
+//!   value), and TTL expiry;
 //! * [`legacy`]: the pre-expression parameters, translated to expressions;
 //! * [`write`]: a write as a pure function of the current item, run by the
 //!   key's coordinator under the key's lock.
@@ -23,6 +25,7 @@ pub mod expr;
 pub mod item;
 pub mod legacy;
 pub mod schema;
+pub mod stored;
 pub mod value;
 pub mod write;
 

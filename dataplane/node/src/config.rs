@@ -195,6 +195,10 @@ pub struct NodeConfig {
     /// operations answer `ServiceUnavailable`; item operations never need it.
     #[arg(long, env = "DYNO_CONTROLPLANE_URL")]
     pub controlplane_url: Option<String>,
+    /// Seconds between passes of the TTL reaper, which deletes expired
+    /// DynamoDB items (they are invisible to reads at once).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ttl_interval_secs: u64,
     /// Serve without authentication: no credential is asked for, every
     /// request acts in the tenant `default`. For experiments on a private
     /// machine only; without this flag, --admin-token-file is required.

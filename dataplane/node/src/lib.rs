@@ -58,6 +58,7 @@ pub mod service;
 pub mod sys;
 pub mod throttle;
 pub mod trees;
+pub mod ttl;
 pub mod wire;
 pub mod worker;
 
@@ -307,6 +308,10 @@ pub async fn run(
         },
     ));
     workers.spawn(catalog_sync::CatalogSync::new(Arc::clone(&node)));
+    workers.spawn(ttl::TtlReaper::new(
+        Arc::clone(&node),
+        std::time::Duration::from_secs(config.ttl_interval_secs),
+    ));
     workers.spawn(gossip::Gossip::new(
         Arc::clone(&node),
         gossip::GossipConfig {

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub handoff_bytes_received: Counter,
     /// Handoff: items dropped after their partition moved away.
     pub handoff_items_dropped: Counter,
+    /// DynamoDB items deleted by the TTL reaper.
+    pub ttl_deleted: Counter,
 }
 
 impl Metrics {
@@ -161,7 +163,12 @@ impl Metrics {
             "handoff_items_dropped",
             "Items dropped after their partition moved to other nodes",
         );
+        let ttl_deleted = counter(
+            "ttl_deleted",
+            "DynamoDB items deleted by the TTL reaper after they expired",
+        );
         Metrics {
+            ttl_deleted,
             aae_keys_compared,
             aae_keys_repaired,
             aae_bytes_sent,

@@ -60,6 +60,118 @@ pub enum Target {
         /// Member URLs.
         urls: Vec<String>,
     },
+    /// Dyno's DynamoDB-compatible API (SigV4-signed GetItem and PutItem).
+    Dynamo {
+        /// Node URLs.
+        urls: Vec<String>,
+        /// Table.
+        table: String,
+        /// The API key's access key id and secret.
+        creds: AwsCreds,
+    },
+}
+
+/// An access key id and secret.
+#[derive(Clone)]
+pub struct AwsCreds {
+    /// The access key id.
+    pub key_id: String,
+    /// The secret access key.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AwsCreds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AwsCreds({}, ..)", self.key_id)
+    }
+}
+
+impl AwsCreds {
+    /// `$AWS_ACCESS_KEY_ID`/`$AWS_SECRET_ACCESS_KEY`, else the dev cluster's
+    /// `.dyno/dev/secrets/aws-credentials` (profile `dyno-demo`).
+    pub fn find() -> anyhow::Result<AwsCreds> {
+        if let (Ok(k), Ok(s)) = (
+            std::env::var("AWS_ACCESS_KEY_ID"),
+            std::env::var("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            return Ok(AwsCreds {
+                key_id: k,
+                secret: s,
+            });
+        }
+        let path = std::path::Path::new(".dyno/dev/secrets/aws-credentials");
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and no {}: start `dyno dev` or set them",
+                path.display()
+            )
+        })?;
+        let field = |name: &str| {
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| k.trim() == name)
+                .map(|(_, v)| v.trim().to_owned())
+        };
+        Ok(AwsCreds {
+            key_id: field("aws_access_key_id").context("no aws_access_key_id")?,
+            secret: field("aws_secret_access_key").context("no aws_secret_access_key")?,
+        })
+    }
+}
+
+/// One signed DynamoDB call: the status and the JSON answer.
+pub async fn dynamodb_call(
+    http: &reqwest::Client,
+    url: &str,
+    creds: &AwsCreds,
+    op: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let body = serde_json::to_vec(body)?;
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let now = (dyno_node::sys::wall_ms() / 1000) as i64;
+    let date = dyno_core::sigv4::format_amz_date(now);
+    let target = format!("DynamoDB_20120810.{op}");
+    let headers = [
+        ("content-type", "application/x-amz-json-1.0"),
+        ("host", host.as_str()),
+        ("x-amz-date", date.as_str()),
+        ("x-amz-target", target.as_str()),
+    ];
+    let names: Vec<String> = headers.iter().map(|(k, _)| (*k).to_owned()).collect();
+    let req = dyno_core::sigv4::Request {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &headers,
+        body: &body,
+    };
+    let auth = dyno_core::sigv4::sign(
+        &req,
+        &names,
+        &creds.key_id,
+        &creds.secret,
+        "dyno",
+        "dynamodb",
+    )
+    .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
+    let mut rb = http.post(format!("{}/", url.trim_end_matches('/')));
+    for (k, v) in headers {
+        if k != "host" {
+            rb = rb.header(k, v);
+        }
+    }
+    let resp = rb.header("authorization", auth).body(body).send().await?;
+    let status = resp.status().as_u16();
+    let json = resp.json().await.unwrap_or(serde_json::Value::Null);
+    Ok((status, json))
 }
 
 impl Target {
@@ -78,6 +190,13 @@ impl Target {
         if spec == "dyno-grpc" {
             return Ok(Target::DynoGrpc { urls, table, r, w });
         }
+        if spec == "dynamodb" {
+            return Ok(Target::Dynamo {
+                urls,
+                table,
+                creds: AwsCreds::find()?,
+            });
+        }
         if let Some(addr) = spec.strip_prefix("redis://") {
             return Ok(Target::Redis {
                 addr: addr.to_owned(),
@@ -88,7 +207,7 @@ impl Target {
             return Ok(Target::Etcd { urls });
         }
         bail!(
-            "unknown --target {spec:?}: use dyno, dyno-grpc, redis://HOST:PORT or etcd://HOST:PORT[,…]"
+            "unknown --target {spec:?}: use dyno, dyno-grpc, dynamodb, redis://HOST:PORT or etcd://HOST:PORT[,…]"
         )
     }
 
@@ -99,6 +218,9 @@ impl Target {
             Target::DynoGrpc { urls, .. } => format!("dyno (gRPC, {} node URLs)", urls.len()),
             Target::Redis { addr } => format!("redis {addr}"),
             Target::Etcd { urls } => format!("etcd ({} members)", urls.len()),
+            Target::Dynamo { urls, .. } => {
+                format!("dyno (DynamoDB API, {} node URLs)", urls.len())
+            }
         }
     }
 
@@ -138,6 +260,13 @@ impl Target {
             Target::Etcd { urls } => Conn::Etcd {
                 http: http.clone(),
                 urls: urls.clone(),
+                next: index,
+            },
+            Target::Dynamo { urls, table, creds } => Conn::Dynamo {
+                http: http.clone(),
+                urls: urls.clone(),
+                table: table.clone(),
+                creds: creds.clone(),
                 next: index,
             },
         })
@@ -187,6 +316,35 @@ pub enum Conn {
         /// Round-robin position.
         next: usize,
     },
+    /// The DynamoDB API.
+    Dynamo {
+        /// Shared pool.
+        http: reqwest::Client,
+        /// Node URLs.
+        urls: Vec<String>,
+        /// Table.
+        table: String,
+        /// Credentials.
+        creds: AwsCreds,
+        /// Round-robin position.
+        next: usize,
+    },
+}
+
+fn dynamodb_outcome(
+    res: anyhow::Result<(u16, serde_json::Value)>,
+    found: impl Fn(&serde_json::Value) -> bool,
+) -> Outcome {
+    match res {
+        Ok((200, body)) if found(&body) => Outcome::Ok(None),
+        Ok((200, _)) => Outcome::NotFound,
+        Ok((500 | 503, _)) => Outcome::Unavailable,
+        Ok((s, body)) => Outcome::Error(format!(
+            "HTTP {s}: {}",
+            body.to_string().chars().take(200).collect::<String>()
+        )),
+        Err(e) => Outcome::Error(e.to_string()),
+    }
 }
 
 fn http_outcome(status: reqwest::StatusCode, context: Option<String>, body: &str) -> Outcome {
@@ -320,6 +478,18 @@ impl Conn {
                 .await;
                 res.unwrap_or_else(|e| Outcome::Error(e.to_string()))
             }
+            Conn::Dynamo {
+                http,
+                urls,
+                table,
+                creds,
+                next,
+            } => {
+                let url = Self::pick(urls, next);
+                let body = serde_json::json!({"TableName": table, "Key": {"pk": {"S": key}}});
+                let res = dynamodb_call(http, &url, creds, "GetItem", &body).await;
+                dynamodb_outcome(res, |b| b.get("Item").is_some())
+            }
             Conn::Etcd { http, urls, next } => {
                 let url = Self::pick(urls, next);
                 let body = serde_json::json!({ "key": B64.encode(key) });
@@ -404,6 +574,21 @@ impl Conn {
                 }
                 .await;
                 res.unwrap_or_else(|e| Outcome::Error(e.to_string()))
+            }
+            Conn::Dynamo {
+                http,
+                urls,
+                table,
+                creds,
+                next,
+            } => {
+                let url = Self::pick(urls, next);
+                let body = serde_json::json!({
+                    "TableName": table,
+                    "Item": {"pk": {"S": key}, "v": {"B": B64.encode(value)}},
+                });
+                let res = dynamodb_call(http, &url, creds, "PutItem", &body).await;
+                dynamodb_outcome(res, |_| true)
             }
             Conn::Etcd { http, urls, next } => {
                 let url = Self::pick(urls, next);

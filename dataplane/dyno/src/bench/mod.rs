@@ -29,7 +29,9 @@ pub struct BenchArgs {
     /// YCSB workload.
     #[arg(long, value_enum, ignore_case = true, default_value_t = Workload::A)]
     workload: Workload,
-    /// What to drive: `dyno`, `dyno-grpc`, `redis://HOST:PORT`, or
+    /// What to drive: `dyno`, `dyno-grpc`, `dynamodb` (Dyno's
+    /// DynamoDB-compatible API, SigV4-signed with `$AWS_ACCESS_KEY_ID` or the
+    /// dev cluster's demo key), `redis://HOST:PORT`, or
     /// `etcd://HOST:PORT[,HOST:PORT…]`.
     #[arg(long, default_value = "dyno")]
     target: String,
@@ -200,6 +202,48 @@ struct Shared {
     done: AtomicU64,
     failed: AtomicU64,
     stop: AtomicBool,
+}
+
+/// Makes the benchmark's DynamoDB table (hash key `pk`, a string) through
+/// the DynamoDB API unless it exists, and waits until every node knows it.
+async fn ensure_dynamodb_table(
+    http: &reqwest::Client,
+    creds: &driver::AwsCreds,
+    table: &str,
+    urls: &[String],
+) -> anyhow::Result<()> {
+    let first = urls.first().context("no node URL")?;
+    let describe = serde_json::json!({ "TableName": table });
+    let (status, _) = driver::dynamodb_call(http, first, creds, "DescribeTable", &describe).await?;
+    if status != 200 {
+        let create = serde_json::json!({
+            "TableName": table,
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+            "BillingMode": "PAY_PER_REQUEST",
+        });
+        let (status, body) =
+            driver::dynamodb_call(http, first, creds, "CreateTable", &create).await?;
+        if status != 200 && !body.to_string().contains("ResourceInUse") {
+            anyhow::bail!("CreateTable {table}: HTTP {status}: {body}");
+        }
+        eprintln!("created DynamoDB table {table}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for u in urls {
+        loop {
+            let (status, _) =
+                driver::dynamodb_call(http, u, creds, "DescribeTable", &describe).await?;
+            if status == 200 {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("table {table} did not reach {u} within 60 s");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
 }
 
 fn default_urls() -> Vec<String> {
@@ -486,6 +530,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let http = driver::http_pool(args.clients)?;
     if matches!(target, Target::DynoHttp { .. } | Target::DynoGrpc { .. }) && !args.no_create {
         ensure_table(&http, &args, &urls).await?;
+    }
+    if let Target::Dynamo { creds, .. } = &target
+        && !args.no_create
+    {
+        ensure_dynamodb_table(&http, creds, &args.table, &urls).await?;
     }
     let seed = args
         .seed

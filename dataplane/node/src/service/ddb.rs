@@ -31,6 +31,7 @@ use dyno_core::keys::{decode_item_key, encode_item_key, position_range};
 use dyno_ddb::error::{DdbError, ErrorKind};
 use dyno_ddb::item::{self, Item};
 use dyno_ddb::schema::{KeyType, TableSchema, key_part};
+use dyno_ddb::stored::{chosen_value, epoch_number, expired};
 use dyno_ddb::value::Value;
 use dyno_ddb::write::WriteOp;
 use serde::{Deserialize, Serialize};
@@ -86,26 +87,8 @@ impl DdbFailure {
 /// A DynamoDB result.
 pub type DdbOutcome<T> = Result<T, DdbFailure>;
 
-/// The value a DynamoDB read sees in a state: the sibling with the highest
-/// timestamp (then dot); `None` when that is a tombstone or there is none.
-pub fn chosen_value(obj: &Object) -> Option<&Bytes> {
-    obj.siblings()
-        .iter()
-        .max_by_key(|s| (s.timestamp, s.dot))
-        .and_then(|s| s.value.as_ref())
-}
-
 fn now_secs() -> Number {
-    Number::parse(&(crate::sys::wall_ms() / 1000).to_string()).unwrap_or_else(|_| Number::zero())
-}
-
-/// True when the item's TTL attribute (a number of epoch seconds) is in
-/// the past.
-pub fn expired(schema: &TableSchema, item: &Item, now: &Number) -> bool {
-    match schema.ttl_attribute.as_ref().and_then(|a| item.get(a)) {
-        Some(Value::N(at)) => at < now,
-        _ => false,
-    }
+    epoch_number(crate::sys::wall_ms() / 1000)
 }
 
 /// The item a state holds, as DynamoDB sees it (absent when deleted or

@@ -41,7 +41,6 @@ pub use admin::{
 };
 pub use ddb::{
     DdbFailure, DdbOutcome, DdbRmw, ItemPage, MAX_PAGE_BYTES, PageSpec, QueryRange, SortCond,
-    chosen_value,
 };
 pub(crate) use items::put_request;
 pub use items::{Condition, GetItem, ItemRead, ItemWritten, Op, WriteItem, parse_quorum};
