@@ -90,6 +90,24 @@ class Faults(unittest.TestCase):
             return item["v"]
         t.eventually("the revived replica to hold the write", lambda: local_v() == {"N": "6"})
 
+    def test_items_outlive_the_control_plane(self):
+        c = t.make_table("standalone", range_key=None)
+        os.kill(cluster_file()["controlplane_pid"], signal.SIGKILL)
+        # Table changes need the control plane: a 503-class error...
+        with self.assertRaises(t.ClientError) as e:
+            t.client(retries=1).create_table(
+                TableName="later", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST")
+        self.assertEqual(t.code(e.exception), "ServiceUnavailable")
+        self.assertEqual(e.exception.response["ResponseMetadata"]["HTTPStatusCode"], 503)
+        # ...while items, descriptions and listings keep working.
+        c.put_item(TableName="standalone", Item={"pk": {"S": "k"}, "v": {"S": "x"}})
+        got = c.get_item(TableName="standalone", Key={"pk": {"S": "k"}}, ConsistentRead=True)
+        self.assertEqual(got["Item"]["v"], {"S": "x"})
+        self.assertEqual(c.describe_table(TableName="standalone")["Table"]["TableStatus"], "ACTIVE")
+        self.assertIn("standalone", c.list_tables()["TableNames"])
+
 
 if __name__ == "__main__":
     unittest.main()

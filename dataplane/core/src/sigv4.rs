@@ -264,10 +264,10 @@ pub fn canonical_request(
         let joined: Vec<String> = values.iter().map(|v| canonical_value(v)).collect();
         headers.push_str(&format!("{name}:{}\n", joined.join(",")));
     }
-    let payload = match req.header_values("x-amz-content-sha256").first() {
-        Some(h) if *h != "UNSIGNED-PAYLOAD" => (*h).to_owned(),
-        _ => sha256_hex(req.body),
-    };
+    // The body's own hash, always: a client's `X-Amz-Content-Sha256` is
+    // checked against it (in `verify`), never trusted in its place, so the
+    // signature covers the body that arrived.
+    let payload = sha256_hex(req.body);
     Ok(format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         req.method,
@@ -399,6 +399,12 @@ pub fn verify(
     if (now - at).abs() > MAX_SKEW_SECS {
         return Err(SigV4Error::Skewed);
     }
+    if let Some(claimed) = req.header_values("x-amz-content-sha256").first()
+        && !claimed.eq_ignore_ascii_case(&sha256_hex(req.body))
+    {
+        // Covers UNSIGNED-PAYLOAD too: the body must be signed.
+        return Err(SigV4Error::SignatureMismatch);
+    }
     let canonical = canonical_request(req, &auth.signed_headers)?;
     let scope = format!(
         "{}/{}/{}/aws4_request",
@@ -452,6 +458,38 @@ mod tests {
             verify(&req, &parsed, "s3cret", now),
             Err(SigV4Error::SignatureMismatch)
         );
+    }
+
+    #[test]
+    fn a_claimed_payload_hash_must_match_the_body() {
+        let now = 1_764_633_600;
+        let date = format_amz_date(now);
+        let real = sha256_hex(b"{}");
+        for (claimed, ok) in [
+            (real.as_str(), true),
+            ("UNSIGNED-PAYLOAD", false),
+            (
+                "0000000000000000000000000000000000000000000000000000000000000000",
+                false,
+            ),
+        ] {
+            let headers = [
+                ("host", "h"),
+                ("x-amz-date", date.as_str()),
+                ("x-amz-content-sha256", claimed),
+            ];
+            let req = Request {
+                method: "POST",
+                path: "/",
+                query: "",
+                headers: &headers,
+                body: b"{}",
+            };
+            let names: Vec<String> = headers.iter().map(|(k, _)| (*k).to_owned()).collect();
+            let auth = sign(&req, &names, "DK", "s", "r", "dynamodb").expect("signs");
+            let parsed = parse_authorization(&auth).expect("parses");
+            assert_eq!(verify(&req, &parsed, "s", now).is_ok(), ok, "{claimed}");
+        }
     }
 
     #[test]

@@ -108,12 +108,7 @@ fn placeholders(r: &Req<'_>, extra: Translated) -> ApiResult<Placeholders> {
     Ok(Placeholders::new(extra.names, values))
 }
 
-fn projection(
-    r: &Req<'_>,
-    ph: &mut Placeholders,
-    text: Option<String>,
-) -> ApiResult<Option<Vec<Path>>> {
-    let _ = r;
+fn projection(ph: &mut Placeholders, text: Option<String>) -> ApiResult<Option<Vec<Path>>> {
     let Some(text) = text else { return Ok(None) };
     let mut paths = parse::projection(&text)?;
     for p in &mut paths {
@@ -167,7 +162,7 @@ pub async fn get_item(service: &Service, ctx: &RequestCtx, input: &Json) -> ApiR
         &mut extra,
     )?;
     let mut ph = placeholders(&r, extra)?;
-    let paths = projection(&r, &mut ph, proj)?;
+    let paths = projection(&mut ph, proj)?;
     ph.finish()?;
     let consistent = r.bool("ConsistentRead")?.unwrap_or(false);
     let found = service.ddb_get(ctx, &entry, key, consistent).await?;
@@ -363,7 +358,7 @@ pub async fn batch_get_item(service: &Service, ctx: &RequestCtx, input: &Json) -
             &mut extra,
         )?;
         let mut ph = placeholders(&t, extra)?;
-        let paths = projection(&t, &mut ph, proj)?;
+        let paths = projection(&mut ph, proj)?;
         ph.finish()?;
         batches.push(BatchGet {
             consistent: t.bool("ConsistentRead")?.unwrap_or(false),
@@ -553,7 +548,7 @@ pub async fn batch_write_item(
 
 /// The key attribute a key-condition part names, and the value it compares
 /// with.
-fn key_condition(schema: &TableSchema, c: &Cond) -> ApiResult<(String, SortCondOrEq)> {
+fn key_condition(schema: &TableSchema, c: &Cond) -> ApiResult<(String, SortCond)> {
     let attr_of = |o: &Operand| -> Option<String> {
         match o {
             Operand::Path(Path(elems)) if elems.len() == 1 => match &elems[0] {
@@ -607,10 +602,8 @@ fn key_condition(schema: &TableSchema, c: &Cond) -> ApiResult<(String, SortCondO
             schema.key.hash.name
         )));
     }
-    Ok((attr, SortCondOrEq(cond)))
+    Ok((attr, cond))
 }
-
-struct SortCondOrEq(SortCond);
 
 fn flip(op: CmpOp) -> CmpOp {
     match op {
@@ -630,7 +623,7 @@ fn query_range(schema: &TableSchema, cond: &Cond, forward: bool) -> ApiResult<Qu
     let mut partition = None;
     let mut sort = None;
     for p in parts {
-        let (attr, SortCondOrEq(c)) = key_condition(schema, p)?;
+        let (attr, c) = key_condition(schema, p)?;
         if attr == schema.key.hash.name {
             match c {
                 SortCond::Eq(v) if partition.is_none() => partition = Some(v),
@@ -801,7 +794,7 @@ pub async fn query(service: &Service, ctx: &RequestCtx, input: &Json) -> ApiResu
     if let Some(f) = &mut filter {
         ph.cond(f)?;
     }
-    let paths = projection(&r, &mut ph, proj)?;
+    let paths = projection(&mut ph, proj)?;
     ph.finish()?;
     let sel = select(&r, paths.is_some())?;
     let forward = r.bool("ScanIndexForward")?.unwrap_or(true);
@@ -848,7 +841,7 @@ pub async fn scan(service: &Service, ctx: &RequestCtx, input: &Json) -> ApiResul
     if let Some(f) = &mut filter {
         ph.cond(f)?;
     }
-    let paths = projection(&r, &mut ph, proj)?;
+    let paths = projection(&mut ph, proj)?;
     ph.finish()?;
     let sel = select(&r, paths.is_some())?;
     let (segment, total) = match (r.u64("Segment")?, r.u64("TotalSegments")?) {
