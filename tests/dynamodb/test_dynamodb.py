@@ -239,6 +239,20 @@ class Protocol(unittest.TestCase):
         self.assertEqual((status, out["__type"].split("#")[1]),
                          (400, "MissingAuthenticationTokenException"))
 
+    def test_describe_endpoints_and_consumed_capacity(self):
+        c = make_table("capacity", range_key=None)
+        eps = c.describe_endpoints()["Endpoints"]
+        self.assertEqual(len(eps), 1)
+        self.assertIn(eps[0]["Address"], CLUSTER["nodes"][0])
+        out = c.put_item(TableName="capacity", Item={"pk": {"S": "k"}, "v": {"S": "x" * 1500}},
+                         ReturnConsumedCapacity="TOTAL")
+        self.assertEqual(out["ConsumedCapacity"], {"TableName": "capacity", "CapacityUnits": 2.0})
+        out = c.get_item(TableName="capacity", Key={"pk": {"S": "k"}}, ReturnConsumedCapacity="TOTAL")
+        self.assertEqual(out["ConsumedCapacity"]["CapacityUnits"], 0.5)
+        out = c.get_item(TableName="capacity", Key={"pk": {"S": "k"}}, ConsistentRead=True,
+                         ReturnConsumedCapacity="TOTAL")
+        self.assertEqual(out["ConsumedCapacity"]["CapacityUnits"], 1.0)
+
     def test_unknown_operation_and_bad_json(self):
         kid, secret = self.demo_creds()
         body = b"{}"
@@ -501,6 +515,46 @@ class QueryAndScan(unittest.TestCase):
                          ExpressionAttributeValues={":t": {"N": "1"}})
         self.assertIn("missed key schema element", e.exception.response["Error"]["Message"])
 
+    def test_begins_with_and_binary_keys(self):
+        c = make_table("blobs", range_key=("sk", "B"), hash_type="B")
+        for name in (b"\x00a", b"\x00ab", b"\x00b", b"\x01a"):
+            c.put_item(TableName="blobs", Item={"pk": {"B": b"\xff\x00"}, "sk": {"B": name}})
+        out = c.query(TableName="blobs", KeyConditionExpression="pk = :p AND begins_with(sk, :s)",
+                      ExpressionAttributeValues={":p": {"B": b"\xff\x00"}, ":s": {"B": b"\x00a"}})
+        self.assertEqual([i["sk"]["B"] for i in out["Items"]], [b"\x00a", b"\x00ab"])
+        strings = make_table("words", range_key=("sk", "S"))
+        for w in ("apple", "applet", "apricot", "banana"):
+            strings.put_item(TableName="words", Item={"pk": {"S": "w"}, "sk": {"S": w}})
+        out = strings.query(TableName="words", KeyConditionExpression="pk = :p AND begins_with(sk, :s)",
+                            ExpressionAttributeValues={":p": {"S": "w"}, ":s": {"S": "app"}})
+        self.assertEqual([i["sk"]["S"] for i in out["Items"]], ["apple", "applet"])
+
+    def test_pages_stop_at_one_megabyte(self):
+        c = make_table("bulky", range_key=("sk", "N"))
+        for i in range(12):
+            c.put_item(TableName="bulky", Item={"pk": {"S": "p"}, "sk": {"N": str(i)}, "v": {"S": "x" * 100_000}})
+        first = c.query(TableName="bulky", KeyConditionExpression="pk = :p",
+                        ExpressionAttributeValues={":p": {"S": "p"}})
+        self.assertLess(first["Count"], 12)
+        self.assertIn("LastEvaluatedKey", first)
+        rest = c.query(TableName="bulky", KeyConditionExpression="pk = :p",
+                       ExpressionAttributeValues={":p": {"S": "p"}}, ExclusiveStartKey=first["LastEvaluatedKey"])
+        self.assertEqual(first["Count"] + rest["Count"], 12)
+        self.assertNotIn("LastEvaluatedKey", rest)
+
+    def test_legacy_query_and_scan_parameters(self):
+        out = self.c.query(
+            TableName="events",
+            KeyConditions={"pk": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "alice"}]},
+                           "ts": {"ComparisonOperator": "BETWEEN", "AttributeValueList": [{"N": "0"}, {"N": "50"}]}},
+            QueryFilter={"kind": {"ComparisonOperator": "EQ", "AttributeValueList": [{"S": "even"}]}},
+            AttributesToGet=["ts"])
+        self.assertEqual([i["ts"]["N"] for i in out["Items"]], ["0", "20", "40"])
+        self.assertEqual(out["ScannedCount"], 6)
+        out = self.c.scan(TableName="events", ScanFilter={
+            "ts": {"ComparisonOperator": "GE", "AttributeValueList": [{"N": "480"}]}})
+        self.assertEqual(out["Count"], 6)
+
     def test_scan_pages_and_segments(self):
         seen = []
         start = None
@@ -588,6 +642,8 @@ class Throttling(unittest.TestCase):
         out = once.batch_write_item(RequestItems={"throttled": [
             {"PutRequest": {"Item": {"pk": {"S": f"b{i}"}}}} for i in range(25)]})
         self.assertGreater(len(out["UnprocessedItems"].get("throttled", [])), 0, out)
+        got = once.batch_get_item(RequestItems={"throttled": {"Keys": [{"pk": {"S": f"g{i}"}} for i in range(50)]}})
+        self.assertGreater(len(got["UnprocessedKeys"].get("throttled", {}).get("Keys", [])), 0, got)
         # The SDK's standard retries back off and get through.
         patient = client(retries=20)
         for i in range(5):

@@ -29,6 +29,11 @@ use crate::sys::{random_u64, wall_ms};
 use crate::trees::Trees;
 
 const STRIPES: usize = 256;
+/// Entries read from the store at a time by [`Replica::scan_table`].
+const SCAN_CHUNK: usize = 16;
+/// A [`Replica::scan_table`] page stops once it has read this much (keys
+/// and stored objects), so replies stay small whatever the items' size.
+pub const SCAN_PAGE_BYTES: usize = 2 << 20;
 
 /// A page of [`Replica::scan_table`].
 #[derive(Debug, Clone, Default)]
@@ -274,29 +279,59 @@ impl Replica {
         reverse: bool,
     ) -> Result<TablePage, ReplicaError> {
         let limit = limit.max(1);
-        let raw = if reverse {
-            self.store.scan_rev(Keyspace::Items, start, end, limit)?
-        } else {
-            self.store.scan(Keyspace::Items, start, end, limit)?
-        };
-        let resume = (raw.len() == limit)
-            .then(|| raw.last().map(|(k, _)| k.clone()))
-            .flatten();
+        // Read in chunks, so that a page of large items stops near
+        // SCAN_PAGE_BYTES instead of materialising `limit` of them.
+        let (mut lo, mut hi) = (start.to_vec(), end.map(<[u8]>::to_vec));
+        let (mut seen, mut bytes) = (0usize, 0usize);
         let mut items = Vec::new();
-        for (k, v) in raw {
-            let Ok(decoded) = dyno_core::keys::decode_item_key(&k) else {
-                continue;
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            let want = (limit - seen).min(SCAN_CHUNK);
+            let raw = if reverse {
+                self.store
+                    .scan_rev(Keyspace::Items, &lo, hi.as_deref(), want)?
+            } else {
+                self.store.scan(Keyspace::Items, &lo, hi.as_deref(), want)?
             };
-            if decoded.table != table {
-                continue;
+            let exhausted = raw.len() < want;
+            let count = raw.len();
+            for (i, (k, v)) in raw.into_iter().enumerate() {
+                seen += 1;
+                bytes += k.len() + v.len();
+                last = Some(k.clone());
+                if let Ok(decoded) = dyno_core::keys::decode_item_key(&k)
+                    && decoded.table == table
+                {
+                    let object = decode_object(&v).map_err(|e| ReplicaError::Corrupt {
+                        what: "item",
+                        detail: e.to_string(),
+                    })?;
+                    items.push((k, object));
+                }
+                let more = !exhausted || i + 1 < count;
+                if more && (seen >= limit || bytes >= SCAN_PAGE_BYTES) {
+                    return Ok(TablePage {
+                        items,
+                        resume: last,
+                    });
+                }
             }
-            let object = decode_object(&v).map_err(|e| ReplicaError::Corrupt {
-                what: "item",
-                detail: e.to_string(),
-            })?;
-            items.push((k, object));
+            if exhausted {
+                return Ok(TablePage {
+                    items,
+                    resume: None,
+                });
+            }
+            // Continue after (or, reversed, before) the last key read.
+            if let Some(k) = &last {
+                if reverse {
+                    hi = Some(k.clone());
+                } else {
+                    lo = k.clone();
+                    lo.push(0);
+                }
+            }
         }
-        Ok(TablePage { items, resume })
     }
 
     /// This node's knowledge of a key: its replica merged with any hints it
@@ -692,6 +727,60 @@ mod tests {
             .flat_map(|&n| (0..16).map(move |p| (n, p)))
             .map(|k| r.trees.root(k))
             .collect()
+    }
+
+    /// A table's scan keeps to its table, pages by entries and by bytes,
+    /// and resuming after the page's last key reads the rest once, in both
+    /// directions.
+    #[test]
+    fn table_scans_page_by_count_and_bytes() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let r = open(&store);
+        let none = VersionVector::new();
+        for i in 0..10u32 {
+            for (table, size) in [("one", 600_000), ("three", 10)] {
+                r.coordinate(
+                    table,
+                    format!("k{i}").as_bytes(),
+                    &none,
+                    Some(Bytes::from(vec![b'v'; size])),
+                    ConflictMode::Siblings,
+                    None,
+                )
+                .expect("write");
+            }
+        }
+        for reverse in [false, true] {
+            let (mut lo, mut hi): (Vec<u8>, Option<Vec<u8>>) = (Vec::new(), None);
+            let mut keys = Vec::new();
+            let mut pages = 0;
+            loop {
+                let page = r
+                    .scan_table("one", &lo, hi.as_deref(), 1000, reverse)
+                    .expect("scan");
+                pages += 1;
+                assert!(page.items.len() <= 4, "a page stops near 2 MiB");
+                keys.extend(page.items.iter().map(|(k, _)| k.clone()));
+                match page.resume {
+                    Some(k) if reverse => hi = Some(k),
+                    Some(mut k) => {
+                        k.push(0);
+                        lo = k;
+                    }
+                    None => break,
+                }
+            }
+            assert!(pages >= 3);
+            assert_eq!(keys.len(), 10, "every item once (reverse: {reverse})");
+            let mut sorted = keys.clone();
+            sorted.sort();
+            if reverse {
+                sorted.reverse();
+            }
+            assert_eq!(keys, sorted);
+        }
+        let small = r.scan_table("three", &[], None, 3, false).expect("scan");
+        assert!(small.items.len() <= 3 && small.resume.is_some());
     }
 
     /// The trees kept up to date write by write equal the trees a restart
