@@ -413,6 +413,19 @@ mod tests {
         ] {
             assert!(s.key_of_item(&item(bad.clone())).is_err(), "{bad}");
         }
+        let s = schema(Some(KeyType::S));
+        assert!(
+            s.key_of_item(&item(
+                json!({"pk": {"S": "p"}, "sk": {"S": "y".repeat(1024)}})
+            ))
+            .is_ok()
+        );
+        for bad in [
+            json!({"pk": {"S": "p"}, "sk": {"S": "y".repeat(1025)}}),
+            json!({"pk": {"S": "x".repeat(2048)}, "sk": {"S": ""}}),
+        ] {
+            assert!(s.key_of_item(&item(bad.clone())).is_err(), "{bad}");
+        }
         let e = s.key_of(&it).expect_err("extra attribute");
         assert_eq!(
             e.message,
