@@ -564,6 +564,14 @@ fn patch_dynamo(current: &serde_json::Value, p: &DynamoPatch) -> ApiResult<serde
     serde_json::to_value(&schema).map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// DynamoDB clients cannot take siblings.
+fn lww_only() -> ApiError {
+    ApiError::invalid(
+        "conflict",
+        "DynamoDB tables resolve concurrent writes by last-writer-wins: conflict must be \"lww\"",
+    )
+}
+
 /// Checks a new DynamoDB table's schema.
 fn check_dynamo(v: &serde_json::Value, conflict: &str) -> ApiResult<()> {
     let schema: dyno_ddb::schema::TableSchema = serde_json::from_value(v.clone())
@@ -577,10 +585,7 @@ fn check_dynamo(v: &serde_json::Value, conflict: &str) -> ApiResult<()> {
         }
     }
     if conflict != "lww" {
-        return Err(ApiError::invalid(
-            "conflict",
-            "DynamoDB tables resolve concurrent writes by last-writer-wins: conflict must be \"lww\"",
-        ));
+        return Err(lww_only());
     }
     Ok(())
 }
@@ -819,10 +824,7 @@ pub async fn patch_table(
         }
     };
     if dynamo.is_some() && conflict != "lww" {
-        return Err(ApiError::invalid(
-            "conflict",
-            "DynamoDB tables resolve concurrent writes by last-writer-wins: conflict must be \"lww\"",
-        ));
+        return Err(lww_only());
     }
     let row = sqlx::query_as!(
         Table,

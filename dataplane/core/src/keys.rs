@@ -59,6 +59,15 @@ pub fn decode_item_key(raw: &[u8]) -> Result<ItemKey<'_>, DecodeError> {
     })
 }
 
+/// The smallest key after `k` in byte order (`k ‖ 0x00`): where a scan
+/// that has read `k` goes on.
+pub fn successor(k: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(k.len() + 1);
+    out.extend_from_slice(k);
+    out.push(0);
+    out
+}
+
 /// The storage-key range `[start, end)` holding positions `first..=last`.
 /// `end` is `None` when the range runs to the end of the keyspace.
 pub fn position_range(first: u64, last: u64) -> (Vec<u8>, Option<Vec<u8>>) {
@@ -103,5 +112,6 @@ mod tests {
         assert_eq!(s, 5u64.to_be_bytes());
         assert_eq!(e, Some(10u64.to_be_bytes().to_vec()));
         assert_eq!(position_range(0, u64::MAX).1, None);
+        assert!(successor(b"ab") > b"ab".to_vec() && successor(b"ab") < b"ab\x00\x00".to_vec());
     }
 }

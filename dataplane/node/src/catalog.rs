@@ -69,6 +69,12 @@ impl TableConfig {
         self.conflict.into()
     }
 
+    /// A majority of the N replicas: what read-modify-writes and
+    /// consistent DynamoDB reads wait for, so that they overlap.
+    pub fn majority(&self) -> u32 {
+        self.n / 2 + 1
+    }
+
     /// Checks the settings for a cluster of `members` nodes.
     pub fn validate(&self, members: usize) -> Result<(), ServiceError> {
         if !(1..=MAX_N).contains(&self.n) {

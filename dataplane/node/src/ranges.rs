@@ -62,10 +62,6 @@ pub struct RangeRead {
     pub r: usize,
 }
 
-fn majority(n: u32) -> u32 {
-    n / 2 + 1
-}
-
 impl Node {
     /// Runs a read-modify-write of `op` on `(table, key)` at the key's
     /// coordinator; returns the handler's reply.
@@ -186,7 +182,7 @@ impl Node {
                 )
             })?;
         let mode = cfg.mode();
-        let q = majority(cfg.n);
+        let q = cfg.majority();
         let current = self
             .get(table, cfg, key, cfg.r.max(q) as usize, deadline)
             .await?;

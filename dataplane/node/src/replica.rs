@@ -327,8 +327,7 @@ impl Replica {
                 if reverse {
                     hi = Some(k.clone());
                 } else {
-                    lo = k.clone();
-                    lo.push(0);
+                    lo = dyno_core::keys::successor(k);
                 }
             }
         }

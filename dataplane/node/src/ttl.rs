@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dyno_core::keys::{decode_item_key, position_range};
+use dyno_core::keys::{decode_item_key, position_range, successor};
 use dyno_ddb::item;
 use dyno_ddb::stored::{chosen_value, epoch_number, expired};
 use dyno_ddb::write::{ReturnValues, WriteKind, WriteOp};
@@ -41,12 +41,6 @@ impl TtlReaper {
     }
 }
 
-fn after(k: &[u8]) -> Vec<u8> {
-    let mut out = k.to_vec();
-    out.push(0);
-    out
-}
-
 impl Worker for TtlReaper {
     fn name(&self) -> &'static str {
         "ttl"
@@ -67,9 +61,7 @@ impl Worker for TtlReaper {
         if tables.is_empty() {
             return Ok(WorkerState::Idle);
         }
-        let ring = &topology.current;
-        let shift = 64 - u32::from(ring.partition_bits());
-        let owned = ring.partitions_owned_by(node.me());
+        let owned = topology.current.partitions_owned_by(node.me());
         let now = epoch_number(crate::sys::wall_ms() / 1000);
         let mut deleted = 0;
         for t in &tables {
@@ -77,8 +69,7 @@ impl Worker for TtlReaper {
                 continue;
             };
             for p in &owned {
-                let first = u64::from(p.0) << shift;
-                let last = first | ((1u64 << shift) - 1);
+                let (first, last) = node.replica().trees.partition_range(p.0);
                 let (mut start, end) = position_range(first, last);
                 loop {
                     let (r, name, s, e) = (
@@ -143,7 +134,7 @@ impl Worker for TtlReaper {
                         }
                     }
                     match page.resume {
-                        Some(k) => start = after(&k),
+                        Some(k) => start = successor(&k),
                         None => break,
                     }
                 }

@@ -26,6 +26,35 @@ impl MemoryStore {
         // (batches are applied to a copy first), so poisoning is harmless.
         self.maps.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Up to `limit` entries in `[start, end)`, in key order or reversed.
+    fn range(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let maps = self.lock();
+        let Some(m) = maps.get(&keyspace) else {
+            return Ok(Vec::new());
+        };
+        if end.is_some_and(|e| e <= start) {
+            return Ok(Vec::new());
+        }
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        let range = m.range::<[u8], _>((Bound::Included(start), upper));
+        let entries: Box<dyn Iterator<Item = (&Vec<u8>, &Vec<u8>)>> = if reverse {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        entries
+            .take(limit)
+            .map(|(k, v)| Ok((k.clone(), unframe(keyspace, v)?)))
+            .collect()
+    }
 }
 
 impl Store for MemoryStore {
@@ -65,18 +94,7 @@ impl Store for MemoryStore {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let maps = self.lock();
-        let Some(m) = maps.get(&keyspace) else {
-            return Ok(Vec::new());
-        };
-        if end.is_some_and(|e| e <= start) {
-            return Ok(Vec::new());
-        }
-        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-        m.range::<[u8], _>((Bound::Included(start), upper))
-            .take(limit)
-            .map(|(k, v)| Ok((k.clone(), unframe(keyspace, v)?)))
-            .collect()
+        self.range(keyspace, start, end, limit, false)
     }
 
     fn scan_rev(
@@ -86,19 +104,7 @@ impl Store for MemoryStore {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let maps = self.lock();
-        let Some(m) = maps.get(&keyspace) else {
-            return Ok(Vec::new());
-        };
-        if end.is_some_and(|e| e <= start) {
-            return Ok(Vec::new());
-        }
-        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-        m.range::<[u8], _>((Bound::Included(start), upper))
-            .rev()
-            .take(limit)
-            .map(|(k, v)| Ok((k.clone(), unframe(keyspace, v)?)))
-            .collect()
+        self.range(keyspace, start, end, limit, true)
     }
 
     fn sync(&self) -> Result<(), StoreError> {

@@ -131,6 +131,38 @@ impl RocksStore {
         self.group.fsyncs()
     }
 
+    /// Up to `limit` entries in `[start, end)`, in key order or reversed
+    /// (bounded iterator; SeekToLast honours the upper bound).
+    fn range(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if end.is_some_and(|e| e <= start) {
+            return Ok(Vec::new());
+        }
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(start.to_vec());
+        if let Some(e) = end {
+            ro.set_iterate_upper_bound(e.to_vec());
+        }
+        let mode = if reverse {
+            IteratorMode::End
+        } else {
+            IteratorMode::From(start, Direction::Forward)
+        };
+        let iter = self.db.iterator_cf_opt(self.cf(keyspace)?, ro, mode);
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
+            let (k, v) = item.map_err(engine)?;
+            out.push((k.to_vec(), unframe(keyspace, &v)?));
+        }
+        Ok(out)
+    }
+
     fn cf(&self, ks: Keyspace) -> Result<&ColumnFamily, StoreError> {
         self.db
             .cf_handle(ks.name())
@@ -236,24 +268,7 @@ impl Store for RocksStore {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        if end.is_some_and(|e| e <= start) {
-            return Ok(Vec::new());
-        }
-        let mut ro = ReadOptions::default();
-        if let Some(e) = end {
-            ro.set_iterate_upper_bound(e.to_vec());
-        }
-        let iter = self.db.iterator_cf_opt(
-            self.cf(keyspace)?,
-            ro,
-            IteratorMode::From(start, Direction::Forward),
-        );
-        let mut out = Vec::new();
-        for item in iter.take(limit) {
-            let (k, v) = item.map_err(engine)?;
-            out.push((k.to_vec(), unframe(keyspace, &v)?));
-        }
-        Ok(out)
+        self.range(keyspace, start, end, limit, false)
     }
 
     fn scan_rev(
@@ -263,24 +278,7 @@ impl Store for RocksStore {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        if end.is_some_and(|e| e <= start) {
-            return Ok(Vec::new());
-        }
-        let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(start.to_vec());
-        if let Some(e) = end {
-            ro.set_iterate_upper_bound(e.to_vec());
-        }
-        // SeekToLast honours the upper bound.
-        let iter = self
-            .db
-            .iterator_cf_opt(self.cf(keyspace)?, ro, IteratorMode::End);
-        let mut out = Vec::new();
-        for item in iter.take(limit) {
-            let (k, v) = item.map_err(engine)?;
-            out.push((k.to_vec(), unframe(keyspace, &v)?));
-        }
-        Ok(out)
+        self.range(keyspace, start, end, limit, true)
     }
 
     fn sync(&self) -> Result<(), StoreError> {

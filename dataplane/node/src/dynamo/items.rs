@@ -108,6 +108,25 @@ fn placeholders(r: &Req<'_>, extra: Translated) -> ApiResult<Placeholders> {
     Ok(Placeholders::new(extra.names, values))
 }
 
+/// `ProjectionExpression`, or the legacy `AttributesToGet` translated.
+fn projection_text(r: &Req<'_>, extra: &mut Translated) -> ApiResult<Option<String>> {
+    expression_or_legacy(
+        r,
+        "ProjectionExpression",
+        "AttributesToGet",
+        legacy::attributes_to_get,
+        extra,
+    )
+}
+
+/// A filter expression, parsed and substituted.
+fn filter(ph: &mut Placeholders, text: Option<String>) -> ApiResult<Option<Cond>> {
+    let Some(text) = text else { return Ok(None) };
+    let mut c = parse::condition(Kind::Filter, &text)?;
+    ph.cond(&mut c)?;
+    Ok(Some(c))
+}
+
 fn projection(ph: &mut Placeholders, text: Option<String>) -> ApiResult<Option<Vec<Path>>> {
     let Some(text) = text else { return Ok(None) };
     let mut paths = parse::projection(&text)?;
@@ -154,13 +173,7 @@ pub async fn get_item(service: &Service, ctx: &RequestCtx, input: &Json) -> ApiR
     let key_item = r.item("Key")?.ok_or_else(|| missing("Key"))?;
     let key = schema.key.key_of(&key_item)?;
     let mut extra = Translated::default();
-    let proj = expression_or_legacy(
-        &r,
-        "ProjectionExpression",
-        "AttributesToGet",
-        legacy::attributes_to_get,
-        &mut extra,
-    )?;
+    let proj = projection_text(&r, &mut extra)?;
     let mut ph = placeholders(&r, extra)?;
     let paths = projection(&mut ph, proj)?;
     ph.finish()?;
@@ -350,13 +363,7 @@ pub async fn batch_get_item(service: &Service, ctx: &RequestCtx, input: &Json) -
         }
         total += parsed.len();
         let mut extra = Translated::default();
-        let proj = expression_or_legacy(
-            &t,
-            "ProjectionExpression",
-            "AttributesToGet",
-            legacy::attributes_to_get,
-            &mut extra,
-        )?;
+        let proj = projection_text(&t, &mut extra)?;
         let mut ph = placeholders(&t, extra)?;
         let paths = projection(&mut ph, proj)?;
         ph.finish()?;
@@ -778,22 +785,11 @@ pub async fn query(service: &Service, ctx: &RequestCtx, input: &Json) -> ApiResu
         |m| legacy::conditions(m, r.str("ConditionalOperator").ok().flatten()),
         &mut extra,
     )?;
-    let proj = expression_or_legacy(
-        &r,
-        "ProjectionExpression",
-        "AttributesToGet",
-        legacy::attributes_to_get,
-        &mut extra,
-    )?;
+    let proj = projection_text(&r, &mut extra)?;
     let mut ph = placeholders(&r, extra)?;
     let mut key_cond = parse::condition(Kind::KeyCondition, &key_text)?;
     ph.cond(&mut key_cond)?;
-    let mut filter = filter_text
-        .map(|t| parse::condition(Kind::Filter, &t))
-        .transpose()?;
-    if let Some(f) = &mut filter {
-        ph.cond(f)?;
-    }
+    let filter = filter(&mut ph, filter_text)?;
     let paths = projection(&mut ph, proj)?;
     ph.finish()?;
     let sel = select(&r, paths.is_some())?;
@@ -827,20 +823,9 @@ pub async fn scan(service: &Service, ctx: &RequestCtx, input: &Json) -> ApiResul
         |m| legacy::conditions(m, r.str("ConditionalOperator").ok().flatten()),
         &mut extra,
     )?;
-    let proj = expression_or_legacy(
-        &r,
-        "ProjectionExpression",
-        "AttributesToGet",
-        legacy::attributes_to_get,
-        &mut extra,
-    )?;
+    let proj = projection_text(&r, &mut extra)?;
     let mut ph = placeholders(&r, extra)?;
-    let mut filter = filter_text
-        .map(|t| parse::condition(Kind::Filter, &t))
-        .transpose()?;
-    if let Some(f) = &mut filter {
-        ph.cond(f)?;
-    }
+    let filter = filter(&mut ph, filter_text)?;
     let paths = projection(&mut ph, proj)?;
     ph.finish()?;
     let sel = select(&r, paths.is_some())?;

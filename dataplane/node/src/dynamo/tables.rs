@@ -37,16 +37,19 @@ fn table_of_arn<'a>(ctx: &RequestCtx, arn: &'a str) -> ApiResult<&'a str> {
     Ok(table)
 }
 
-/// The `TableDescription` of a catalog entry.
-fn describe(entry: &TableEntry, status: &str) -> Json {
-    let schema = entry.dynamo.as_ref();
-    let created = (entry.version >> 16) as f64 / 1000.0;
+/// A `TableDescription`.
+fn description(
+    tenant: &str,
+    name: &str,
+    schema: Option<&TableSchema>,
+    created_secs: f64,
+    status: &str,
+) -> Json {
     let mut d = json!({
-        "TableName": entry.display_name(),
+        "TableName": name,
         "TableStatus": status,
-        "TableArn": arn(&entry.tenant, entry.display_name()),
-        "TableId": entry.name.trim_start_matches('#'),
-        "CreationDateTime": created,
+        "TableArn": arn(tenant, name),
+        "CreationDateTime": created_secs,
         "ItemCount": 0,
         "TableSizeBytes": 0,
         "DeletionProtectionEnabled": false,
@@ -64,23 +67,17 @@ fn describe(entry: &TableEntry, status: &str) -> Json {
     d
 }
 
-fn describe_schema(ctx: &RequestCtx, name: &str, schema: &TableSchema, status: &str) -> Json {
-    json!({
-        "TableName": name,
-        "TableStatus": status,
-        "TableArn": arn(&ctx.tenant, name),
-        "KeySchema": schema.key.key_schema_json(),
-        "AttributeDefinitions": schema.key.definitions_json(),
-        "BillingModeSummary": {"BillingMode": schema.billing_mode},
-        "ProvisionedThroughput": {
-            "ReadCapacityUnits": schema.read_capacity,
-            "WriteCapacityUnits": schema.write_capacity,
-            "NumberOfDecreasesToday": 0,
-        },
-        "ItemCount": 0,
-        "TableSizeBytes": 0,
-        "CreationDateTime": crate::sys::wall_ms() as f64 / 1000.0,
-    })
+/// The `TableDescription` of a catalog entry.
+fn describe(entry: &TableEntry, status: &str) -> Json {
+    let mut d = description(
+        &entry.tenant,
+        entry.display_name(),
+        entry.dynamo.as_ref(),
+        (entry.version >> 16) as f64 / 1000.0,
+        status,
+    );
+    d["TableId"] = json!(entry.name.trim_start_matches('#'));
+    d
 }
 
 /// A call to the control plane on behalf of the request's key.
@@ -243,7 +240,8 @@ pub async fn create_table(service: &Service, ctx: &RequestCtx, input: &Json) -> 
             e
         }
     })?;
-    Ok(json!({"TableDescription": describe_schema(ctx, name, &schema, "CREATING")}))
+    let now = crate::sys::wall_ms() as f64 / 1000.0;
+    Ok(json!({"TableDescription": description(&ctx.tenant, name, Some(&schema), now, "CREATING")}))
 }
 
 fn entry(

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use dyno_core::Object;
 use dyno_core::ddbnum::Number;
 use dyno_core::hash::key_position;
-use dyno_core::keys::{decode_item_key, encode_item_key, position_range};
+use dyno_core::keys::{decode_item_key, encode_item_key, position_range, successor};
 use dyno_ddb::error::{DdbError, ErrorKind};
 use dyno_ddb::item::{self, Item};
 use dyno_ddb::schema::{KeyType, TableSchema, key_part};
@@ -114,8 +114,14 @@ fn schema_of(entry: &TableEntry) -> Result<&TableSchema, ServiceError> {
     })
 }
 
-fn majority(n: u32) -> usize {
-    (n / 2 + 1) as usize
+/// Replies a DynamoDB read waits for: a majority for `ConsistentRead`
+/// (the read-modify-writes write a majority), else one.
+fn read_quorum(cfg: crate::catalog::TableConfig, consistent: bool) -> usize {
+    if consistent {
+        cfg.majority() as usize
+    } else {
+        1
+    }
 }
 
 /// The coordinator's answer to a read-modify-write, as it travels back.
@@ -250,13 +256,6 @@ fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Just after `k` in byte order.
-fn after(k: &[u8]) -> Vec<u8> {
-    let mut out = k.to_vec();
-    out.push(0);
-    out
-}
-
 struct Reader<'a> {
     schema: &'a TableSchema,
     limit: usize,
@@ -265,7 +264,17 @@ struct Reader<'a> {
     page: ItemPage,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn new(schema: &'a TableSchema, spec: &PageSpec) -> Reader<'a> {
+        Reader {
+            schema,
+            limit: spec.limit.unwrap_or(usize::MAX),
+            bytes: 0,
+            now: now_secs(),
+            page: ItemPage::default(),
+        }
+    }
+
     /// Takes a merged page of a range; true when the page is full.
     fn take(&mut self, storage: &str, items: Vec<(Vec<u8>, Object)>) -> DdbOutcome<bool> {
         for (ik, obj) in items {
@@ -367,7 +376,7 @@ impl Service {
             self.admit(entry)?;
             ctx.check_deadline()?;
             let cfg = entry.config;
-            let r = if consistent { majority(cfg.n) } else { 1 };
+            let r = read_quorum(cfg, consistent);
             let state = self
                 .inner
                 .node
@@ -443,6 +452,34 @@ impl Service {
         }
     }
 
+    /// Reads `rr` page by page into `reader` until the range ends (false)
+    /// or the reader's page is full (true).
+    async fn read_range(
+        &self,
+        ctx: &RequestCtx,
+        cfg: crate::catalog::TableConfig,
+        reader: &mut Reader<'_>,
+        mut rr: RangeRead,
+    ) -> DdbOutcome<bool> {
+        loop {
+            ctx.check_deadline()?;
+            rr.limit = (reader.limit - reader.page.items.len()).clamp(1, ROUND_ENTRIES);
+            let page = self
+                .inner
+                .node
+                .range_read(cfg, rr.clone(), ctx.deadline)
+                .await?;
+            if reader.take(&rr.table, page.items)? {
+                return Ok(true);
+            }
+            match page.resume {
+                None => return Ok(false),
+                Some(k) if rr.reverse => rr.end = Some(k),
+                Some(k) => rr.start = successor(&k),
+            }
+        }
+    }
+
     /// Query: one page of a partition key's items, in sort-key order.
     pub async fn ddb_query(
         &self,
@@ -486,11 +523,11 @@ impl Service {
             None => {}
             Some(SortCond::Eq(v)) => {
                 start = full(&sk_of(v)?);
-                end = Some(after(&start));
+                end = Some(successor(&start));
             }
             Some(SortCond::Lt(v)) => end = Some(full(&sk_of(v)?)),
-            Some(SortCond::Le(v)) => end = Some(after(&full(&sk_of(v)?))),
-            Some(SortCond::Gt(v)) => start = after(&full(&sk_of(v)?)),
+            Some(SortCond::Le(v)) => end = Some(successor(&full(&sk_of(v)?))),
+            Some(SortCond::Gt(v)) => start = successor(&full(&sk_of(v)?)),
             Some(SortCond::Ge(v)) => start = full(&sk_of(v)?),
             Some(SortCond::Between(a, b)) => {
                 let (lo, hi) = (full(&sk_of(a)?), full(&sk_of(b)?));
@@ -501,7 +538,7 @@ impl Service {
                     .into());
                 }
                 start = lo;
-                end = Some(after(&hi));
+                end = Some(successor(&hi));
             }
             Some(SortCond::BeginsWith(v)) => {
                 if schema
@@ -529,46 +566,25 @@ impl Service {
             }
             let ik = encode_item_key(storage, &k);
             if range.forward {
-                start = start.max(after(&ik));
+                start = start.max(successor(&ik));
             } else {
                 end = Some(end.map_or(ik.clone(), |e| e.min(ik.clone())));
             }
         }
         self.admit(entry)?;
         let cfg = entry.config;
-        let mut reader = Reader {
-            schema,
-            limit: spec.limit.unwrap_or(usize::MAX),
-            bytes: 0,
-            now: now_secs(),
-            page: ItemPage::default(),
-        };
-        let mut rr = RangeRead {
+        let mut reader = Reader::new(schema, &spec);
+        let rr = RangeRead {
             table: storage.to_owned(),
             position: key_position(storage, &prefix),
             start,
             end,
             limit: ROUND_ENTRIES,
             reverse: !range.forward,
-            r: if spec.consistent { majority(cfg.n) } else { 1 },
+            r: read_quorum(cfg, spec.consistent),
         };
-        loop {
-            ctx.check_deadline()?;
-            rr.limit = (reader.limit - reader.page.items.len()).clamp(1, ROUND_ENTRIES);
-            let page = self
-                .inner
-                .node
-                .range_read(cfg, rr.clone(), ctx.deadline)
-                .await?;
-            if reader.take(storage, page.items)? {
-                return Ok(reader.page);
-            }
-            match page.resume {
-                None => return Ok(reader.page),
-                Some(k) if range.forward => rr.start = after(&k),
-                Some(k) => rr.end = Some(k),
-            }
-        }
+        self.read_range(ctx, cfg, &mut reader, rr).await?;
+        Ok(reader.page)
     }
 
     /// Scan: one page of the table's items, partition by partition
@@ -597,18 +613,16 @@ impl Service {
         let schema = schema_of(entry)?;
         let storage = entry.name.as_str();
         let topology = self.inner.node.serving_topology()?;
-        let bits = topology.current.partition_bits();
-        let count = topology.current.partition_count() as u64;
+        let ring = &topology.current;
+        let count = ring.partition_count() as u64;
         let total = u64::from(total.max(1));
         let seg = u64::from(segment);
         let (first_p, end_p) = (seg * count / total, (seg + 1) * count / total);
-        let shift = 64 - u32::from(bits);
         let mut partition = first_p;
         let mut resume_at: Option<Vec<u8>> = None;
         if let Some(esk) = &spec.exclusive_start {
             let k = schema.key.key_of(esk)?;
-            let ik = encode_item_key(storage, &k);
-            let p = key_position(storage, &k) >> shift;
+            let p = u64::from(ring.partition_of(key_position(storage, &k)).0);
             if !(first_p..end_p).contains(&p) {
                 return Err(DdbError::validation(
                     "The provided starting key is invalid: it is outside this segment",
@@ -616,45 +630,26 @@ impl Service {
                 .into());
             }
             partition = p;
-            resume_at = Some(after(&ik));
+            resume_at = Some(successor(&encode_item_key(storage, &k)));
         }
         self.admit(entry)?;
         let cfg = entry.config;
-        let mut reader = Reader {
-            schema,
-            limit: spec.limit.unwrap_or(usize::MAX),
-            bytes: 0,
-            now: now_secs(),
-            page: ItemPage::default(),
-        };
+        let trees = &self.inner.node.replica().trees;
+        let mut reader = Reader::new(schema, &spec);
         while partition < end_p {
-            let first = partition << shift;
-            let last = first | ((1u64 << shift) - 1);
+            let (first, last) = trees.partition_range(partition as u32);
             let (start, end) = position_range(first, last);
-            let mut rr = RangeRead {
+            let rr = RangeRead {
                 table: storage.to_owned(),
                 position: first,
                 start: resume_at.take().unwrap_or(start),
                 end,
                 limit: ROUND_ENTRIES,
                 reverse: false,
-                r: if spec.consistent { majority(cfg.n) } else { 1 },
+                r: read_quorum(cfg, spec.consistent),
             };
-            loop {
-                ctx.check_deadline()?;
-                rr.limit = (reader.limit - reader.page.items.len()).clamp(1, ROUND_ENTRIES);
-                let page = self
-                    .inner
-                    .node
-                    .range_read(cfg, rr.clone(), ctx.deadline)
-                    .await?;
-                if reader.take(storage, page.items)? {
-                    return Ok(reader.page);
-                }
-                match page.resume {
-                    None => break,
-                    Some(k) => rr.start = after(&k),
-                }
+            if self.read_range(ctx, cfg, &mut reader, rr).await? {
+                break;
             }
             partition += 1;
         }
@@ -667,10 +662,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefix_ends_and_successors() {
+    fn prefix_ends() {
         assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
         assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_end(b"\xff\xff"), None);
-        assert!(after(b"ab") > b"ab".to_vec() && after(b"ab") < b"ab\x00\x00".to_vec());
     }
 }
