@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use dyno_proto::public::dyno_server::DynoServer;
 use serde::Deserialize;
 use serde_json::json;
@@ -21,12 +22,16 @@ use crate::catalog::{Record, TableEntry};
 use crate::change::{Action, Began};
 use crate::error::{ErrorCode, ErrorKind, ServiceError};
 use crate::grpc::PublicApi;
-use crate::service::{Condition, GetItem, RequestCtx, Service, TableSpec, WriteItem, parse_quorum};
+use crate::service::{
+    Condition, GetItem, RequestCtx, ScanItems, Service, TableSpec, WriteItem, parse_quorum,
+};
 
 pub use crate::service::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 /// The context header.
 pub const CONTEXT_HEADER: &str = "x-dyno-context";
+/// The header naming the tenant an admin request acts in (items API).
+pub const TENANT_HEADER: &str = "x-dyno-tenant";
 
 /// The HTTP status of an error code: the one mapping for HTTP.
 pub fn status_of(code: ErrorCode) -> StatusCode {
@@ -105,7 +110,12 @@ impl FromRequestParts<Service> for Client {
         parts: &mut axum::http::request::Parts,
         service: &Service,
     ) -> Result<Client> {
-        Ok(Client(service.authenticate(authorization(&parts.headers))?))
+        let mut ctx = service.authenticate(authorization(&parts.headers))?;
+        if let Some(tenant) = header_str(&parts.headers, TENANT_HEADER, ErrorCode::InvalidRequest)?
+        {
+            service.act_in_tenant(&mut ctx, tenant)?;
+        }
+        Ok(Client(ctx))
     }
 }
 
@@ -184,6 +194,7 @@ pub fn router(service: Service) -> Router {
                 crate::dynamo::MAX_REQUEST_BYTES,
             )),
         )
+        .route("/v1/tables/{table}/items", get(scan_items))
         .route("/v1/tables/{table}/items/{key}", get(get_item).put(put_item).delete(delete_item))
         .route("/admin/v1/health", get(health))
         .merge(admin)
@@ -286,6 +297,65 @@ async fn get_item(
         Json(json!({ "context": read.context, "values": values })),
     )
         .into_response())
+}
+
+/// `GET /v1/tables/{table}/items?limit=&after=&r=`: a page of the
+/// table's live items in ring order; `next` resumes it.
+async fn scan_items(
+    State(service): State<Service>,
+    Client(ctx): Client,
+    table: std::result::Result<Path<String>, axum::extract::rejection::PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Result<Response> {
+    let Path(table) =
+        table.map_err(|e| bad(ErrorCode::InvalidRequest, format!("bad path: {e}")))?;
+    let limit = query_param(&q, "limit")
+        .map(|l| {
+            l.parse::<usize>().map_err(|_| {
+                bad(
+                    ErrorCode::InvalidRequest,
+                    format!("limit is a whole number, not {l:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    let after = query_param(&q, "after")
+        .map(|a| {
+            B64URL.decode(a).map_err(|_| {
+                bad(
+                    ErrorCode::InvalidKey,
+                    "after is the `next` of a previous page (base64url)",
+                )
+            })
+        })
+        .transpose()?;
+    let r = parse_quorum("r", query_param(&q, "r"))?;
+    let page = service
+        .scan_items(
+            &ctx,
+            ScanItems {
+                table,
+                after,
+                limit,
+                r,
+            },
+        )
+        .await?;
+    let items: Vec<serde_json::Value> = page
+        .items
+        .iter()
+        .map(|i| {
+            json!({
+                "key": B64.encode(&i.key),
+                "values": i.values.iter().map(|v| B64.encode(v)).collect::<Vec<_>>(),
+                "context": i.context,
+            })
+        })
+        .collect();
+    Ok(
+        Json(json!({ "items": items, "next": page.next.map(|k| B64URL.encode(k)) }))
+            .into_response(),
+    )
 }
 
 async fn put_item(

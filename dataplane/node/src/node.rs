@@ -326,12 +326,27 @@ impl Node {
             hint_for: hint_for.map(ToString::to_string),
             conflict: mode_to_pb(mode),
         };
+        let started = std::time::Instant::now();
         let res = tokio::time::timeout(self.timeout, peer.client().replica_put(req)).await;
+        if hint_for.is_none() && matches!(res, Ok(Ok(_))) {
+            self.observe_rtt(to, "write", started);
+        }
         self.settle(
             to,
             res.map_err(|_| ReplicaFailure::Timeout)
                 .and_then(|r| r.map(|_| ()).map_err(|s| classify(&s))),
         )
+    }
+
+    /// Records the round trip of a replica write or read to `peer`.
+    fn observe_rtt(&self, peer: &NodeId, op: &'static str, started: std::time::Instant) {
+        self.metrics
+            .replica_rtt
+            .get_or_create(&crate::metrics::RttLabels {
+                peer: peer.to_string(),
+                op,
+            })
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Records an RPC outcome against a peer.
@@ -370,7 +385,11 @@ impl Node {
             key: key.to_vec(),
             conflict: mode_to_pb(mode),
         };
+        let started = std::time::Instant::now();
         let res = tokio::time::timeout(self.timeout, peer.client().replica_get(req)).await;
+        if matches!(res, Ok(Ok(_))) {
+            self.observe_rtt(from, "read", started);
+        }
         let res = res
             .map_err(|_| ReplicaFailure::Timeout)
             .and_then(|r| r.map_err(|s| classify(&s)));

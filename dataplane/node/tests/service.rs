@@ -861,3 +861,169 @@ async fn metrics_can_require_the_admin_credential() {
         stop(n).await;
     }
 }
+
+/// The native scan pages through a table's live items exactly once, in
+/// ring order, over three nodes; an admin acts in a tenant through
+/// `X-Dyno-Tenant`, a key only in its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_scan_pages_and_the_tenant_header() {
+    let nodes = cluster(&["a", "b", "c"]).await;
+    let url = nodes[0].url.clone();
+    let http = admin();
+    let (s, b) = json(
+        http.put(format!("{url}/admin/v1/tenants/acme/tables/orders"))
+            .json(&serde_json::json!({"n": 3, "r": 2, "w": 2}))
+            .send()
+            .await
+            .expect("create"),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let as_acme = |req: reqwest::RequestBuilder| req.header("x-dyno-tenant", "acme");
+    // Every node learns the table before the writes start.
+    for n in &nodes {
+        let u = n.url.clone();
+        eventually(10, "the table on every node", || {
+            let (http, u) = (http.clone(), u.clone());
+            async move {
+                let r = as_acme(http.get(format!("{u}/v1/tables/orders/items")))
+                    .send()
+                    .await
+                    .ok()?;
+                (r.status().as_u16() == 200).then_some(())
+            }
+        })
+        .await;
+    }
+    for i in 0..30 {
+        let r = as_acme(http.put(format!(
+            "{}/v1/tables/orders/items/k{i:02}",
+            nodes[i % 3].url
+        )))
+        .body(format!("v{i}"))
+        .send()
+        .await
+        .expect("put");
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    // A delete with the value's context supersedes it.
+    let (_, got) = json(
+        as_acme(http.get(format!("{url}/v1/tables/orders/items/k07")))
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    let r = as_acme(http.delete(format!("{url}/v1/tables/orders/items/k07")))
+        .header("x-dyno-context", got["context"].as_str().expect("context"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 200);
+    // Without the header the admin acts in `default`, where no such table is.
+    let r = http
+        .get(format!("{url}/v1/tables/orders/items"))
+        .send()
+        .await
+        .expect("scan");
+    assert_eq!(r.status().as_u16(), 404);
+
+    // Pages of 7 from any node: every live key once, the deleted one not.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut u = format!("{}/v1/tables/orders/items?limit=7", nodes[pages % 3].url);
+        if let Some(a) = &after {
+            u.push_str(&format!("&after={a}"));
+        }
+        let (s, page) = json(as_acme(http.get(u)).send().await.expect("scan")).await;
+        assert_eq!(s, 200, "{page}");
+        pages += 1;
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= 7);
+        for it in items {
+            let key = b64.decode(it["key"].as_str().expect("key")).expect("b64");
+            let key = String::from_utf8(key).expect("utf8");
+            let values = it["values"].as_array().expect("values");
+            let v = b64.decode(values[0].as_str().expect("value")).expect("b64");
+            assert_eq!(
+                String::from_utf8(v).expect("utf8"),
+                format!("v{}", key[1..].parse::<u32>().expect("n"))
+            );
+            assert!(it["context"].is_string());
+            seen.push(key);
+        }
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+        assert!(pages < 20, "the scan must end");
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "no key twice: {seen:?}");
+    let want: Vec<String> = (0..30)
+        .filter(|i| *i != 7)
+        .map(|i| format!("k{i:02}"))
+        .collect();
+    assert_eq!(sorted, want);
+    assert!(pages >= 5, "29 items in pages of 7");
+
+    // Bad pages are refused with a clear error.
+    for q in ["limit=0", "limit=1001", "limit=x", "after=%%%"] {
+        let (s, b) = json(
+            as_acme(http.get(format!("{url}/v1/tables/orders/items?{q}")))
+                .send()
+                .await
+                .expect("scan"),
+        )
+        .await;
+        assert_eq!(s, 400, "{q}: {b}");
+    }
+
+    // A key reads its own tenant's table with or without the header, and
+    // may not name another tenant.
+    let id = key_id(41);
+    push(
+        &url,
+        serde_json::json!([key_record(
+            &id,
+            "acme",
+            serde_json::json!([{"table": "orders", "access": "read"}]),
+            false,
+            1
+        )]),
+    )
+    .await;
+    let key = client(Some(&key_token(&id)));
+    let r = key
+        .get(format!("{url}/v1/tables/orders/items?limit=1"))
+        .send()
+        .await
+        .expect("scan");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = key
+        .get(format!("{url}/v1/tables/orders/items/k01"))
+        .header("x-dyno-tenant", "acme")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 200);
+    let (s, b) = json(
+        key.get(format!("{url}/v1/tables/orders/items/k01"))
+            .header("x-dyno-tenant", "beta")
+            .send()
+            .await
+            .expect("get"),
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(b["error"]["code"], "Forbidden");
+    for n in nodes {
+        stop(n).await;
+    }
+}

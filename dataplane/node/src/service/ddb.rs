@@ -27,7 +27,7 @@ use bytes::Bytes;
 use dyno_core::Object;
 use dyno_core::ddbnum::Number;
 use dyno_core::hash::key_position;
-use dyno_core::keys::{decode_item_key, encode_item_key, position_range, successor};
+use dyno_core::keys::{decode_item_key, encode_item_key, successor};
 use dyno_ddb::error::{DdbError, ErrorKind};
 use dyno_ddb::item::{self, Item};
 use dyno_ddb::schema::{KeyType, TableSchema, key_part};
@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::items::Op;
+use super::scan::{PartitionScan, ROUND_ENTRIES, RangeSink};
 use super::{RequestCtx, Service};
 use crate::catalog::{Access, Catalog, TableEntry};
 use crate::error::{ErrorCode, ServiceError};
@@ -47,8 +48,6 @@ use crate::rmw::{RmwDecision, RmwHandler};
 
 /// The most data one Query or Scan page reads (DynamoDB's 1 MB).
 pub const MAX_PAGE_BYTES: usize = 1 << 20;
-/// The most entries one replica scans per round trip.
-const ROUND_ENTRIES: usize = 1000;
 
 /// Why a DynamoDB operation failed: the engine's error, or the data
 /// model's (validation, a failed condition).
@@ -264,6 +263,18 @@ struct Reader<'a> {
     page: ItemPage,
 }
 
+impl RangeSink for Reader<'_> {
+    type Error = DdbFailure;
+
+    fn room(&self) -> usize {
+        self.limit - self.page.items.len()
+    }
+
+    fn take(&mut self, storage: &str, items: Vec<(Vec<u8>, Object)>) -> DdbOutcome<bool> {
+        self.take_items(storage, items)
+    }
+}
+
 impl<'a> Reader<'a> {
     fn new(schema: &'a TableSchema, spec: &PageSpec) -> Reader<'a> {
         Reader {
@@ -276,7 +287,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Takes a merged page of a range; true when the page is full.
-    fn take(&mut self, storage: &str, items: Vec<(Vec<u8>, Object)>) -> DdbOutcome<bool> {
+    fn take_items(&mut self, storage: &str, items: Vec<(Vec<u8>, Object)>) -> DdbOutcome<bool> {
         for (ik, obj) in items {
             let Some(it) = live_item(self.schema, Some(&obj), &self.now)? else {
                 continue;
@@ -452,34 +463,6 @@ impl Service {
         }
     }
 
-    /// Reads `rr` page by page into `reader` until the range ends (false)
-    /// or the reader's page is full (true).
-    async fn read_range(
-        &self,
-        ctx: &RequestCtx,
-        cfg: crate::catalog::TableConfig,
-        reader: &mut Reader<'_>,
-        mut rr: RangeRead,
-    ) -> DdbOutcome<bool> {
-        loop {
-            ctx.check_deadline()?;
-            rr.limit = (reader.limit - reader.page.items.len()).clamp(1, ROUND_ENTRIES);
-            let page = self
-                .inner
-                .node
-                .range_read(cfg, rr.clone(), ctx.deadline)
-                .await?;
-            if reader.take(&rr.table, page.items)? {
-                return Ok(true);
-            }
-            match page.resume {
-                None => return Ok(false),
-                Some(k) if rr.reverse => rr.end = Some(k),
-                Some(k) => rr.start = successor(&k),
-            }
-        }
-    }
-
     /// Query: one page of a partition key's items, in sort-key order.
     pub async fn ddb_query(
         &self,
@@ -633,26 +616,15 @@ impl Service {
             resume_at = Some(successor(&encode_item_key(storage, &k)));
         }
         self.admit(entry)?;
-        let cfg = entry.config;
-        let trees = &self.inner.node.replica().trees;
         let mut reader = Reader::new(schema, &spec);
-        while partition < end_p {
-            let (first, last) = trees.partition_range(partition as u32);
-            let (start, end) = position_range(first, last);
-            let rr = RangeRead {
-                table: storage.to_owned(),
-                position: first,
-                start: resume_at.take().unwrap_or(start),
-                end,
-                limit: ROUND_ENTRIES,
-                reverse: false,
-                r: read_quorum(cfg, spec.consistent),
-            };
-            if self.read_range(ctx, cfg, &mut reader, rr).await? {
-                break;
-            }
-            partition += 1;
-        }
+        let scan = PartitionScan {
+            storage,
+            partitions: partition..end_p,
+            resume_at,
+            r: read_quorum(entry.config, spec.consistent),
+        };
+        self.scan_partitions(ctx, entry.config, scan, &mut reader)
+            .await?;
         Ok(reader.page)
     }
 }

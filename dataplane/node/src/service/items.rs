@@ -138,7 +138,7 @@ pub(super) fn check_key(key: &[u8]) -> Result<(), ServiceError> {
 
 /// DynamoDB tables hold DynamoDB items under composite keys: the native
 /// API neither reads nor writes them.
-fn native_only(entry: &TableEntry) -> Result<(), ServiceError> {
+pub(super) fn native_only(entry: &TableEntry) -> Result<(), ServiceError> {
     if entry.dynamo.is_some() {
         return Err(ServiceError::new(
             ErrorCode::InvalidRequest,
@@ -172,7 +172,12 @@ pub fn parse_quorum(name: &str, raw: Option<&str>) -> Result<Option<u32>, Servic
         .transpose()
 }
 
-fn quorum(name: &str, value: Option<u32>, n: u32, default: u32) -> Result<usize, ServiceError> {
+pub(super) fn quorum(
+    name: &str,
+    value: Option<u32>,
+    n: u32,
+    default: u32,
+) -> Result<usize, ServiceError> {
     match value {
         None => Ok(default as usize),
         Some(x) if (1..=n).contains(&x) => Ok(x as usize),

@@ -19,6 +19,7 @@
 mod admin;
 mod ddb;
 mod items;
+mod scan;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,7 @@ pub(crate) use items::put_request;
 pub use items::{Condition, GetItem, ItemRead, ItemWritten, Op, WriteItem, parse_quorum};
 
 pub use items::{MAX_KEY_BYTES, MAX_VALUE_BYTES, UNKNOWN_TABLE_LABEL};
+pub use scan::{ItemScan, MAX_SCAN_LIMIT, MAX_SCAN_PAGE_BYTES, ScanItems, ScannedItem};
 
 /// What every service call carries: who asks, for which tenant, and until
 /// when the answer is useful.
@@ -227,6 +229,24 @@ impl Service {
             ctx.tenant = t.to_owned();
         }
         Ok(ctx)
+    }
+
+    /// Moves an admin request into `tenant` (the `X-Dyno-Tenant` header of
+    /// the items API: the control plane's console browses a tenant's items
+    /// with the admin credential). An API key always acts in its own tenant:
+    /// naming another is `Forbidden`.
+    pub fn act_in_tenant(&self, ctx: &mut RequestCtx, tenant: &str) -> Result<(), ServiceError> {
+        match &ctx.principal {
+            Principal::Admin | Principal::Anonymous => {
+                validate_tenant_name(tenant)?;
+                ctx.tenant = tenant.to_owned();
+                Ok(())
+            }
+            Principal::Key(k) if k.tenant == tenant => Ok(()),
+            _ => Err(ServiceError::forbidden(
+                "act in another tenant (a key acts in its own tenant only)",
+            )),
+        }
     }
 
     /// The control plane's URL and a client for it, if one is configured.
