@@ -50,6 +50,7 @@ pub mod membership;
 pub mod merkle;
 pub mod names;
 pub mod object;
+pub mod pbs;
 pub mod phi;
 pub mod planner;
 pub mod quorum;
