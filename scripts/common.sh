@@ -66,6 +66,11 @@ ensure_aws_tools() {
     command -v aws >/dev/null || { say "installing the AWS CLI"; "${pip[@]}" awscli; }
 }
 
+# The console's end-to-end test drives a headless Chromium over WebDriver.
+ensure_browser() {
+    apt_install chromium chromium-driver
+}
+
 # The control plane's SQL is checked at compile time against the query data
 # committed in controlplane/.sqlx, so builds need no database.
 export SQLX_OFFLINE=true

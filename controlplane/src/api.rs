@@ -69,7 +69,7 @@ pub struct Login {
 }
 
 /// A session.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Session {
     /// The bearer token.
     pub token: String,
@@ -129,7 +129,7 @@ pub async fn login(
 }
 
 /// The signed-in user.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct User {
     /// Id.
     pub id: i64,
@@ -164,10 +164,34 @@ pub async fn me(
     }))
 }
 
+/// Where applications reach the data plane.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Endpoint {
+    /// The data plane's address (items API, DynamoDB API), if known.
+    pub url: Option<String>,
+}
+
+/// The data plane's public address (`--public-data-url`, else the first
+/// registered cluster's first node).
+#[utoipa::path(get, path = "/api/v1/endpoint", tag = "auth", responses((status = 200, body = Endpoint)))]
+pub async fn endpoint(State(state): State<AppState>) -> ApiResult<Json<Endpoint>> {
+    if let Some(u) = state.public_data_url() {
+        return Ok(Json(Endpoint {
+            url: Some(u.to_owned()),
+        }));
+    }
+    let url =
+        sqlx::query_scalar!("SELECT admin_urls[1] AS url FROM clusters ORDER BY name LIMIT 1")
+            .fetch_optional(state.db())
+            .await?
+            .flatten();
+    Ok(Json(Endpoint { url }))
+}
+
 // ------------------------------------------------------------- tenants
 
 /// A tenant.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Tenant {
     /// Its name.
     pub name: String,
@@ -426,7 +450,7 @@ pub async fn create_user(
 // -------------------------------------------------------------- tables
 
 /// A table.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Table {
     /// Its name.
     pub name: String,
@@ -908,7 +932,7 @@ pub struct CreateKey {
 }
 
 /// A key, without its secret.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Key {
     /// The key id (also its AWS access key id).
     pub id: String,
@@ -928,7 +952,7 @@ pub struct Key {
 }
 
 /// A new key: the only time its secret is shown.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct NewKey {
     /// The key id.
     pub id: String,
@@ -1094,7 +1118,7 @@ pub async fn revoke_key(
 // --------------------------------------------------------- audit, clusters
 
 /// One audit event.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Event {
     /// Its id.
     pub id: i64,
@@ -1151,7 +1175,7 @@ pub async fn audit(
 }
 
 /// A cluster's health, as the reconciler last saw it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Cluster {
     /// Its name.
     pub name: String,

@@ -112,6 +112,19 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
+fn csrf_mac(key: &[u8], session: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(b"dyno-console-csrf\0");
+    mac.update(session.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A key's id: the first 8 bytes of its SHA-256, in hex.
 fn kid(key: &[u8]) -> String {
     sha2::Sha256::digest(key)
@@ -146,6 +159,27 @@ impl Sessions {
             jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&self.current.1))
                 .map_err(ApiError::internal)?;
         Ok((token, exp))
+    }
+
+    /// The anti-forgery token of the console's forms for a session: an
+    /// HMAC of the session token under the signing key (domain-separated),
+    /// so every replica can check it and it dies with the session.
+    pub fn csrf_token(&self, session: &str) -> String {
+        csrf_mac(&self.current.1, session)
+    }
+
+    /// Whether `token` is the anti-forgery token of `session` (under the
+    /// current or the previous key).
+    pub fn check_csrf(&self, session: &str, token: &str) -> bool {
+        [Some(&self.current), self.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|(_, key)| {
+                dyno_core::apikey::constant_time_eq(
+                    csrf_mac(key, session).as_bytes(),
+                    token.as_bytes(),
+                )
+            })
     }
 
     /// The user id a token was issued to, if it is valid and unexpired.
@@ -203,5 +237,21 @@ mod tests {
         tampered.insert(tampered.len() / 2, 'x');
         assert_eq!(rotated.verify(&tampered), None);
         assert_eq!(rotated.verify("not.a.jwt"), None);
+    }
+
+    #[test]
+    fn csrf_tokens_bind_to_the_session_and_key() {
+        let old = Sessions::new(b"old-key-0123456789".to_vec(), None, 60);
+        let rotated = Sessions::new(
+            b"new-key-0123456789".to_vec(),
+            Some(b"old-key-0123456789".to_vec()),
+            60,
+        );
+        let t = old.csrf_token("session-a");
+        assert!(old.check_csrf("session-a", &t));
+        assert!(!old.check_csrf("session-b", &t), "bound to its session");
+        assert!(rotated.check_csrf("session-a", &t), "previous key accepted");
+        assert!(!Sessions::new(b"x-key-0123456789".to_vec(), None, 60).check_csrf("session-a", &t));
+        assert!(!old.check_csrf("session-a", ""));
     }
 }

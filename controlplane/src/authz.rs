@@ -103,6 +103,7 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("POST", "/api/v1/auth/login", Rule::Open),
     ("GET", "/api/v1/openapi.json", Rule::Open),
     ("GET", "/api/v1/me", Rule::SignedIn),
+    ("GET", "/api/v1/endpoint", Rule::SignedIn),
     ("GET", "/api/v1/tenants", Rule::PlatformAdmin),
     ("POST", "/api/v1/tenants", Rule::PlatformAdmin),
     ("GET", "/api/v1/tenants/{tenant}", Rule::PlatformAdmin),
@@ -114,12 +115,32 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("GET", "/api/v1/tables/{table}", Rule::TenantData),
     ("PATCH", "/api/v1/tables/{table}", Rule::TenantData),
     ("DELETE", "/api/v1/tables/{table}", Rule::TenantData),
+    ("GET", "/api/v1/tables/{table}/latency", Rule::TenantData),
+    ("GET", "/api/v1/tables/{table}/staleness", Rule::TenantData),
+    ("GET", "/api/v1/tables/{table}/items", Rule::TenantData),
+    (
+        "GET",
+        "/api/v1/tables/{table}/items/{key}",
+        Rule::TenantData,
+    ),
+    (
+        "PUT",
+        "/api/v1/tables/{table}/items/{key}",
+        Rule::TenantData,
+    ),
+    (
+        "DELETE",
+        "/api/v1/tables/{table}/items/{key}",
+        Rule::TenantData,
+    ),
     ("GET", "/api/v1/keys", Rule::TenantData),
     ("POST", "/api/v1/keys", Rule::TenantData),
     ("GET", "/api/v1/keys/{id}", Rule::TenantData),
     ("DELETE", "/api/v1/keys/{id}", Rule::TenantData),
     ("GET", "/api/v1/audit", Rule::SignedIn),
     ("GET", "/api/v1/clusters", Rule::PlatformAdmin),
+    ("GET", "/api/v1/clusters/{cluster}", Rule::PlatformAdmin),
+    ("GET", "/api/v1/status", Rule::TenantData),
 ];
 
 /// The rule of a route, if it has one.

@@ -33,6 +33,15 @@ pub struct ControlPlaneConfig {
     /// Milliseconds between reconciliation passes.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub reconcile_interval_ms: u64,
+    /// Seconds between readings of the nodes' latency histograms (the
+    /// console's charts keep an hour of them).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub metrics_interval_secs: u64,
+    /// The data plane's public address, shown to users in snippets
+    /// (`GET /api/v1/endpoint`); default: the first admin URL of the first
+    /// cluster (right for a local cluster, not behind a load balancer).
+    #[arg(long, env = "DYNO_PUBLIC_DATA_URL")]
+    pub public_data_url: Option<String>,
     /// Registers (or updates) a data-plane cluster at start:
     /// `NAME=ADMIN_URL[,ADMIN_URL…]`.
     #[arg(long, requires = "bootstrap_cluster_token_file")]

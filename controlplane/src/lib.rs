@@ -8,17 +8,24 @@
 //! with the catalog it was last given.
 //!
 //! Modules, in layers: `error`, `secrets`, `config` → `auth` → `authz`
-//! (the policy) → `api` (handlers) → `reconcile` → this file (state,
-//! router, start-up).
+//! (the policy) → `dataplane` (calls to clusters) → `api` and `items`
+//! (handlers) → `reconcile` → this file (state, router, start-up). The
+//! web console (crate `dyno-console`) is mounted beside the API by
+//! [`run`] and calls the API in-process.
 
 pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod config;
+pub mod dataplane;
 pub mod error;
+pub mod health;
+pub mod items;
+pub mod latency;
 pub mod localpg;
 pub mod reconcile;
 pub mod secrets;
+pub mod staleness;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +61,10 @@ struct Inner {
     master: KeyMaster,
     login_failures_per_minute: u32,
     wake: Notify,
+    http: reqwest::Client,
+    public_data_url: Option<String>,
+    latency: latency::Latency,
+    metrics_interval: Duration,
 }
 
 impl AppState {
@@ -71,6 +82,10 @@ impl AppState {
                 master,
                 login_failures_per_minute,
                 wake: Notify::new(),
+                http: reqwest::Client::new(),
+                public_data_url: None,
+                latency: latency::Latency::default(),
+                metrics_interval: Duration::from_secs(5),
             }),
         }
     }
@@ -88,6 +103,42 @@ impl AppState {
     /// The key master.
     pub fn master(&self) -> &KeyMaster {
         &self.inner.master
+    }
+
+    /// Sets the data plane's public address (`--public-data-url`).
+    pub fn with_public_data_url(mut self, url: Option<String>) -> AppState {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.public_data_url = url.map(|u| u.trim_end_matches('/').to_owned());
+        }
+        self
+    }
+
+    /// Sets the time between latency readings (`--metrics-interval-secs`).
+    pub fn with_metrics_interval(mut self, interval: Duration) -> AppState {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.metrics_interval = interval;
+        }
+        self
+    }
+
+    /// The time between latency readings.
+    pub fn metrics_interval(&self) -> Duration {
+        self.inner.metrics_interval
+    }
+
+    /// The collected latency figures.
+    pub fn latency(&self) -> &latency::Latency {
+        &self.inner.latency
+    }
+
+    /// The data plane's public address, when configured.
+    pub fn public_data_url(&self) -> Option<&str> {
+        self.inner.public_data_url.as_deref()
+    }
+
+    /// The client for calls to data-plane clusters.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
     }
 
     /// Tells this replica's reconciler to run a pass now (others poll).
@@ -241,25 +292,47 @@ impl AppState {
     info(title = "Dyno control plane", description = "Tenants, users, tables and API keys of a Dyno deployment."),
     tags(
         (name = "auth"), (name = "tenants"), (name = "users"), (name = "tables"),
-        (name = "keys"), (name = "audit"), (name = "clusters")
+        (name = "items"), (name = "keys"), (name = "audit"), (name = "clusters")
     )
 )]
 struct ApiDoc;
 
-/// The router and its OpenAPI document, built from the same route list.
-pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+/// The API's answer to a path it does not serve.
+pub fn api_not_found() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "NotFound",
+        "no such endpoint; see /api/v1/openapi.json",
+    )
+}
+
+/// The API's routes (every one behind the policy middleware) and their
+/// OpenAPI document, built from the same route list. No fallback: the
+/// process mounts the console beside it (see [`run`]).
+pub fn api_router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::login))
         .routes(routes!(api::me))
+        .routes(routes!(api::endpoint))
         .routes(routes!(api::list_tenants, api::create_tenant))
         .routes(routes!(api::get_tenant, api::patch_tenant))
         .routes(routes!(api::list_users, api::create_user))
         .routes(routes!(api::list_tables, api::create_table))
         .routes(routes!(api::get_table, api::patch_table, api::delete_table))
+        .routes(routes!(latency::table_latency))
+        .routes(routes!(staleness::table_staleness))
+        .routes(routes!(items::scan_items))
+        .routes(routes!(
+            items::get_item,
+            items::put_item,
+            items::delete_item
+        ))
         .routes(routes!(api::list_keys, api::create_key))
         .routes(routes!(api::get_key, api::revoke_key))
         .routes(routes!(api::audit))
         .routes(routes!(api::clusters))
+        .routes(routes!(health::cluster))
+        .routes(routes!(health::status))
         .split_for_parts();
     let doc_json = doc.clone();
     let router = router
@@ -274,16 +347,19 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             state.clone(),
             authz::authorize,
         ))
-        .fallback(|| async {
-            ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "NotFound",
-                "no such endpoint; see /api/v1/openapi.json",
-            )
-        })
         .with_state(state);
     (router, doc)
 }
+
+/// The API alone, with its JSON 404 for unknown paths, and its document.
+pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, doc) = api_router(state);
+    (router.fallback(|| async { api_not_found() }), doc)
+}
+
+/// What the process serves beside the API: the console's routes, given the
+/// state (their fallback answers every unknown path, `/api/…` included).
+pub type Ui = fn(AppState) -> Router;
 
 /// Connects to Postgres, retrying until it answers (the process stays up
 /// while the database is down).
@@ -363,11 +439,13 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Runs the control plane on `listener` until `shutdown` completes.
+/// Runs the control plane on `listener` until `shutdown` completes: the
+/// API at `/api/v1`, and `ui` (the console) at every other path.
 pub async fn run(
     config: ControlPlaneConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    ui: Option<Ui>,
 ) -> anyhow::Result<()> {
     let master = KeyMaster::load(&config.key_master_file)?;
     let current = secrets::read_or_create_secret("session signing key", &config.jwt_key_file)?;
@@ -392,7 +470,9 @@ pub async fn run(
             Err(e) => return Err(e.into()),
         }
     }
-    let state = AppState::new(db, sessions, master, config.login_failures_per_minute);
+    let state = AppState::new(db, sessions, master, config.login_failures_per_minute)
+        .with_public_data_url(config.public_data_url.clone())
+        .with_metrics_interval(Duration::from_secs(config.metrics_interval_secs));
     bootstrap(&config, &state).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Aborted if this future is dropped, so that a replica that dies
@@ -402,7 +482,11 @@ pub async fn run(
         Duration::from_millis(config.reconcile_interval_ms),
         stop_rx.clone(),
     )));
-    let (router, _) = router_and_doc(state);
+    let mut collector = AbortOnDrop(tokio::spawn(latency::run(state.clone(), stop_rx.clone())));
+    let router = match ui {
+        Some(ui) => api_router(state.clone()).0.merge(ui(state)),
+        None => router_and_doc(state).0,
+    };
     tracing::info!(addr = %listener.local_addr()?, "dyno control plane started");
     let mut http_stop = stop_rx;
     tokio::spawn(async move {
@@ -415,6 +499,7 @@ pub async fn run(
         })
         .await?;
     (&mut reconciler.0).await.ok();
+    (&mut collector.0).await.ok();
     tracing::info!("dyno control plane stopped");
     Ok(())
 }

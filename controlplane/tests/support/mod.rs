@@ -157,6 +157,15 @@ impl Env {
     /// A control-plane replica with `extra` flags; returns once it answers
     /// and its reconciler (or another replica's) has reached the cluster.
     pub async fn control_plane(&self, extra: &[&str]) -> Running {
+        self.control_plane_with(extra, None).await
+    }
+
+    /// A control-plane replica serving `ui` (the console) beside the API.
+    pub async fn control_plane_with(
+        &self,
+        extra: &[&str],
+        ui: Option<dyno_controlplane::Ui>,
+    ) -> Running {
         std::fs::write(self.path("admin-password"), ADMIN_PASSWORD).expect("password");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -185,9 +194,14 @@ impl Env {
         let config = CpCli::try_parse_from(argv).expect("cp config").cp;
         let (tx, rx) = oneshot::channel::<()>();
         let done = tokio::spawn(async move {
-            if let Err(e) = dyno_controlplane::run(config, listener, async move {
-                rx.await.ok();
-            })
+            if let Err(e) = dyno_controlplane::run(
+                config,
+                listener,
+                async move {
+                    rx.await.ok();
+                },
+                ui,
+            )
             .await
             {
                 eprintln!("control plane stopped with {e:#}");

@@ -599,6 +599,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if !demo_token_file.exists() {
         write_private(&demo_token_file, &format!("{}\n", demo.token))?;
     }
+    let demo_password_file = dir.join("secrets").join("demo-password");
+    if !demo_password_file.exists() {
+        write_private(&demo_password_file, &format!("{}\n", demo.password))?;
+    }
     let aws_file = dir.join("secrets").join("aws-credentials");
     if !aws_file.exists() {
         write_aws_credentials(&aws_file, &demo.token)?;
@@ -618,14 +622,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "control plane: {cp_url}  (log {})",
         dir.join("controlplane.log").display()
     );
+    println!("web console: {cp_url}/");
     println!(
         "  platform admin: {} / password in {}",
         crate::devcp::ADMIN_EMAIL,
         dir.join("secrets/admin-password").display()
     );
     println!(
-        "  tenant demo: user {} (password in cluster.json), table demo, API key {} (scope *: manage)",
-        demo.email, demo.key_id
+        "  tenant demo: user {} / password in {}, table demo, API key {} (scope *: manage)",
+        demo.email,
+        demo_password_file.display(),
+        demo.key_id
     );
     if let Some(first) = nodes.first() {
         let auth = format!(

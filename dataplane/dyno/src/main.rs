@@ -109,7 +109,8 @@ fn main() -> anyhow::Result<()> {
             init_logging();
             runtime()?.block_on(async {
                 let listener = tokio::net::TcpListener::bind(config.listen).await?;
-                dyno_controlplane::run(config, listener, stop_signal()).await
+                dyno_controlplane::run(config, listener, stop_signal(), Some(dyno_console::router))
+                    .await
             })
         }
         Command::Dev(args) => runtime()?.block_on(dev::run(args)),

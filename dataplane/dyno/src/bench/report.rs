@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use dyno_console::chart::LineChart;
+
 use super::{OpStats, PhaseResult};
 
 /// Live counters read by the progress bar.
@@ -249,164 +251,69 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-const W: f64 = 720.0;
-const H: f64 = 420.0;
-const L: f64 = 70.0;
-const R: f64 = 150.0;
-const T: f64 = 40.0;
-const B: f64 = 50.0;
-const COLOURS: [&str; 5] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// The x position of quantile `q` on a "nines" scale: 90% is 1, 99% is
+/// 2, 99.9% is 3, ….
+fn nines(q: f64) -> f64 {
+    -(1.0 - q).max(1e-9).log10()
 }
 
-fn frame(title: &str, x_label: &str, y_label: &str) -> String {
-    format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>
-<line x1="{L}" y1="{}" x2="{}" y2="{}" stroke="black"/>
-<line x1="{L}" y1="{T}" x2="{L}" y2="{}" stroke="black"/>
-<text x="{}" y="{}" text-anchor="middle">{}</text>
-<text x="16" y="{}" text-anchor="middle" transform="rotate(-90 16 {})">{}</text>
-"##,
-        W / 2.0,
-        escape(title),
-        H - B,
-        W - R,
-        H - B,
-        H - B,
-        (L + W - R) / 2.0,
-        H - 12.0,
-        escape(x_label),
-        (T + H - B) / 2.0,
-        (T + H - B) / 2.0,
-        escape(y_label)
-    )
-}
-
-fn nice_max(v: f64) -> f64 {
-    if v <= 0.0 {
-        return 1.0;
-    }
-    let mag = 10f64.powf(v.log10().floor());
-    for m in [1.0, 2.0, 5.0, 10.0] {
-        if v <= m * mag {
-            return m * mag;
+fn nines_tick(v: f64) -> String {
+    match v.round() as i64 {
+        0 => "0".to_owned(),
+        n => {
+            let p = 100.0 - 100.0 * 10f64.powi(-n as i32);
+            let s = format!("{p:.5}");
+            s.trim_end_matches('0').trim_end_matches('.').to_owned()
         }
-    }
-    10.0 * mag
-}
-
-fn y_axis(out: &mut String, y_max: f64) {
-    for i in 0..=5 {
-        let v = y_max * i as f64 / 5.0;
-        let y = H - B - (H - B - T) * i as f64 / 5.0;
-        let _ = writeln!(
-            out,
-            r##"<line x1="{}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{v:.2}</text>"##,
-            L,
-            W - R,
-            L - 6.0,
-            y + 4.0
-        );
     }
 }
 
 /// Latency against percentile, x on a "nines" scale (90, 99, 99.9, …).
 pub fn latency_svg(run: &PhaseResult, title: &str) -> String {
-    let mut out = frame(title, "percentile", "latency (ms)");
-    let max_nines = 5.0;
-    let y_max = nice_max(
-        run.ops
-            .values()
-            .map(|s| ms(s.hist.max()))
-            .fold(0.0, f64::max),
-    );
-    y_axis(&mut out, y_max);
-    for (i, label) in ["0", "90", "99", "99.9", "99.99", "99.999"]
-        .iter()
-        .enumerate()
-    {
-        let x = L + (W - L - R) * i as f64 / max_nines;
-        let _ = writeln!(
-            out,
-            r##"<text x="{x}" y="{}" text-anchor="middle">{label}</text>"##,
-            H - B + 16.0
-        );
-    }
-    for (k, (op, s)) in run.ops.iter().enumerate() {
+    let mut chart = LineChart::new(title, "percentile (%)", "latency (ms)");
+    chart.x_ticks = nines_tick;
+    chart.x_range = Some((0.0, 5.0));
+    for (op, s) in &run.ops {
         if s.hist.is_empty() {
             continue;
         }
-        let colour = COLOURS[k % COLOURS.len()];
-        let mut points = String::new();
-        for step in 0..=100 {
-            let nines = max_nines * step as f64 / 100.0;
-            let q = 1.0 - 10f64.powf(-nines);
-            let v = ms(s.hist.value_at_quantile(q.min(1.0)));
-            let x = L + (W - L - R) * nines / max_nines;
-            let y = H - B - (H - B - T) * (v / y_max).min(1.0);
-            let _ = write!(points, "{x:.1},{y:.1} ");
-        }
-        let _ = writeln!(
-            out,
-            r##"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>"##
-        );
-        let ly = T + 20.0 * k as f64;
-        let _ = writeln!(
-            out,
-            r##"<rect x="{}" y="{}" width="12" height="12" fill="{colour}"/><text x="{}" y="{}">{} (p99 {:.2} ms)</text>"##,
-            W - R + 10.0,
-            ly,
-            W - R + 28.0,
-            ly + 10.0,
+        let points = (0..=100)
+            .map(|step| {
+                let q = 1.0 - 10f64.powf(-5.0 * f64::from(step) / 100.0);
+                (nines(q), ms(s.hist.value_at_quantile(q.min(1.0))))
+            })
+            .collect();
+        let name = format!(
+            "{} (p99 {:.2} ms)",
             op.name(),
             ms(s.hist.value_at_quantile(0.99))
         );
+        chart = chart.series(name, points);
     }
-    out.push_str("</svg>\n");
-    out
+    chart.svg()
 }
 
 /// Achieved throughput against p99, one point per open-loop rate.
 pub fn sweep_svg(runs: &[PhaseResult], title: &str) -> String {
-    let mut out = frame(title, "achieved throughput (ops/s)", "p99 latency (ms)");
-    let pts: Vec<(f64, f64)> = runs
+    let points = runs
         .iter()
         .map(|r| (r.throughput(), ms(r.overall().hist.value_at_quantile(0.99))))
         .collect();
-    let x_max = nice_max(pts.iter().map(|p| p.0).fold(0.0, f64::max));
-    let y_max = nice_max(pts.iter().map(|p| p.1).fold(0.0, f64::max));
-    y_axis(&mut out, y_max);
-    for i in 0..=5 {
-        let v = x_max * i as f64 / 5.0;
-        let x = L + (W - L - R) * i as f64 / 5.0;
-        let _ = writeln!(
-            out,
-            r##"<text x="{x}" y="{}" text-anchor="middle">{v:.0}</text>"##,
-            H - B + 16.0
-        );
+    let mut chart = LineChart::new(title, "achieved throughput (ops/s)", "p99 latency (ms)")
+        .series("p99 at each offered rate", points);
+    chart.markers = true;
+    chart.svg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nines_ticks_read_as_percentiles() {
+        assert_eq!(nines_tick(0.0), "0");
+        assert_eq!(nines_tick(1.0), "90");
+        assert_eq!(nines_tick(3.0), "99.9");
+        assert!((nines(0.99) - 2.0).abs() < 1e-9);
     }
-    let mut points = String::new();
-    for (x, y) in &pts {
-        let px = L + (W - L - R) * x / x_max;
-        let py = H - B - (H - B - T) * (y / y_max).min(1.0);
-        let _ = write!(points, "{px:.1},{py:.1} ");
-        let _ = writeln!(
-            out,
-            r##"<circle cx="{px:.1}" cy="{py:.1}" r="4" fill="{}"/>"##,
-            COLOURS[0]
-        );
-    }
-    let _ = writeln!(
-        out,
-        r##"<polyline fill="none" stroke="{}" stroke-width="2" points="{points}"/>"##,
-        COLOURS[0]
-    );
-    out.push_str("</svg>\n");
-    out
 }

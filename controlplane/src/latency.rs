@@ -1,0 +1,539 @@
+//! Latency and request rates per table and operation, for the console's
+//! charts: every few seconds each control-plane replica reads every
+//! node's request histograms (`/metrics`, `dyno_request_duration_seconds`),
+//! takes the difference from the previous reading, sums the nodes, and
+//! keeps one sample per interval (rate, p50, p99, p99.9) for the last
+//! hour.
+//!
+//! **Kept in memory, not in Postgres.** The figures are derived and cheap
+//! to rebuild (an hour of them), written every few seconds per series, and
+//! worthless once stale: writing them to the database that holds the
+//! source of truth would add load to it for nothing. Every replica keeps
+//! its own ring buffer, so whichever replica serves a page has the figures
+//! (at the cost of one scrape per node per replica per interval); a
+//! replica that restarts shows "no data yet" for a few seconds.
+//!
+//! Quantiles are interpolated inside the histogram's buckets (a factor of
+//! √2 apart), so they are within about ±20% of the true value.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::authz::Caller;
+use crate::error::{ApiError, ApiResult};
+
+/// Samples kept per series (an hour at the default interval of 5 s).
+pub const KEEP: usize = 720;
+/// The request histogram the nodes export.
+const REQUESTS: &str = "dyno_request_duration_seconds";
+/// The replica round-trip histogram the nodes export.
+const RTT: &str = "dyno_replica_rtt_seconds";
+
+/// One interval of one table's operation.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Sample {
+    /// End of the interval.
+    pub at: DateTime<Utc>,
+    /// Requests per second over the interval (every outcome).
+    pub rate: f64,
+    /// Median latency, ms (none without requests).
+    pub p50_ms: Option<f64>,
+    /// 99th percentile, ms.
+    pub p99_ms: Option<f64>,
+    /// 99.9th percentile, ms.
+    pub p999_ms: Option<f64>,
+}
+
+/// Buckets of one histogram: upper bound (seconds; `inf` last) and
+/// cumulative count.
+pub type Buckets = Vec<(f64, u64)>;
+
+/// Series key: tenant, table, operation.
+type Key = (String, String, String);
+
+/// The bucket lines of histogram `metric` (`<metric>_bucket{…} v`): their
+/// labels, `le` parsed, and the count.
+fn bucket_lines<'a>(
+    text: &'a str,
+    metric: &'a str,
+) -> impl Iterator<Item = (Vec<(String, String)>, f64, u64)> + 'a {
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(metric)?.strip_prefix("_bucket{")?;
+        let (labels, value) = rest.rsplit_once('}')?;
+        let count = value.split_whitespace().next()?.parse::<f64>().ok()?;
+        let labels = parse_labels(labels);
+        let le = labels.iter().find(|(n, _)| n == "le")?.1.clone();
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse::<f64>().ok()?
+        };
+        Some((labels, le, count as u64))
+    })
+}
+
+/// Sums bucket lines into histograms per key (`key` picks the labels;
+/// lines it rejects are skipped).
+fn histograms<K: std::hash::Hash + Eq>(
+    lines: impl Iterator<Item = (Vec<(String, String)>, f64, u64)>,
+    key: impl Fn(&[(String, String)]) -> Option<K>,
+) -> HashMap<K, Buckets> {
+    let mut sums: HashMap<K, BTreeMap<u64, (f64, u64)>> = HashMap::new();
+    for (labels, le, count) in lines {
+        let Some(k) = key(&labels) else {
+            continue;
+        };
+        let slot = sums
+            .entry(k)
+            .or_default()
+            .entry(le.to_bits())
+            .or_insert((le, 0));
+        slot.1 += count;
+    }
+    sums.into_iter()
+        .map(|(k, b)| {
+            let mut v: Buckets = b.into_values().collect();
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (k, v)
+        })
+        .collect()
+}
+
+fn label(labels: &[(String, String)], name: &str) -> Option<String> {
+    labels
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+}
+
+/// Parses the nodes' request histograms out of a Prometheus text
+/// exposition: per (tenant, table, op), the buckets summed over outcomes.
+pub fn parse_exposition(text: &str) -> HashMap<Key, Buckets> {
+    histograms(bucket_lines(text, REQUESTS), |l| {
+        Some((label(l, "tenant")?, label(l, "table")?, label(l, "op")?))
+    })
+}
+
+/// The replica round trips a node measured: per (peer, `write`|`read`).
+pub fn parse_rtt(text: &str) -> HashMap<(String, String), Buckets> {
+    histograms(bucket_lines(text, RTT), |l| {
+        Some((label(l, "peer")?, label(l, "op")?))
+    })
+}
+
+/// `name="value"` pairs, with the exposition format's escapes.
+fn parse_labels(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if name.is_empty() || chars.next() != Some('"') {
+            return out;
+        }
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(x) => value.push(x),
+                    None => return out,
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        out.push((name.trim_start_matches(',').trim().to_owned(), value));
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+}
+
+/// Per-bucket differences `now - before` (a node that restarted counts
+/// from zero: its current counts are the difference).
+pub fn delta(before: &Buckets, now: &Buckets) -> Buckets {
+    let total = |b: &Buckets| b.last().map_or(0, |x| x.1);
+    if before.len() != now.len() || total(now) < total(before) {
+        return now.clone();
+    }
+    now.iter()
+        .zip(before)
+        .map(|((le, n), (_, b))| (*le, n.saturating_sub(*b)))
+        .collect()
+}
+
+/// Adds `b` into `into` (same bounds, or `into` empty).
+fn add(into: &mut Buckets, b: &Buckets) {
+    if into.is_empty() {
+        *into = b.clone();
+    } else if into.len() == b.len() {
+        for (x, y) in into.iter_mut().zip(b) {
+            x.1 += y.1;
+        }
+    }
+}
+
+/// The `q` quantile of cumulative buckets, in seconds, interpolated
+/// linearly inside the bucket it falls in (`None` when empty). A quantile
+/// in the overflow bucket reads as the last finite bound.
+pub fn quantile(b: &Buckets, q: f64) -> Option<f64> {
+    let total = b.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut prev = (0.0, 0u64);
+    for &(le, c) in b {
+        if c as f64 >= rank {
+            if le.is_infinite() {
+                return Some(prev.0);
+            }
+            let inside = (c - prev.1) as f64;
+            let frac = if inside > 0.0 {
+                (rank - prev.1 as f64) / inside
+            } else {
+                1.0
+            };
+            return Some(prev.0 + (le - prev.0) * frac.clamp(0.0, 1.0));
+        }
+        prev = (le, c);
+    }
+    Some(prev.0)
+}
+
+/// One node's figures, read once.
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    /// Its cluster.
+    pub cluster: String,
+    /// The node.
+    pub node: String,
+    /// Its request histograms (cumulative).
+    pub requests: HashMap<Key, Buckets>,
+    /// Its replica round trips per (peer, `write`|`read`) (cumulative).
+    pub rtt: HashMap<(String, String), Buckets>,
+}
+
+/// Round trips per cluster: node → (peer, op) → buckets.
+pub type ClusterRtt = HashMap<String, HashMap<(String, String), Buckets>>;
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Last reading per node and series.
+    last: HashMap<(String, Key), Buckets>,
+    /// Samples per series, oldest first.
+    series: HashMap<Key, VecDeque<Sample>>,
+    /// The latest round trips per cluster.
+    rtt: HashMap<String, ClusterRtt>,
+}
+
+/// The collected figures.
+#[derive(Debug, Default)]
+pub struct Latency {
+    inner: Mutex<Inner>,
+}
+
+impl Latency {
+    /// Takes one round of readings taken `elapsed` after the previous
+    /// round, at `at`.
+    pub fn record(&self, readings: Vec<Reading>, elapsed: Duration, at: DateTime<Utc>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut interval: HashMap<Key, Buckets> = HashMap::new();
+        for r in readings {
+            let node = format!("{}/{}", r.cluster, r.node);
+            inner
+                .rtt
+                .entry(r.cluster.clone())
+                .or_default()
+                .insert(r.node.clone(), r.rtt);
+            for (key, now) in r.requests {
+                let slot = (node.clone(), key.clone());
+                if let Some(before) = inner.last.get(&slot) {
+                    add(interval.entry(key).or_default(), &delta(before, &now));
+                }
+                inner.last.insert(slot, now);
+            }
+        }
+        let secs = elapsed.as_secs_f64().max(0.001);
+        // Series seen before get a sample every round (zero when idle), so
+        // that the charts show quiet periods as quiet.
+        let keys: Vec<Key> = inner
+            .series
+            .keys()
+            .cloned()
+            .chain(interval.keys().cloned())
+            .collect();
+        for key in keys {
+            let b = interval.get(&key).cloned().unwrap_or_default();
+            let count = b.last().map_or(0, |x| x.1);
+            let ms = |q| quantile(&b, q).map(|s| s * 1000.0);
+            let sample = Sample {
+                at,
+                rate: count as f64 / secs,
+                p50_ms: ms(0.5),
+                p99_ms: ms(0.99),
+                p999_ms: ms(0.999),
+            };
+            let s = inner.series.entry(key).or_default();
+            if s.back().is_some_and(|last| last.at == at) {
+                continue;
+            }
+            s.push_back(sample);
+            while s.len() > KEEP {
+                s.pop_front();
+            }
+        }
+        // Forget series idle for the whole window (deleted tables).
+        inner.series.retain(|_, s| s.iter().any(|x| x.rate > 0.0));
+    }
+
+    /// The latest replica round trips measured in `cluster`.
+    pub fn rtt(&self, cluster: &str) -> ClusterRtt {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.rtt.get(cluster).cloned().unwrap_or_default()
+    }
+
+    /// A table's series: operation → samples, oldest first.
+    pub fn table(&self, tenant: &str, table: &str) -> BTreeMap<String, Vec<Sample>> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .series
+            .iter()
+            .filter(|((t, n, _), _)| t == tenant && n == table)
+            .map(|((_, _, op), s)| (op.clone(), s.iter().cloned().collect()))
+            .collect()
+    }
+}
+
+/// A table's latency and rates over the last hour.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TableLatency {
+    /// Seconds between samples.
+    pub interval_secs: u64,
+    /// Operation (`get`, `put`, `delete`, …) → samples, oldest first.
+    pub ops: BTreeMap<String, Vec<Sample>>,
+}
+
+/// A table's latency and request rate per operation over the last hour.
+#[utoipa::path(get, path = "/api/v1/tables/{table}/latency", tag = "tables",
+    params(("table" = String, Path)), responses((status = 200, body = TableLatency), (status = 404)))]
+pub async fn table_latency(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(table): Path<String>,
+) -> ApiResult<Json<TableLatency>> {
+    let tenant = caller.own_tenant()?;
+    let exists = sqlx::query_scalar!(
+        "SELECT 1 AS one FROM tables WHERE tenant = $1 AND name = $2 AND status <> 'deleted'",
+        tenant,
+        table
+    )
+    .fetch_optional(state.db())
+    .await?;
+    if exists.is_none() {
+        return Err(ApiError::not_found("table", &table));
+    }
+    Ok(Json(TableLatency {
+        interval_secs: state.metrics_interval().as_secs(),
+        ops: state.latency().table(tenant, &table),
+    }))
+}
+
+/// Reads every node of every cluster once.
+async fn round(state: &AppState, http: &reqwest::Client) -> Vec<Reading> {
+    let Ok(clusters) = sqlx::query!("SELECT name, health FROM clusters")
+        .fetch_all(state.db())
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut asks = tokio::task::JoinSet::new();
+    for c in clusters {
+        let Ok(access) = state.cluster_access(&c.name).await else {
+            continue;
+        };
+        for n in c.health["nodes"].as_array().into_iter().flatten() {
+            let (Some(id), Some(url)) = (n["id"].as_str(), n["http"].as_str()) else {
+                continue;
+            };
+            let (cluster, node, url, token, http) = (
+                c.name.clone(),
+                id.to_owned(),
+                format!("{url}/metrics"),
+                access.token().to_owned(),
+                http.clone(),
+            );
+            asks.spawn(async move {
+                let text = http
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                Some(Reading {
+                    cluster,
+                    node,
+                    requests: parse_exposition(&text),
+                    rtt: parse_rtt(&text),
+                })
+            });
+        }
+    }
+    let mut out = Vec::new();
+    while let Some(r) = asks.join_next().await {
+        if let Ok(Some(x)) = r {
+            out.push(x);
+        }
+    }
+    out
+}
+
+/// Collects every `interval` until `stop`.
+pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+    let interval = state.metrics_interval();
+    let http = match reqwest::Client::builder()
+        .timeout(interval.max(Duration::from_secs(2)))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the latency collector's HTTP client");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut previous = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let readings = round(&state, &http).await;
+        let now = tokio::time::Instant::now();
+        state.latency().record(readings, now - previous, Utc::now());
+        previous = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"# HELP dyno_request_duration_seconds Client request latency
+# TYPE dyno_request_duration_seconds histogram
+dyno_request_duration_seconds_sum{op="get",tenant="acme",table="orders",outcome="ok"} 0.5
+dyno_request_duration_seconds_count{op="get",tenant="acme",table="orders",outcome="ok"} 100
+dyno_request_duration_seconds_bucket{le="0.001",op="get",tenant="acme",table="orders",outcome="ok"} 50
+dyno_request_duration_seconds_bucket{le="0.002",op="get",tenant="acme",table="orders",outcome="ok"} 100
+dyno_request_duration_seconds_bucket{le="+Inf",op="get",tenant="acme",table="orders",outcome="ok"} 100
+dyno_request_duration_seconds_bucket{le="0.001",op="get",tenant="acme",table="orders",outcome="NotFound"} 10
+dyno_request_duration_seconds_bucket{le="0.002",op="get",tenant="acme",table="orders",outcome="NotFound"} 10
+dyno_request_duration_seconds_bucket{le="+Inf",op="get",tenant="acme",table="orders",outcome="NotFound"} 10
+dyno_request_duration_seconds_bucket{le="0.001",op="put",tenant="a\"b",table="t",outcome="ok"} 1
+"#;
+
+    fn key(t: &str, n: &str, o: &str) -> Key {
+        (t.into(), n.into(), o.into())
+    }
+
+    #[test]
+    fn expositions_parse_and_sum_outcomes() {
+        let h = parse_exposition(TEXT);
+        let get = &h[&key("acme", "orders", "get")];
+        assert_eq!(get, &vec![(0.001, 60), (0.002, 110), (f64::INFINITY, 110)]);
+        assert!(h.contains_key(&key("a\"b", "t", "put")), "escapes: {h:?}");
+        assert!(parse_exposition("garbage{\nno_metric 1\n").is_empty());
+        let rtt = parse_rtt(
+            "dyno_replica_rtt_seconds_bucket{peer=\"b\",op=\"write\",le=\"0.001\"} 3\n\
+             dyno_replica_rtt_seconds_bucket{peer=\"b\",op=\"write\",le=\"+Inf\"} 4\n",
+        );
+        assert_eq!(
+            rtt[&("b".to_owned(), "write".to_owned())],
+            vec![(0.001, 3), (f64::INFINITY, 4)]
+        );
+    }
+
+    #[test]
+    fn quantiles_interpolate_inside_buckets() {
+        let b = vec![(0.001, 50), (0.002, 100), (f64::INFINITY, 100)];
+        assert_eq!(quantile(&b, 0.5), Some(0.001));
+        let p75 = quantile(&b, 0.75).unwrap_or_default();
+        assert!((p75 - 0.0015).abs() < 1e-9, "{p75}");
+        assert_eq!(quantile(&vec![(0.001, 0), (f64::INFINITY, 0)], 0.5), None);
+        let over = vec![(0.001, 1), (f64::INFINITY, 100)];
+        assert_eq!(
+            quantile(&over, 0.99),
+            Some(0.001),
+            "overflow reads as the last bound"
+        );
+    }
+
+    #[test]
+    fn deltas_survive_restarts() {
+        let before = vec![(0.001, 50), (f64::INFINITY, 60)];
+        let now = vec![(0.001, 70), (f64::INFINITY, 90)];
+        assert_eq!(delta(&before, &now), vec![(0.001, 20), (f64::INFINITY, 30)]);
+        let restarted = vec![(0.001, 5), (f64::INFINITY, 5)];
+        assert_eq!(delta(&before, &restarted), restarted);
+    }
+
+    #[test]
+    fn samples_are_rates_over_the_interval_summed_over_nodes() {
+        let l = Latency::default();
+        let at = |s: i64| DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap_or_default();
+        let reading = |node: &str, n: u64| {
+            let mut requests = HashMap::new();
+            requests.insert(
+                key("acme", "orders", "put"),
+                vec![(0.001, n), (f64::INFINITY, n)],
+            );
+            Reading {
+                cluster: "main".into(),
+                node: node.into(),
+                requests,
+                rtt: HashMap::new(),
+            }
+        };
+        l.record(
+            vec![reading("a", 10), reading("b", 0)],
+            Duration::from_secs(5),
+            at(0),
+        );
+        assert!(
+            l.table("acme", "orders").is_empty(),
+            "a first reading is a baseline"
+        );
+        l.record(
+            vec![reading("a", 60), reading("b", 50)],
+            Duration::from_secs(5),
+            at(5),
+        );
+        let s = &l.table("acme", "orders")["put"];
+        assert_eq!(s.len(), 1);
+        assert!((s[0].rate - 20.0).abs() < 1e-9, "(50 + 50) / 5 s: {s:?}");
+        assert!(s[0].p99_ms.is_some_and(|p| p <= 1.0));
+        // Idle rounds add zero samples; other tenants see nothing.
+        l.record(
+            vec![reading("a", 60), reading("b", 50)],
+            Duration::from_secs(5),
+            at(10),
+        );
+        let s = &l.table("acme", "orders")["put"];
+        assert_eq!((s.len(), s[1].rate, s[1].p99_ms), (2, 0.0, None));
+        assert!(l.table("beta", "orders").is_empty());
+    }
+}
