@@ -110,9 +110,25 @@ async fn render_list(
         Err(f) => return error_page(Some(user), &f),
     };
     let creating = tables.iter().any(|t| t.status == "creating");
+    // Each table's current request rate, from the collected figures
+    // (in-process calls; a tenant has few tables).
+    let mut rates = Vec::with_capacity(tables.len());
+    for t in &tables {
+        let l = user
+            .api
+            .get::<dyno_controlplane::latency::TableLatency>(&format!(
+                "/api/v1/tables/{}/latency",
+                seg(&t.name)
+            ))
+            .await
+            .ok();
+        rates.push(l.as_ref().and_then(super::latency::current_rate));
+    }
     let rows = tables
         .into_iter()
-        .map(|t| {
+        .zip(rates)
+        .map(|(t, rate)| {
+            let rate = rate.map_or_else(|| "—".to_owned(), |r| format!("{r:.1}/s"));
             let href = format!("/tables/{}", seg(&t.name));
             let kind = if t.dynamo.is_some() {
                 "DynamoDB"
@@ -130,6 +146,7 @@ async fn render_list(
                     <td>{t.conflict.clone()}</td>
                     <td>{status_badge(&t.status)}</td>
                     <td class="num">{limit}</td>
+                    <td class="num">{rate}</td>
                     <td>{t.cluster.clone()}</td>
                 </tr>
             }
@@ -150,6 +167,7 @@ async fn render_list(
                         <th scope="col">"Name"</th><th scope="col">"Kind"</th>
                         <th scope="col">"N / R / W"</th><th scope="col">"Conflicts"</th>
                         <th scope="col">"Status"</th><th scope="col">"Limit"</th>
+                        <th scope="col">"Requests"</th>
                         <th scope="col">"Cluster"</th>
                     </tr></thead>
                     <tbody>{rows}</tbody>
