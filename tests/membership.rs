@@ -265,6 +265,18 @@ async fn anti_entropy_repairs_a_wiped_node_and_sends_only_differences() {
     let all = ids(&c);
     c.wait_for(|| sees_all_up(&c, 2, &all), "n3 to see everyone")
         .await;
+    // Seeing everyone up is not enough for a pass to compare anything: the
+    // wiped node must also have learned the ring and the table again (by
+    // gossip and catalog sync), or its pass has nothing to compare.
+    c.wait_for(
+        || async {
+            let v = c.admin(2, "/admin/v1/cluster").await;
+            let t = c.admin(2, "/admin/v1/tables/t").await;
+            v["ring"]["members"].as_array().map(Vec::len) == Some(3) && t["n"] == 3
+        },
+        "n3 to know the ring and the table again",
+    )
+    .await;
     assert!(
         c.local_values(2, "t", "k0").await.is_empty(),
         "n3 starts empty"
