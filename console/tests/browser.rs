@@ -14,6 +14,7 @@ mod support;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use support::{ADMIN_EMAIL, ADMIN_PASSWORD, Env, eventually};
@@ -127,22 +128,43 @@ async fn fill(c: &Client, css: &str, text: &str) {
     e.send_keys(text).await.expect("type");
 }
 
+/// Clicks the element `css` names, a link or a form's button, and waits
+/// for the page it leads to.
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
+    let e = c
+        .find(Locator::Css(css))
         .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .expect("click");
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    click_through(c, e).await;
 }
 
+/// Clicks `e`, which leaves the page, and waits until the browser is on
+/// the next one: the old document's root has gone stale and the new
+/// document has loaded. A WebDriver click returns before a form's POST
+/// has answered, so reading the page straight after it can catch the old
+/// document mid-unload (a stale element).
+async fn click_through(c: &Client, e: Element) {
+    let old = c.find(Locator::Css("html")).await.expect("html");
+    e.click().await.expect("click");
+    eventually(20, "the next page to load", || {
+        let old = old.clone();
+        async move {
+            if old.tag_name().await.is_ok() {
+                return None;
+            }
+            let state = c.execute("return document.readyState", vec![]).await.ok()?;
+            (state.as_str() == Some("complete")).then_some(())
+        }
+    })
+    .await;
+}
+
+/// The page's text, looked up again if the document changes under us.
 async fn body_text(c: &Client) -> String {
-    c.find(Locator::Css("body"))
-        .await
-        .expect("body")
-        .text()
-        .await
-        .expect("text")
+    eventually(20, "the page's text", || async {
+        c.find(Locator::Css("body")).await.ok()?.text().await.ok()
+    })
+    .await
 }
 
 /// Waits until the page's text contains `text`, reloading `url` between
@@ -274,7 +296,7 @@ async fn a_tenant_in_a_real_browser() {
         .await
         .expect("keep buttons");
     assert_eq!(keep.len(), 1);
-    keep[0].click().await.expect("keep");
+    click_through(&c, keep[0].clone()).await;
     let text = body_text(&c).await;
     assert!(
         text.contains("One value.") && text.contains("red shoes") && !text.contains("blue shoes"),
