@@ -39,6 +39,15 @@ pub struct TargetLabels {
     pub target: String,
 }
 
+/// Labels of per-table figures.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    /// The owning tenant.
+    pub tenant: String,
+    /// The table, as its clients name it.
+    pub table: String,
+}
+
 /// Labels of replica round trips.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RttLabels {
@@ -104,6 +113,12 @@ pub struct Metrics {
     pub handoff_items_dropped: Counter,
     /// DynamoDB items deleted by the TTL reaper.
     pub ttl_deleted: Counter,
+    /// Live items per table held on this node (replica copies).
+    table_items: Family<TableLabels, Gauge>,
+    /// Their bytes.
+    table_bytes: Family<TableLabels, Gauge>,
+    /// The tables last set, so that a deleted table's series go away.
+    tables_set: std::sync::Mutex<std::collections::HashSet<TableLabels>>,
 }
 
 impl Metrics {
@@ -199,7 +214,22 @@ impl Metrics {
             "ttl_deleted",
             "DynamoDB items deleted by the TTL reaper after they expired",
         );
+        let table_items = Family::default();
+        registry.register(
+            "table_items",
+            "Live items of each table held on this node (replica copies: a table's items are about the sum over nodes divided by N)",
+            table_items.clone(),
+        );
+        let table_bytes = Family::default();
+        registry.register(
+            "table_bytes",
+            "Stored bytes of the live items of each table held on this node",
+            table_bytes.clone(),
+        );
         Metrics {
+            table_items,
+            table_bytes,
+            tables_set: Default::default(),
             ttl_deleted,
             aae_keys_compared,
             aae_keys_repaired,
@@ -220,6 +250,25 @@ impl Metrics {
         }
     }
 
+    /// Sets the per-table figures to `loads` (every live table: its live
+    /// items and their bytes), dropping the series of tables no longer in
+    /// it.
+    pub fn set_table_loads(&self, loads: impl IntoIterator<Item = (TableLabels, u64, u64)>) {
+        let mut set = self.tables_set.lock().unwrap_or_else(|e| e.into_inner());
+        let mut now = std::collections::HashSet::new();
+        for (labels, items, bytes) in loads {
+            let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.table_items.get_or_create(&labels).set(clamp(items));
+            self.table_bytes.get_or_create(&labels).set(clamp(bytes));
+            now.insert(labels);
+        }
+        for gone in set.difference(&now) {
+            self.table_items.remove(gone);
+            self.table_bytes.remove(gone);
+        }
+        *set = now;
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -233,5 +282,35 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(table: &str) -> TableLabels {
+        TableLabels {
+            tenant: "acme".into(),
+            table: table.into(),
+        }
+    }
+
+    /// Per-table figures are set for the tables given, and a table that
+    /// is no longer given (deleted) loses its series.
+    #[test]
+    fn table_figures_follow_the_live_tables() {
+        let m = Metrics::new();
+        m.set_table_loads([(labels("orders"), 40, 4000), (labels("carts"), 2, 20)]);
+        let text = m.render();
+        assert!(
+            text.contains("dyno_table_items{tenant=\"acme\",table=\"orders\"} 40"),
+            "{text}"
+        );
+        assert!(text.contains("dyno_table_bytes{tenant=\"acme\",table=\"carts\"} 20"));
+        m.set_table_loads([(labels("orders"), 41, 4100)]);
+        let text = m.render();
+        assert!(text.contains("dyno_table_items{tenant=\"acme\",table=\"orders\"} 41"));
+        assert!(!text.contains("carts"), "{text}");
     }
 }

@@ -264,6 +264,21 @@ impl Node {
         });
     }
 
+    /// Sets the per-table figures in the metrics: live items and bytes of
+    /// each live table held on this node.
+    pub fn refresh_table_metrics(&self) {
+        let loads = self.replica.trees.table_loads();
+        let rows = self.catalog.list().into_iter().map(|e| {
+            let load = loads.get(&e.name).copied().unwrap_or_default();
+            let labels = crate::metrics::TableLabels {
+                tenant: e.tenant.clone(),
+                table: e.display_name().to_owned(),
+            };
+            (labels, load.items, load.bytes)
+        });
+        self.metrics.set_table_loads(rows);
+    }
+
     fn note_failure(&self, peer: &NodeId, why: ReplicaFailure) {
         self.cluster.note_rpc(peer, Err(why));
         let kind = match why {

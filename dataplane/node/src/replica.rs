@@ -728,6 +728,59 @@ mod tests {
             .collect()
     }
 
+    /// Per-table figures count live items and their bytes: an overwrite
+    /// changes only the bytes, a delete (a tombstone) removes the item,
+    /// tables are apart, and a rebuild from the store finds the same.
+    #[test]
+    fn per_table_loads_count_live_items_and_survive_a_rebuild() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let r = open(&store);
+        let none = VersionVector::new();
+        let put = |table: &str, key: &str, ctx: &VersionVector, value: Option<usize>| {
+            r.coordinate(
+                table,
+                key.as_bytes(),
+                ctx,
+                value.map(|n| Bytes::from(vec![b'v'; n])),
+                ConflictMode::Siblings,
+                None,
+            )
+            .expect("write")
+            .0
+        };
+        for i in 0..5 {
+            put("one", &format!("k{i}"), &none, Some(100));
+        }
+        put("three", "x", &none, Some(10));
+        let loads = r.trees.table_loads();
+        let one = loads["one"];
+        assert_eq!(one.items, 5);
+        assert!(one.bytes > 500 && one.bytes < 1000, "{one:?}");
+        assert_eq!(loads["three"].items, 1);
+
+        // Overwrite k0 with its context: same count, more bytes.
+        let k0 = put("one", "k0", &none, Some(100));
+        assert_eq!(
+            r.trees.table_loads()["one"].items,
+            5,
+            "a sibling is not an item"
+        );
+        let k0 = put("one", "k0", &k0.client_context(64), Some(1000));
+        let after = r.trees.table_loads()["one"];
+        assert_eq!(after.items, 5);
+        assert!(after.bytes > one.bytes + 800, "{after:?} vs {one:?}");
+        // Delete k0: a tombstone is not an item, and its bytes leave.
+        put("one", "k0", &k0.client_context(64), None);
+        let deleted = r.trees.table_loads()["one"];
+        assert_eq!(deleted.items, 4);
+        assert!(deleted.bytes < one.bytes, "{deleted:?} vs {one:?}");
+
+        let catalog = Arc::new(Catalog::load(Arc::clone(&store)).expect("catalog"));
+        let rebuilt = Trees::new(4, catalog);
+        rebuilt.rebuild(store.as_ref()).expect("rebuild");
+        assert_eq!(rebuilt.table_loads(), r.trees.table_loads());
+    }
+
     /// A table's scan keeps to its table, pages by entries and by bytes,
     /// and resuming after the page's last key reads the rest once, in both
     /// directions.

@@ -4,7 +4,10 @@
 //! share replica sets, so their trees are comparable between replicas.
 //!
 //! Trees live in memory. At start-up they are rebuilt by one scan of the
-//! items keyspace (the only scan), which also counts the load figures.
+//! items keyspace (the only scan), which also counts the load figures:
+//! keys and bytes on the node, and live items and their bytes per table
+//! (the replica copies this node holds; the control plane sums the nodes
+//! and divides by N for a table's estimate).
 //! A table's N cannot change (the admin API refuses it), so an item's tree
 //! never moves.
 
@@ -29,9 +32,33 @@ pub struct Trees {
     shape: MerkleShape,
     partition_bits: u8,
     catalog: Arc<Catalog>,
-    trees: Mutex<HashMap<TreeKey, MerkleTree>>,
+    inner: Mutex<Inner>,
     keys: AtomicI64,
     bytes: AtomicI64,
+}
+
+/// The trees and the per-table figures, under one lock (an update
+/// touches both).
+#[derive(Debug, Default)]
+struct Inner {
+    trees: HashMap<TreeKey, MerkleTree>,
+    tables: HashMap<String, Running>,
+}
+
+/// Live items of one table held on this node, and their stored bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableLoad {
+    /// Items with a live value (tombstones are not counted).
+    pub items: u64,
+    /// Their stored bytes (key and encoded object).
+    pub bytes: u64,
+}
+
+/// Signed running totals (an update may subtract before the rebuild adds).
+#[derive(Debug, Default)]
+struct Running {
+    items: i64,
+    bytes: i64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -48,7 +75,7 @@ impl Trees {
             shape: MerkleShape::default(),
             partition_bits,
             catalog,
-            trees: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner::default()),
             keys: AtomicI64::new(0),
             bytes: AtomicI64::new(0),
         }
@@ -77,14 +104,28 @@ impl Trees {
         let n = self.n_of(ik.table);
         let p = self.partition_of(ik.position).0;
         let h = |v: Version<'_>| v.map(|(o, _)| item_hash(ik.table, ik.key, o.digest()));
+        let size = |v: Version<'_>| v.map_or(0, |(_, s)| s as i64);
+        fn live(v: Version<'_>) -> Version<'_> {
+            v.filter(|(o, _)| !o.is_deleted())
+        }
+        let items = i64::from(live(new).is_some()) - i64::from(live(old).is_some());
+        let bytes = size(live(new)) - size(live(old));
         {
-            let mut trees = lock(&self.trees);
-            let tree = trees
+            let mut inner = lock(&self.inner);
+            let tree = inner
+                .trees
                 .entry((n, p))
                 .or_insert_with(|| MerkleTree::new(self.shape, self.partition_bits));
             tree.update(ik.position, h(old), h(new));
+            if items != 0 || bytes != 0 {
+                let t = match inner.tables.get_mut(ik.table) {
+                    Some(t) => t,
+                    None => inner.tables.entry(ik.table.to_owned()).or_default(),
+                };
+                t.items += items;
+                t.bytes += bytes;
+            }
         }
-        let size = |v: Version<'_>| v.map_or(0, |(_, s)| s as i64);
         self.keys.fetch_add(
             i64::from(new.is_some()) - i64::from(old.is_some()),
             Ordering::Relaxed,
@@ -124,13 +165,17 @@ impl Trees {
 
     /// A tree's root (0 for an empty or absent tree).
     pub fn root(&self, key: TreeKey) -> u64 {
-        lock(&self.trees).get(&key).map_or(0, MerkleTree::root)
+        lock(&self.inner)
+            .trees
+            .get(&key)
+            .map_or(0, MerkleTree::root)
     }
 
     /// The children hashes of node `index` at `level` (zeros when absent).
     pub fn children(&self, key: TreeKey, level: usize, index: usize) -> Vec<u64> {
         let fanout = 1usize << self.shape.fanout_bits;
-        lock(&self.trees)
+        lock(&self.inner)
+            .trees
             .get(&key)
             .and_then(|t| t.children(level, index).map(<[u64]>::to_vec))
             .unwrap_or_else(|| vec![0; fanout])
@@ -156,5 +201,21 @@ impl Trees {
             self.keys.load(Ordering::Relaxed).max(0) as u64,
             self.bytes.load(Ordering::Relaxed).max(0) as u64,
         )
+    }
+
+    /// Live items and their bytes per table (by storage name), as this
+    /// node holds them.
+    pub fn table_loads(&self) -> HashMap<String, TableLoad> {
+        lock(&self.inner)
+            .tables
+            .iter()
+            .map(|(name, t)| {
+                let load = TableLoad {
+                    items: t.items.max(0) as u64,
+                    bytes: t.bytes.max(0) as u64,
+                };
+                (name.clone(), load)
+            })
+            .collect()
     }
 }

@@ -269,6 +269,7 @@ impl Service {
 
     /// The Prometheus text exposition.
     pub fn metrics_text(&self) -> String {
+        self.inner.node.refresh_table_metrics();
         self.inner.node.metrics().render()
     }
 }
