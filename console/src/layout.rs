@@ -322,6 +322,13 @@ pub fn select(
     }
 }
 
+/// A status word in a coloured badge (the stylesheet colours
+/// `.badge.<status>`).
+pub fn badge(status: &str) -> impl IntoView + use<> {
+    let class = format!("badge {status}");
+    view! { <span class=class>{status.to_owned()}</span> }
+}
+
 /// A size in bytes for people.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -623,6 +623,30 @@ async fn tables_keys_items_and_isolation() {
         "{get}"
     );
 
+    // Item count and size estimates: one live item (`bin` was deleted),
+    // held by all three nodes, so three copies over N = 3.
+    let page = eventually(20, "the item estimate", || {
+        let mut b2 = Browser {
+            base: b.base.clone(),
+            http: b.http.clone(),
+            cookies: b.cookies.clone(),
+        };
+        async move {
+            let p = b2.get("/tables/orders").await;
+            p.has("<dt>Items (estimate)</dt><dd>≈ 1</dd>").then_some(p)
+        }
+    })
+    .await;
+    let size = page
+        .body
+        .split("<dt>Size (estimate)</dt><dd>")
+        .nth(1)
+        .and_then(|r| r.split("</dd>").next())
+        .unwrap_or_default();
+    assert!(size.starts_with("≈ ") && size.ends_with(" B"), "{size}");
+    let list = b.get("/tables").await;
+    assert!(list.has("<td class=\"num\">≈ 1</td>"), "{}", list.body);
+
     // What the table's N/R/W means, from the round trips the nodes
     // measured while serving the writes above: the table's own R and W,
     // R = W = 1, and an alternative typed in the form.

@@ -692,19 +692,24 @@ pub async fn list_tables(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let tenant = caller.own_tenant()?;
-    let rows = sqlx::query_as!(
+    let rows = tenant_tables(&state, caller.own_tenant()?).await?;
+    Ok(Json(json!({ "tables": rows })))
+}
+
+/// A tenant's tables (not the deleted ones), by name.
+pub(crate) async fn tenant_tables(state: &AppState, tenant: &str) -> ApiResult<Vec<Table>> {
+    Ok(sqlx::query_as!(
         Table,
         "SELECT name, n, r, w, conflict, throughput_limit, status, cluster, created_at, updated_at, dynamo
            FROM tables WHERE tenant = $1 AND status <> 'deleted' ORDER BY name",
         tenant
     )
     .fetch_all(state.db())
-    .await?;
-    Ok(Json(json!({ "tables": rows })))
+    .await?)
 }
 
-async fn find_table(state: &AppState, tenant: &str, name: &str) -> ApiResult<Table> {
+/// A tenant's table (not a deleted one); 404 when there is none.
+pub(crate) async fn find_table(state: &AppState, tenant: &str, name: &str) -> ApiResult<Table> {
     sqlx::query_as!(
         Table,
         "SELECT name, n, r, w, conflict, throughput_limit, status, cluster, created_at, updated_at, dynamo

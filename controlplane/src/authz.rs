@@ -115,6 +115,7 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("GET", "/api/v1/tables/{table}", Rule::TenantData),
     ("PATCH", "/api/v1/tables/{table}", Rule::TenantData),
     ("DELETE", "/api/v1/tables/{table}", Rule::TenantData),
+    ("GET", "/api/v1/usage", Rule::TenantData),
     ("GET", "/api/v1/tables/{table}/latency", Rule::TenantData),
     ("GET", "/api/v1/tables/{table}/staleness", Rule::TenantData),
     ("GET", "/api/v1/tables/{table}/items", Rule::TenantData),

@@ -88,16 +88,8 @@ pub struct DeleteQuery {
 
 /// The table's cluster, after checking it is the caller's native table.
 async fn table_cluster(state: &AppState, tenant: &str, table: &str) -> ApiResult<ClusterAccess> {
-    let t = sqlx::query!(
-        "SELECT cluster, dynamo IS NOT NULL AS \"dynamo!\" FROM tables
-          WHERE tenant = $1 AND name = $2 AND status <> 'deleted'",
-        tenant,
-        table
-    )
-    .fetch_optional(state.db())
-    .await?
-    .ok_or_else(|| ApiError::not_found("table", table))?;
-    if t.dynamo {
+    let t = crate::api::find_table(state, tenant, table).await?;
+    if t.dynamo.is_some() {
         return Err(ApiError::invalid(
             "table",
             "this is a DynamoDB table: browse its items with the DynamoDB API (Scan, GetItem)",

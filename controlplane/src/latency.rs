@@ -15,6 +15,16 @@
 //!
 //! Quantiles are interpolated inside the histogram's buckets (a factor of
 //! √2 apart), so they are within about ±20% of the true value.
+//!
+//! The same readings give each table's **item count and size estimates**:
+//! every node exports the live items and bytes of each table it holds
+//! (`dyno_table_items`, `dyno_table_bytes`, counted exactly as it writes);
+//! their sum over the table's cluster divided by N is the estimate. It
+//! runs high while a ring change copies partitions (both owners count
+//! them) and low while a node is down or a replica missed writes that
+//! hinted handoff or anti-entropy have yet to bring, as DynamoDB's
+//! `ItemCount` is an estimate too. A node's figures count for
+//! [`LOAD_FRESH`] after it last answered.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -30,7 +40,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::authz::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 
 /// Samples kept per series (an hour at the default interval of 5 s).
 pub const KEEP: usize = 720;
@@ -38,6 +48,12 @@ pub const KEEP: usize = 720;
 const REQUESTS: &str = "dyno_request_duration_seconds";
 /// The replica round-trip histogram the nodes export.
 const RTT: &str = "dyno_replica_rtt_seconds";
+/// Live items per table on a node.
+const TABLE_ITEMS: &str = "dyno_table_items";
+/// Their bytes.
+const TABLE_BYTES: &str = "dyno_table_bytes";
+/// How long a node's per-table figures count after it last answered.
+pub const LOAD_FRESH: Duration = Duration::from_secs(120);
 
 /// One interval of one table's operation.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -131,6 +147,52 @@ pub fn parse_rtt(text: &str) -> HashMap<(String, String), Buckets> {
     })
 }
 
+/// Live items and bytes of one table (on one node, or summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Load {
+    /// Items with a live value.
+    pub items: u64,
+    /// Their stored bytes.
+    pub bytes: u64,
+}
+
+/// The per-table figures a node exports: per (tenant, table).
+pub fn parse_table_loads(text: &str) -> HashMap<(String, String), Load> {
+    let mut out: HashMap<(String, String), Load> = HashMap::new();
+    for line in text.lines() {
+        let (rest, bytes) = if let Some(r) = line.strip_prefix(TABLE_ITEMS) {
+            (r, false)
+        } else if let Some(r) = line.strip_prefix(TABLE_BYTES) {
+            (r, true)
+        } else {
+            continue;
+        };
+        let Some((labels, value)) = rest.strip_prefix('{').and_then(|r| r.rsplit_once('}')) else {
+            continue;
+        };
+        let Some(v) = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        let labels = parse_labels(labels);
+        let (Some(tenant), Some(table)) = (label(&labels, "tenant"), label(&labels, "table"))
+        else {
+            continue;
+        };
+        let slot = out.entry((tenant, table)).or_default();
+        let v = v.max(0.0) as u64;
+        if bytes {
+            slot.bytes = v;
+        } else {
+            slot.items = v;
+        }
+    }
+    out
+}
+
 /// `name="value"` pairs, with the exposition format's escapes.
 fn parse_labels(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -222,6 +284,8 @@ pub struct Reading {
     pub requests: HashMap<Key, Buckets>,
     /// Its replica round trips per (peer, `write`|`read`) (cumulative).
     pub rtt: HashMap<(String, String), Buckets>,
+    /// Live items and bytes per (tenant, table) it holds.
+    pub tables: HashMap<(String, String), Load>,
 }
 
 /// Round trips per cluster: node → (peer, op) → buckets.
@@ -235,6 +299,15 @@ struct Inner {
     series: HashMap<Key, VecDeque<Sample>>,
     /// The latest round trips per cluster.
     rtt: HashMap<String, ClusterRtt>,
+    /// Per (cluster, node): when it last answered, and its table figures.
+    loads: HashMap<(String, String), NodeLoads>,
+}
+
+/// A node's last per-table figures.
+#[derive(Debug)]
+struct NodeLoads {
+    at: DateTime<Utc>,
+    tables: HashMap<(String, String), Load>,
 }
 
 /// The collected figures.
@@ -256,6 +329,13 @@ impl Latency {
                 .entry(r.cluster.clone())
                 .or_default()
                 .insert(r.node.clone(), r.rtt);
+            inner.loads.insert(
+                (r.cluster.clone(), r.node.clone()),
+                NodeLoads {
+                    at,
+                    tables: r.tables,
+                },
+            );
             for (key, now) in r.requests {
                 let slot = (node.clone(), key.clone());
                 if let Some(before) = inner.last.get(&slot) {
@@ -295,6 +375,46 @@ impl Latency {
         }
         // Forget series idle for the whole window (deleted tables).
         inner.series.retain(|_, s| s.iter().any(|x| x.rate > 0.0));
+        let fresh = |l: &NodeLoads| (at - l.at).to_std().map_or(true, |d| d <= LOAD_FRESH);
+        inner.loads.retain(|_, l| fresh(l));
+    }
+
+    /// A table's items and bytes summed over the nodes of `cluster` that
+    /// answered lately (replica copies: divide by N for the table), with
+    /// the time of the oldest reading in the sum; `None` when no node
+    /// reported the table.
+    pub fn table_copies(
+        &self,
+        cluster: &str,
+        tenant: &str,
+        table: &str,
+    ) -> Option<(Load, DateTime<Utc>)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (tenant.to_owned(), table.to_owned());
+        let mut out: Option<(Load, DateTime<Utc>)> = None;
+        for ((c, _), l) in &inner.loads {
+            let Some(load) = l.tables.get(&key).filter(|_| c == cluster) else {
+                continue;
+            };
+            let (sum, at) = out.get_or_insert((Load::default(), l.at));
+            sum.items += load.items;
+            sum.bytes += load.bytes;
+            *at = (*at).min(l.at);
+        }
+        out
+    }
+
+    /// A table's request rate in the latest interval, over every
+    /// operation; `None` before any request was measured.
+    pub fn current_rate(&self, tenant: &str, table: &str) -> Option<f64> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rate = None;
+        for ((t, n, _), s) in &inner.series {
+            if t == tenant && n == table {
+                *rate.get_or_insert(0.0) += s.back().map_or(0.0, |x| x.rate);
+            }
+        }
+        rate
     }
 
     /// The latest replica round trips measured in `cluster`.
@@ -333,19 +453,66 @@ pub async fn table_latency(
     Path(table): Path<String>,
 ) -> ApiResult<Json<TableLatency>> {
     let tenant = caller.own_tenant()?;
-    let exists = sqlx::query_scalar!(
-        "SELECT 1 AS one FROM tables WHERE tenant = $1 AND name = $2 AND status <> 'deleted'",
-        tenant,
-        table
-    )
-    .fetch_optional(state.db())
-    .await?;
-    if exists.is_none() {
-        return Err(ApiError::not_found("table", &table));
-    }
+    crate::api::find_table(&state, tenant, &table).await?;
     Ok(Json(TableLatency {
         interval_secs: state.metrics_interval().as_secs(),
         ops: state.latency().table(tenant, &table),
+    }))
+}
+
+/// One table's usage: item count and size estimates and request rate.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TableUsage {
+    /// The table.
+    pub name: String,
+    /// Estimated items (live ones), when the nodes reported the table.
+    pub items: Option<u64>,
+    /// Estimated bytes of those items (one copy; the cluster stores N).
+    pub bytes: Option<u64>,
+    /// Requests per second over every operation in the latest interval.
+    pub requests_per_sec: Option<f64>,
+    /// When the oldest node figure in the estimate was read.
+    pub measured_at: Option<DateTime<Utc>>,
+}
+
+/// The usage of every table of the caller's tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    /// Seconds between readings.
+    pub interval_secs: u64,
+    /// Per table, by name.
+    pub tables: Vec<TableUsage>,
+}
+
+/// Item count and size estimates and request rates of the caller's
+/// tables, from the figures the nodes export (see the module docs for how
+/// far to trust them).
+#[utoipa::path(get, path = "/api/v1/usage", tag = "tables",
+    responses((status = 200, body = Usage)))]
+pub async fn usage(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Usage>> {
+    let tenant = caller.own_tenant()?;
+    let tables = crate::api::tenant_tables(&state, tenant).await?;
+    let figures = state.latency();
+    let tables = tables
+        .into_iter()
+        .map(|t| {
+            let copies = figures.table_copies(&t.cluster, tenant, &t.name);
+            let n = u64::try_from(t.n).unwrap_or(1).max(1);
+            TableUsage {
+                items: copies.map(|(l, _)| l.items.div_ceil(n)),
+                bytes: copies.map(|(l, _)| l.bytes.div_ceil(n)),
+                measured_at: copies.map(|(_, at)| at),
+                requests_per_sec: figures.current_rate(tenant, &t.name),
+                name: t.name,
+            }
+        })
+        .collect();
+    Ok(Json(Usage {
+        interval_secs: state.metrics_interval().as_secs(),
+        tables,
     }))
 }
 
@@ -388,6 +555,7 @@ async fn round(state: &AppState, http: &reqwest::Client) -> Vec<Reading> {
                     node,
                     requests: parse_exposition(&text),
                     rtt: parse_rtt(&text),
+                    tables: parse_table_loads(&text),
                 })
             });
         }
@@ -468,6 +636,71 @@ dyno_request_duration_seconds_bucket{le="0.001",op="put",tenant="a\"b",table="t"
     }
 
     #[test]
+    fn table_loads_parse_and_sum_over_a_clusters_fresh_nodes() {
+        let text = "# TYPE dyno_table_items gauge\n\
+            dyno_table_items{tenant=\"acme\",table=\"orders\"} 40\n\
+            dyno_table_bytes{tenant=\"acme\",table=\"orders\"} 4000\n\
+            dyno_table_items_other{tenant=\"acme\",table=\"x\"} 1\n\
+            dyno_table_items{tenant=\"acme\"} 5\n";
+        let loads = parse_table_loads(text);
+        assert_eq!(
+            loads,
+            HashMap::from([(
+                ("acme".to_owned(), "orders".to_owned()),
+                Load {
+                    items: 40,
+                    bytes: 4000
+                }
+            )])
+        );
+        let at = |s: i64| DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap_or_default();
+        let reading = |cluster: &str, node: &str, items: u64| Reading {
+            cluster: cluster.into(),
+            node: node.into(),
+            tables: HashMap::from([(
+                ("acme".to_owned(), "orders".to_owned()),
+                Load {
+                    items,
+                    bytes: items * 10,
+                },
+            )]),
+            ..Reading::default()
+        };
+        let l = Latency::default();
+        assert_eq!(l.table_copies("main", "acme", "orders"), None);
+        l.record(
+            vec![
+                reading("main", "a", 40),
+                reading("main", "b", 35),
+                reading("other", "a", 1000),
+            ],
+            Duration::from_secs(5),
+            at(0),
+        );
+        let (sum, when) = l.table_copies("main", "acme", "orders").expect("figures");
+        assert_eq!((sum.items, sum.bytes, when), (75, 750, at(0)));
+        assert_eq!(l.table_copies("main", "beta", "orders"), None);
+        // Node b stops answering: its figures count until they are stale.
+        l.record(
+            vec![reading("main", "a", 41)],
+            Duration::from_secs(5),
+            at(5),
+        );
+        let (sum, when) = l.table_copies("main", "acme", "orders").expect("figures");
+        assert_eq!((sum.items, when), (76, at(0)));
+        let later = at(5 + LOAD_FRESH.as_secs() as i64);
+        l.record(
+            vec![reading("main", "a", 42)],
+            Duration::from_secs(5),
+            later,
+        );
+        assert_eq!(
+            l.table_copies("main", "acme", "orders").map(|x| x.0.items),
+            Some(42)
+        );
+    }
+
+    #[test]
     fn quantiles_interpolate_inside_buckets() {
         let b = vec![(0.001, 50), (0.002, 100), (f64::INFINITY, 100)];
         assert_eq!(quantile(&b, 0.5), Some(0.001));
@@ -506,6 +739,7 @@ dyno_request_duration_seconds_bucket{le="0.001",op="put",tenant="a\"b",table="t"
                 node: node.into(),
                 requests,
                 rtt: HashMap::new(),
+                tables: HashMap::new(),
             }
         };
         l.record(
@@ -534,6 +768,8 @@ dyno_request_duration_seconds_bucket{le="0.001",op="put",tenant="a\"b",table="t"
         );
         let s = &l.table("acme", "orders")["put"];
         assert_eq!((s.len(), s[1].rate, s[1].p99_ms), (2, 0.0, None));
+        assert_eq!(l.current_rate("acme", "orders"), Some(0.0));
+        assert_eq!(l.current_rate("acme", "other"), None);
         assert!(l.table("beta", "orders").is_empty());
     }
 }

@@ -320,6 +320,7 @@ pub fn api_router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(api::list_tables, api::create_table))
         .routes(routes!(api::get_table, api::patch_table, api::delete_table))
         .routes(routes!(latency::table_latency))
+        .routes(routes!(latency::usage))
         .routes(routes!(staleness::table_staleness))
         .routes(routes!(items::scan_items))
         .routes(routes!(

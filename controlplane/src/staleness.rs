@@ -205,14 +205,7 @@ pub async fn table_staleness(
     q: Result<Query<StalenessQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Staleness>> {
     let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
-    let t = sqlx::query!(
-        "SELECT n, r, w, cluster FROM tables WHERE tenant = $1 AND name = $2 AND status <> 'deleted'",
-        caller.own_tenant()?,
-        table
-    )
-    .fetch_optional(state.db())
-    .await?
-    .ok_or_else(|| ApiError::not_found("table", &table))?;
+    let t = crate::api::find_table(&state, caller.own_tenant()?, &table).await?;
     let n = t.n as u32;
     let (alt_r, alt_w) = (alt("r", q.r.as_deref(), n)?, alt("w", q.w.as_deref(), n)?);
     let current = (t.r as u32, t.w as u32);

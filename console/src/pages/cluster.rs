@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::error_page;
 use crate::client::seg;
-use crate::layout::{Area, Page, bytes, when};
+use crate::layout::{Area, Page, badge, bytes, when};
 use crate::session::Signed;
 
 #[derive(Debug, Deserialize)]
@@ -73,11 +73,10 @@ fn node_row(n: NodeDetail) -> impl IntoView {
         (None, None) => "no pass yet".to_owned(),
     };
     let handoff = n.handoff.map_or_else(|| "—".to_owned(), |(d, t)| pct(d, t));
-    let class = format!("badge {}", n.status);
     view! {
         <tr>
             <td>{n.id}</td>
-            <td><span class=class>{n.status.clone()}</span></td>
+            <td>{badge(&n.status)}</td>
             <td class="num">{phi}</td>
             <td class="num">{parts}</td>
             <td>{data}</td>
@@ -172,7 +171,6 @@ async fn tenant(user: &Signed) -> Response {
     let rows = tables
         .into_iter()
         .map(|t| {
-            let class = format!("badge {}", t.status);
             let nodes = format!("{} of {}", t.nodes_up, t.nodes);
             let quorum = format!("N {} · R {} · W {}", t.n, t.r, t.w);
             let checked = t
@@ -183,7 +181,7 @@ async fn tenant(user: &Signed) -> Response {
             view! {
                 <tr>
                     <td><a href=href>{t.table}</a></td>
-                    <td><span class=class>{t.status.clone()}</span></td>
+                    <td>{badge(&t.status)}</td>
                     <td>{nodes}</td>
                     <td>{quorum}</td>
                     <td>{checked}</td>

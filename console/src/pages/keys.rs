@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{NoticeQuery, clip_notice, done, error_page};
 use crate::client::{Failure, seg};
-use crate::layout::{Area, Field, Page, csrf_field, form_error, notice, when};
+use crate::layout::{Area, Field, Page, badge, csrf_field, form_error, notice, when};
 use crate::session::{Posted, Signed};
 
 #[derive(Debug, Deserialize)]
@@ -117,7 +117,7 @@ async fn render(
                     <td>{k.name.clone()}</td>
                     <td><code>{k.id.clone()}</code></td>
                     <td>{scopes_text(&k.scopes)}</td>
-                    <td><span class=format!("badge {}", k.status)>{k.status.clone()}</span></td>
+                    <td>{badge(&k.status)}</td>
                     <td>{when(&k.created_at)}</td>
                     <td>{used}</td>
                     <td>{revoke}</td>

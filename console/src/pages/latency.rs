@@ -102,13 +102,3 @@ pub async fn section(user: &Signed, table: &str) -> AnyView {
         .into_any(),
     }
 }
-
-/// The request rate of the last sample, summed over operations.
-pub fn current_rate(l: &TableLatency) -> Option<f64> {
-    let lasts: Vec<f64> = l
-        .ops
-        .values()
-        .filter_map(|s| s.last().map(|x| x.rate))
-        .collect();
-    (!lasts.is_empty()).then(|| lasts.iter().sum())
-}

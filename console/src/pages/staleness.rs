@@ -76,7 +76,7 @@ pub async fn section(user: &Signed, table: &str, alt: (&str, &str)) -> AnyView {
     view! {
         <section class="card">
             <h2>"What your N, R and W mean"</h2>
-            <p class="muted">"The chance that a read returns the latest acknowledged write, by how long after the write it comes (probabilistically bounded staleness, Bailis et al., VLDB 2012)."</p>
+            <p class="muted">"The chance that a read returns the latest acknowledged write, by how long after the write it comes (probabilistically bounded staleness, Bailis et al., VLDB 2012). The model errs on the safe side: measured on a real cluster, reads see writes a little sooner than it says."</p>
             {body}
             <form method="get" action=action class="row">
                 {Field::number("alt_r", "Try R", alt.0.to_owned(), 1, 7).view(failure.as_ref().map(|f| rename(f, "r", "alt_r")).as_ref())}

@@ -5,13 +5,16 @@ use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::Response;
 use dyno_controlplane::api::Table;
+use dyno_controlplane::latency::{TableUsage, Usage};
 use leptos::prelude::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{NoticeQuery, clip_notice, done, error_page};
 use crate::client::{Failure, seg};
-use crate::layout::{Area, Field, Page, csrf_field, form_error, notice, select, when};
+use crate::layout::{
+    Area, Field, Page, badge, bytes, csrf_field, form_error, notice, select, when,
+};
 use crate::session::{Posted, Signed};
 
 #[derive(Debug, Deserialize)]
@@ -94,11 +97,6 @@ pub fn consistency(n: i64, r: i64, w: i64) -> String {
     }
 }
 
-fn status_badge(status: &str) -> impl IntoView + use<> {
-    let class = format!("badge {status}");
-    view! { <span class=class>{status.to_owned()}</span> }
-}
-
 async fn render_list(
     user: &Signed,
     form: &CreateForm,
@@ -110,25 +108,13 @@ async fn render_list(
         Err(f) => return error_page(Some(user), &f),
     };
     let creating = tables.iter().any(|t| t.status == "creating");
-    // Each table's current request rate, from the collected figures
-    // (in-process calls; a tenant has few tables).
-    let mut rates = Vec::with_capacity(tables.len());
-    for t in &tables {
-        let l = user
-            .api
-            .get::<dyno_controlplane::latency::TableLatency>(&format!(
-                "/api/v1/tables/{}/latency",
-                seg(&t.name)
-            ))
-            .await
-            .ok();
-        rates.push(l.as_ref().and_then(super::latency::current_rate));
-    }
+    // Estimates and rates are extras: the list shows without them.
+    let usage = usage(user).await;
     let rows = tables
         .into_iter()
-        .zip(rates)
-        .map(|(t, rate)| {
-            let rate = rate.map_or_else(|| "—".to_owned(), |r| format!("{r:.1}/s"));
+        .map(|t| {
+            let u = usage.iter().find(|u| u.name == t.name);
+            let (items, size, rate) = usage_cells(u);
             let href = format!("/tables/{}", seg(&t.name));
             let kind = if t.dynamo.is_some() {
                 "DynamoDB"
@@ -144,8 +130,10 @@ async fn render_list(
                     <td>{kind}</td>
                     <td class="num">{format!("{} / {} / {}", t.n, t.r, t.w)}</td>
                     <td>{t.conflict.clone()}</td>
-                    <td>{status_badge(&t.status)}</td>
+                    <td>{badge(&t.status)}</td>
                     <td class="num">{limit}</td>
+                    <td class="num">{items}</td>
+                    <td class="num">{size}</td>
                     <td class="num">{rate}</td>
                     <td>{t.cluster.clone()}</td>
                 </tr>
@@ -167,6 +155,8 @@ async fn render_list(
                         <th scope="col">"Name"</th><th scope="col">"Kind"</th>
                         <th scope="col">"N / R / W"</th><th scope="col">"Conflicts"</th>
                         <th scope="col">"Status"</th><th scope="col">"Limit"</th>
+                        <th scope="col">"Items (est.)"</th>
+                        <th scope="col">"Size (est.)"</th>
                         <th scope="col">"Requests"</th>
                         <th scope="col">"Cluster"</th>
                     </tr></thead>
@@ -176,6 +166,28 @@ async fn render_list(
             {empty}
             {create_form(user, form, failure)}
         },
+    )
+}
+
+/// The tenant's usage figures (empty when they cannot be had).
+async fn usage(user: &Signed) -> Vec<TableUsage> {
+    user.api
+        .get::<Usage>("/api/v1/usage")
+        .await
+        .map(|u| u.tables)
+        .unwrap_or_default()
+}
+
+/// Item count, size and request rate as text ("—" when unknown).
+fn usage_cells(u: Option<&TableUsage>) -> (String, String, String) {
+    let dash = || "—".to_owned();
+    (
+        u.and_then(|u| u.items)
+            .map_or_else(dash, |n| format!("≈ {n}")),
+        u.and_then(|u| u.bytes)
+            .map_or_else(dash, |b| format!("≈ {}", bytes(b))),
+        u.and_then(|u| u.requests_per_sec)
+            .map_or_else(dash, |r| format!("{r:.1}/s")),
     )
 }
 
@@ -314,8 +326,6 @@ async fn render_table_with(
         Ok(t) => t,
         Err(f) => return error_page(Some(user), &f),
     };
-    let creating = t.status == "creating";
-    let href = format!("/tables/{}", seg(&t.name));
     let (uf, uform) = match &failed {
         Failed::Update(f, form) => (Some(*f), Some(*form)),
         _ => (None, None),
@@ -324,16 +334,60 @@ async fn render_table_with(
         Failed::Delete(f) => Some(*f),
         _ => None,
     };
-    let r = uform.map_or_else(|| t.r.to_string(), |f| f.r.clone());
-    let w = uform.map_or_else(|| t.w.to_string(), |f| f.w.clone());
-    let limit = uform.map_or_else(
-        || {
-            t.throughput_limit
-                .map(|l| l.to_string())
-                .unwrap_or_default()
-        },
-        |f| f.throughput_limit.clone(),
+    let form = (
+        uform.map_or_else(|| t.r.to_string(), |f| f.r.clone()),
+        uform.map_or_else(|| t.w.to_string(), |f| f.w.clone()),
+        uform.map_or_else(
+            || {
+                t.throughput_limit
+                    .map(|l| l.to_string())
+                    .unwrap_or_default()
+            },
+            |f| f.throughput_limit.clone(),
+        ),
     );
+    let latency = super::latency::section(user, &t.name).await;
+    let staleness = if t.dynamo.is_none() {
+        Some(super::staleness::section(user, &t.name, alt).await)
+    } else {
+        None
+    };
+    let usage = usage(user).await;
+    let usage = usage_cells(usage.iter().find(|u| u.name == t.name));
+    let status = uf.or(df).map_or(StatusCode::OK, |f| f.status);
+    view_table_page(
+        user,
+        &t,
+        TablePage {
+            status,
+            latency,
+            staleness,
+            note,
+            usage,
+            form,
+            uf: uf.cloned(),
+            df: df.cloned(),
+        },
+    )
+}
+
+/// What a table's page shows besides the table itself.
+struct TablePage {
+    status: StatusCode,
+    latency: AnyView,
+    staleness: Option<AnyView>,
+    note: Option<String>,
+    /// Items, size and request rate, as text.
+    usage: (String, String, String),
+    /// The change form's R, W and limit (as typed, after a failure).
+    form: (String, String, String),
+    uf: Option<Failure>,
+    df: Option<Failure>,
+}
+
+fn view_table_page(user: &Signed, t: &Table, v: TablePage) -> Response {
+    let creating = t.status == "creating";
+    let href = format!("/tables/{}", seg(&t.name));
     let n = t.n as u32;
     let items = (t.dynamo.is_none()).then(|| {
         let h = format!("{href}/items");
@@ -349,8 +403,7 @@ async fn render_table_with(
             </section>
         }
     });
-    let status = uf.or(df).map_or(StatusCode::OK, |f| f.status);
-    let page = Page::new(format!("Table {}", t.name), Area::Tables).status(status);
+    let page = Page::new(format!("Table {}", t.name), Area::Tables).status(v.status);
     let page = if creating { page.refresh(2) } else { page };
     let waiting = creating.then(|| view! {
         <p class="notice" role="status">"Being created: the control plane is telling every node of the cluster. This page refreshes until it is active."</p>
@@ -359,98 +412,38 @@ async fn render_table_with(
         || "none".to_owned(),
         |l| format!("{l} operations per second"),
     );
-    let latency = super::latency::section(user, &t.name).await;
-    let staleness = if t.dynamo.is_none() {
-        Some(super::staleness::section(user, &t.name, alt).await)
-    } else {
-        None
-    };
-    view_table_page(
-        user,
-        page,
-        TableView {
-            latency,
-            staleness,
-            note,
-            waiting,
-            status_badge: status_badge(&t.status),
-            consistency: consistency(i64::from(t.n), i64::from(t.r), i64::from(t.w)),
-            name: t.name.clone(),
-            n: t.n,
-            r_now: t.r,
-            w_now: t.w,
-            conflict: t.conflict.clone(),
-            limit_text,
-            cluster: t.cluster.clone(),
-            created: when(&t.created_at),
-            updated: when(&t.updated_at),
-            items,
-            dynamo,
-            href,
-            form: (r, w, limit, n),
-            uf: uf.cloned(),
-            df: df.cloned(),
-        },
-    )
-}
-
-struct TableView<A, B, C, D> {
-    latency: AnyView,
-    staleness: Option<AnyView>,
-    note: Option<String>,
-    waiting: A,
-    status_badge: B,
-    consistency: String,
-    name: String,
-    n: i32,
-    r_now: i32,
-    w_now: i32,
-    conflict: String,
-    limit_text: String,
-    cluster: String,
-    created: String,
-    updated: String,
-    items: C,
-    dynamo: D,
-    href: String,
-    form: (String, String, String, u32),
-    uf: Option<Failure>,
-    df: Option<Failure>,
-}
-
-fn view_table_page<A, B, C, D>(user: &Signed, page: Page, v: TableView<A, B, C, D>) -> Response
-where
-    A: IntoView + 'static,
-    B: IntoView + 'static,
-    C: IntoView + 'static,
-    D: IntoView + 'static,
-{
-    let (r, w, limit, n) = v.form;
+    let consistency = consistency(i64::from(t.n), i64::from(t.r), i64::from(t.w));
+    let (r, w, limit) = v.form;
+    let (item_count, size, rate) = v.usage;
     let uf = v.uf.as_ref();
     let df = v.df.as_ref();
-    let update_action = v.href.clone();
-    let delete_action = format!("{}/delete", v.href);
-    let confirm_help = format!("Type {} to confirm. Its items cannot be recovered.", v.name);
+    let update_action = href.clone();
+    let delete_action = format!("{href}/delete");
+    let confirm_help = format!("Type {} to confirm. Its items cannot be recovered.", t.name);
     page.render(
         Some(user),
         view! {
             {notice(v.note)}
-            {v.waiting}
+            {waiting}
             <section class="card">
                 <h2>"Settings"</h2>
                 <dl class="facts">
-                    <dt>"Status"</dt><dd>{v.status_badge}</dd>
-                    <dt>"N / R / W"</dt><dd>{format!("{} / {} / {}", v.n, v.r_now, v.w_now)}</dd>
-                    <dt>"Consistency"</dt><dd>{v.consistency}</dd>
-                    <dt>"Concurrent writes"</dt><dd>{v.conflict}</dd>
-                    <dt>"Throughput limit"</dt><dd>{v.limit_text}</dd>
-                    <dt>"Cluster"</dt><dd>{v.cluster}</dd>
-                    <dt>"Created"</dt><dd>{v.created}</dd>
-                    <dt>"Changed"</dt><dd>{v.updated}</dd>
+                    <dt>"Status"</dt><dd>{badge(&t.status)}</dd>
+                    <dt>"N / R / W"</dt><dd>{format!("{} / {} / {}", t.n, t.r, t.w)}</dd>
+                    <dt>"Consistency"</dt><dd>{consistency}</dd>
+                    <dt>"Concurrent writes"</dt><dd>{t.conflict.clone()}</dd>
+                    <dt>"Throughput limit"</dt><dd>{limit_text}</dd>
+                    <dt>"Items (estimate)"</dt><dd>{item_count}</dd>
+                    <dt>"Size (estimate)"</dt><dd>{size}</dd>
+                    <dt>"Requests"</dt><dd>{rate}</dd>
+                    <dt>"Cluster"</dt><dd>{t.cluster.clone()}</dd>
+                    <dt>"Created"</dt><dd>{when(&t.created_at)}</dd>
+                    <dt>"Changed"</dt><dd>{when(&t.updated_at)}</dd>
                 </dl>
-                {v.items}
+                <p class="help">"Estimates are counted by the nodes as they write and read every few seconds; they run high while a ring change copies data and low while a node is down."</p>
+                {items}
             </section>
-            {v.dynamo}
+            {dynamo}
             {v.staleness}
             {v.latency}
             <section class="card">

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::{NoticeQuery, clip_notice, done, error_page};
 use crate::client::{Failure, seg};
-use crate::layout::{Area, Field, Page, csrf_field, form_error, notice, select, when};
+use crate::layout::{Area, Field, Page, badge, csrf_field, form_error, notice, select, when};
 use crate::session::{Posted, Signed};
 
 #[derive(Debug, Deserialize)]
@@ -47,11 +47,10 @@ async fn render_list(
         .into_iter()
         .map(|t| {
             let href = format!("/tenants/{}", seg(&t.name));
-            let class = format!("badge {}", t.state);
             view! {
                 <tr>
                     <td><a href=href>{t.name.clone()}</a></td>
-                    <td><span class=class>{t.state.clone()}</span></td>
+                    <td>{badge(&t.state)}</td>
                     <td>{when(&t.created_at)}</td>
                 </tr>
             }
@@ -161,7 +160,7 @@ async fn render_tenant(
         view! {
             <section class="card">
                 <h2>"State"</h2>
-                <p><span class=format!("badge {}", t.state)>{t.state.clone()}</span>" "{text}</p>
+                <p>{badge(&t.state)}" "{text}</p>
                 <form method="post" action=action>
                     {csrf_field(&user.csrf)}
                     <input type="hidden" name="state" value=to/>
