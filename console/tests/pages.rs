@@ -596,7 +596,7 @@ async fn tables_keys_items_and_isolation() {
 
     // The writes show up in the table's charts (collected every second
     // here): a line in the rate chart and in the latency of put.
-    let page = eventually(20, "the writes in the latency charts", || {
+    let page = eventually(20, "the reads and writes in the latency charts", || {
         let mut b2 = Browser {
             base: b.base.clone(),
             http: b.http.clone(),
@@ -606,8 +606,10 @@ async fn tables_keys_items_and_isolation() {
             let p = b2.get("/tables/orders").await;
             let rate = figure(&p.body, "Requests per second")?;
             let put = figure(&p.body, "Latency of put")?;
+            let get = figure(&p.body, "Latency of get")?;
             (rate.contains("<polyline")
                 && put.contains("<polyline")
+                && get.contains("<polyline")
                 && !rate.contains("No data yet"))
             .then_some(p)
         }

@@ -440,7 +440,7 @@ fn view_table_page(user: &Signed, t: &Table, v: TablePage) -> Response {
                     <dt>"Created"</dt><dd>{when(&t.created_at)}</dd>
                     <dt>"Changed"</dt><dd>{when(&t.updated_at)}</dd>
                 </dl>
-                <p class="help">"Estimates are counted by the nodes as they write and read every few seconds; they run high while a ring change copies data and low while a node is down."</p>
+                <p class="help">"Estimates: the nodes count items as they write them, and the figures are collected every few seconds. They run high while a ring change copies data and low while a node is down."</p>
                 {items}
             </section>
             {dynamo}
