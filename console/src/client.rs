@@ -100,6 +100,12 @@ impl Api {
             .await
             .map_err(|e| Failure::internal(format!("reading the API's answer: {e}")))?;
         if status.is_success() {
+            // An empty answer (204) reads as JSON null: `()` for the caller.
+            let bytes = if bytes.is_empty() {
+                axum::body::Bytes::from_static(b"null")
+            } else {
+                bytes
+            };
             return serde_json::from_slice(&bytes)
                 .map_err(|e| Failure::internal(format!("the API's answer did not parse: {e}")));
         }

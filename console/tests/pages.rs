@@ -336,12 +336,22 @@ async fn sign_in_sign_out_and_forms_need_their_token() {
     let page = b.get("/tenants").await;
     let p = b.post("/logout", &[("_csrf", "nope")]).await;
     assert_eq!(p.status, 403);
+    let session = b.cookies.get("dyno_session").cloned().expect("a session");
     let p = b.post("/logout", &[("_csrf", &page.csrf())]).await;
     assert_eq!(p.location.as_deref(), Some("/login?signed_out=1"));
     assert!(!b.cookies.contains_key("dyno_session"));
     let out = b.follow(&p).await;
     assert!(out.has("You are signed out."));
     assert_eq!(b.get("/tenants").await.status, 303);
+    // The token itself is revoked: a copy kept elsewhere no longer works,
+    // in the console or on the API.
+    b.cookies.insert("dyno_session".into(), session.clone());
+    assert_eq!(b.get("/tenants").await.status, 303);
+    b.cookies.remove("dyno_session");
+    let (s, _) = env
+        .call(&cp.url, "GET", "/api/v1/me", Some(&session), None)
+        .await;
+    assert_eq!(s, 401);
 
     // Unknown pages: an HTML 404 for people, the API's JSON under /api.
     let p = b.get("/no/such/page").await;

@@ -128,6 +128,56 @@ pub async fn login(
     }
 }
 
+/// Signs out: the session's token stops working on every replica at once
+/// (it is recorded as revoked until it would have expired).
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    responses((status = 204, description = "signed out"),
+              (status = 403, description = "an API key has no session"), (status = 401)))]
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<StatusCode> {
+    // The policy already refuses API keys here; a caller without a
+    // session never gets further.
+    let Some(session) = &caller.session else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "an API key has no session to sign out of: revoke the key instead",
+        ));
+    };
+    if session.jti.is_empty() {
+        // Issued before sessions had ids: nothing to record; it expires.
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let expires_at = DateTime::from_timestamp(session.exp, 0).unwrap_or_else(Utc::now);
+    let mut tx = state.db().begin().await?;
+    // Revocations past their token's expiry have done their job.
+    sqlx::query!("DELETE FROM revoked_sessions WHERE expires_at < now()")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!(
+        "INSERT INTO revoked_sessions (jti, user_id, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (jti) DO NOTHING",
+        session.jti,
+        caller.user_id,
+        expires_at
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    state
+        .audit(
+            &format!("user:{}", caller.email),
+            caller.tenant.as_deref(),
+            "logout",
+            "session",
+            json!({}),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The signed-in user.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct User {

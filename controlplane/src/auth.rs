@@ -92,6 +92,21 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at.
     pub exp: i64,
+    /// The session's id (random), by which signing out revokes it. Empty
+    /// in tokens issued before sessions could be revoked.
+    #[serde(default)]
+    pub jti: String,
+}
+
+/// A valid session token's facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionToken {
+    /// The user it was issued to.
+    pub user_id: i64,
+    /// Its id.
+    pub jti: String,
+    /// When it expires (seconds since the epoch).
+    pub exp: i64,
 }
 
 /// The session signing keys.
@@ -152,6 +167,7 @@ impl Sessions {
             sub: user_id.to_string(),
             iat: now.timestamp(),
             exp: exp.timestamp(),
+            jti: crate::secrets::random_hex::<16>(),
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.current.0.clone());
@@ -182,8 +198,9 @@ impl Sessions {
             })
     }
 
-    /// The user id a token was issued to, if it is valid and unexpired.
-    pub fn verify(&self, token: &str) -> Option<i64> {
+    /// The session a token carries, if it is valid and unexpired (whether
+    /// it was signed out is the database's to say).
+    pub fn verify(&self, token: &str) -> Option<SessionToken> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.alg != Algorithm::HS256 {
             return None;
@@ -198,7 +215,11 @@ impl Sessions {
         let data =
             jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&key.1), &validation)
                 .ok()?;
-        data.claims.sub.parse().ok()
+        Some(SessionToken {
+            user_id: data.claims.sub.parse().ok()?,
+            jti: data.claims.jti,
+            exp: data.claims.exp,
+        })
     }
 }
 
@@ -224,13 +245,17 @@ mod tests {
             Some(b"old-key-0123456789".to_vec()),
             60,
         );
-        assert_eq!(
-            rotated.verify(&t_old),
-            Some(7),
-            "previous key still accepted"
-        );
+        let user = |t: &str| rotated.verify(t).map(|s| s.user_id);
+        assert_eq!(user(&t_old), Some(7), "previous key still accepted");
         let (t_new, _) = rotated.issue(8).expect("issue");
-        assert_eq!(rotated.verify(&t_new), Some(8));
+        assert_eq!(user(&t_new), Some(8));
+        // Every session has its own id, by which it can be signed out.
+        let (t_again, _) = rotated.issue(8).expect("issue");
+        let (a, b) = (rotated.verify(&t_new), rotated.verify(&t_again));
+        assert!(
+            a.zip(b)
+                .is_some_and(|(a, b)| a.jti.len() == 32 && a.jti != b.jti)
+        );
         let stranger = Sessions::new(b"other-key-0123456789".to_vec(), None, 60);
         assert_eq!(stranger.verify(&t_new), None);
         let mut tampered = t_new.clone();

@@ -31,6 +31,8 @@ pub struct Caller {
     /// Set when the caller is an API key rather than a user (the data
     /// plane's DynamoDB API forwards table changes with the key's token).
     pub key: Option<KeyCaller>,
+    /// The session, when the caller signed in (not an API key).
+    pub session: Option<crate::auth::SessionToken>,
 }
 
 /// An API key acting on the REST API: it may create, change and delete
@@ -101,6 +103,7 @@ pub enum Rule {
 /// Every route and its rule.
 pub const POLICY: &[(&str, &str, Rule)] = &[
     ("POST", "/api/v1/auth/login", Rule::Open),
+    ("POST", "/api/v1/auth/logout", Rule::SignedIn),
     ("GET", "/api/v1/openapi.json", Rule::Open),
     ("GET", "/api/v1/me", Rule::SignedIn),
     ("GET", "/api/v1/endpoint", Rule::SignedIn),
@@ -251,6 +254,7 @@ mod tests {
             role,
             tenant: tenant.map(str::to_owned),
             key: None,
+            session: None,
         }
     }
 

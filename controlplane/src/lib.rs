@@ -156,15 +156,24 @@ impl AppState {
         if let Some((id, secret)) = dyno_core::apikey::parse_token(token) {
             return self.key_caller(id, secret).await;
         }
-        let id = self
+        let session = self
             .sessions()
             .verify(token)
             .ok_or_else(ApiError::unauthorized)?;
-        let u = sqlx::query!("SELECT email, role, tenant FROM users WHERE id = $1", id)
-            .fetch_optional(self.db())
-            .await?
-            .ok_or_else(ApiError::unauthorized)?;
+        let id = session.user_id;
+        let u = sqlx::query!(
+            r#"SELECT email, role, tenant,
+                      EXISTS (SELECT 1 FROM revoked_sessions WHERE jti = $2) AS "revoked!"
+                 FROM users WHERE id = $1"#,
+            id,
+            session.jti
+        )
+        .fetch_optional(self.db())
+        .await?
+        .filter(|u| !u.revoked)
+        .ok_or_else(ApiError::unauthorized)?;
         Ok(Caller {
+            session: Some(session),
             user_id: id,
             email: u.email,
             role: Role::parse(&u.role)
@@ -195,6 +204,7 @@ impl AppState {
         let scopes: Vec<crate::api::Scope> = serde_json::from_value(k.scopes)
             .map_err(|e| ApiError::internal(format!("stored key scopes: {e}")))?;
         Ok(Caller {
+            session: None,
             user_id: 0,
             email: String::new(),
             role: Role::TenantMember,
@@ -312,6 +322,7 @@ pub fn api_not_found() -> ApiError {
 pub fn api_router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::login))
+        .routes(routes!(api::logout))
         .routes(routes!(api::me))
         .routes(routes!(api::endpoint))
         .routes(routes!(api::list_tenants, api::create_tenant))

@@ -165,13 +165,16 @@ impl LocalPostgres {
         Ok(())
     }
 
-    /// Stops the server (immediate: no checkpoint; data is safe all the same).
+    /// Stops the server: `fast` ends the sessions and writes out every
+    /// committed transaction. (Not `immediate`: with `synchronous_commit =
+    /// off` a crash-style stop can lose the last commits, which the
+    /// Postgres-restart test caught losing an API key.)
     pub fn stop(&self) -> anyhow::Result<()> {
         let out = self
             .command("pg_ctl")
             .arg("-D")
             .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
+            .args(["-m", "fast", "-w", "stop"])
             .output()?;
         if !out.status.success() && self.is_running() {
             bail!(

@@ -381,6 +381,78 @@ async fn logins_are_uniform_and_rate_limited() {
     cp.stop().await;
 }
 
+/// Signing out revokes that session on every replica at once, and only
+/// that one; an API key has no session to sign out of.
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_out_revokes_only_that_session() {
+    let env = Env::start(1).await;
+    let cp = env.control_plane(&[]).await;
+    let other = env.control_plane(&[]).await;
+    let a = env.login(&cp.url, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let b = env.login(&cp.url, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let me = |url: &str, token: &str| {
+        let (env, url, token) = (&env, url.to_owned(), token.to_owned());
+        async move {
+            env.call(&url, "GET", "/api/v1/me", Some(&token), None)
+                .await
+                .0
+        }
+    };
+    assert_eq!(
+        (me(&cp.url, &a).await, me(&other.url, &a).await),
+        (200, 200)
+    );
+    let (s, body) = env
+        .call(&cp.url, "POST", "/api/v1/auth/logout", Some(&a), None)
+        .await;
+    assert_eq!(s, 204, "{body}");
+    assert_eq!(me(&cp.url, &a).await, 401, "signed out here");
+    assert_eq!(me(&other.url, &a).await, 401, "and on the other replica");
+    assert_eq!(
+        env.call(&cp.url, "POST", "/api/v1/auth/logout", Some(&a), None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(me(&cp.url, &b).await, 200, "the other session lives on");
+    assert_eq!(
+        env.call(&cp.url, "POST", "/api/v1/auth/logout", None, None)
+            .await
+            .0,
+        401
+    );
+    let (admin, _) = env.tenant(&cp.url, &b, "acme").await;
+    let (s, key) = env
+        .call(
+            &cp.url,
+            "POST",
+            "/api/v1/keys",
+            Some(&admin),
+            Some(json!({"name": "k", "scopes": [{"table": "*", "access": "read"}]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{key}");
+    let (s, body) = env
+        .call(
+            &cp.url,
+            "POST",
+            "/api/v1/auth/logout",
+            key["token"].as_str(),
+            None,
+        )
+        .await;
+    assert_eq!(s, 403, "an API key has no session: {body}");
+    let (_, log) = env
+        .call(&cp.url, "GET", "/api/v1/audit", Some(&b), None)
+        .await;
+    assert!(
+        log.to_string().contains("\"logout\""),
+        "the sign-out is audited: {log}"
+    );
+    other.stop().await;
+    cp.stop().await;
+}
+
 /// Tables: validation names the field; N is bounded by the cluster and
 /// immutable; of two concurrent creates exactly one wins; a table becomes
 /// active once every node knows it, and a deletion goes through.

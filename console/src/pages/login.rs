@@ -181,12 +181,20 @@ fn bad(message: &str, field: Option<&str>) -> Failure {
     }
 }
 
-/// `POST /logout`: clears the cookie (the form carries the anti-forgery
-/// token, so another site cannot sign a user out).
-///
-/// Session tokens are stateless: one copied out of the browser stays valid
-/// until it expires (`--session-ttl-secs`).
+/// `POST /logout`: revokes the session through the API, so that the token
+/// stops working everywhere (a copy taken out of the browser too), and
+/// clears the cookie (the form carries the anti-forgery token, so another
+/// site cannot sign a user out).
 pub async fn logout(p: Posted<HashMap<String, String>>) -> Response {
+    if let Err(f) = p
+        .user
+        .api
+        .post::<()>("/api/v1/auth/logout", &serde_json::json!({}))
+        .await
+    {
+        // The cookie goes anyway; the token then lives until it expires.
+        tracing::warn!(error = %f.message, "could not revoke a session at sign-out");
+    }
     let mut resp = Redirect::to("/login?signed_out=1").into_response();
     resp.headers_mut().append(
         header::SET_COOKIE,
