@@ -12,4 +12,5 @@
 //! I/O around it is a thin driver.
 
 pub mod budget;
+pub mod crd;
 pub mod decide;

@@ -43,6 +43,15 @@ enum Command {
     /// Writes, reads back and verifies objects on one node's storage engine,
     /// across a reopen, and reports throughput.
     Smoke(smoke::SmokeArgs),
+    /// The Kubernetes operator (so far: its CRD).
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// Prints the DynoCluster CRD as YAML (`> deploy/crds/dynocluster.yaml`).
+    Crd,
 }
 
 fn init_logging() {
@@ -120,5 +129,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
         Command::Cluster(cmd) => runtime()?.block_on(cluster::run(cmd)),
         Command::Smoke(args) => smoke::run(&args),
+        Command::Operator(OperatorCommand::Crd) => {
+            print!("{}", dyno_operator::crd::crd_yaml()?);
+            Ok(())
+        }
     }
 }
