@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use support::{ADMIN_EMAIL, ADMIN_PASSWORD, Env, eventually};
 
 /// A cookie-keeping client that does not follow redirects.
+#[derive(Clone)]
 struct Browser {
     base: String,
     http: reqwest::Client,
@@ -65,6 +66,26 @@ fn form_body(fields: &[(&str, &str)]) -> String {
 }
 
 impl Browser {
+    /// Loads `path` (with a copy of this browser's cookies) until the page
+    /// satisfies `ready`: pages that wait for the cluster or a clock.
+    async fn until(
+        &self,
+        secs: u64,
+        what: &str,
+        path: &str,
+        ready: impl Fn(&Page) -> bool,
+    ) -> Page {
+        let ready = &ready;
+        eventually(secs, what, || {
+            let mut b = self.clone();
+            async move {
+                let p = b.get(path).await;
+                ready(&p).then_some(p)
+            }
+        })
+        .await
+    }
+
     fn new(base: &str) -> Browser {
         Browser {
             base: base.to_owned(),
@@ -369,18 +390,11 @@ async fn an_expired_session_returns_to_sign_in_with_a_message() {
     b.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     // The session is valid for a second; wait for the redirect it leads
     // to once it has run out.
-    let p = eventually(10, "the session to expire", || {
-        let mut b2 = Browser {
-            base: b.base.clone(),
-            http: b.http.clone(),
-            cookies: b.cookies.clone(),
-        };
-        async move {
-            let p = b2.get("/tenants?page=2").await;
-            (p.status == 303).then_some(p)
-        }
-    })
-    .await;
+    let p = b
+        .until(10, "the session to expire", "/tenants?page=2", |p| {
+            p.status == 303
+        })
+        .await;
     assert_eq!(
         p.location.as_deref(),
         Some("/login?next=%2Ftenants%3Fpage%3D2&expired=1")
@@ -468,18 +482,11 @@ async fn tables_keys_items_and_isolation() {
     if page.has(">creating<") {
         assert!(page.has("http-equiv=\"refresh\""), "{}", page.body);
     }
-    let page = eventually(20, "orders to be active", || {
-        let mut b2 = Browser {
-            base: b.base.clone(),
-            http: b.http.clone(),
-            cookies: b.cookies.clone(),
-        };
-        async move {
-            let p = b2.get("/tables/orders").await;
-            p.has(">active<").then_some(p)
-        }
-    })
-    .await;
+    let page = b
+        .until(20, "orders to be active", "/tables/orders", |p| {
+            p.has(">active<")
+        })
+        .await;
     assert!(
         !page.has("http-equiv=\"refresh\""),
         "no refresh once active"
@@ -606,25 +613,21 @@ async fn tables_keys_items_and_isolation() {
 
     // The writes show up in the table's charts (collected every second
     // here): a line in the rate chart and in the latency of put.
-    let page = eventually(20, "the reads and writes in the latency charts", || {
-        let mut b2 = Browser {
-            base: b.base.clone(),
-            http: b.http.clone(),
-            cookies: b.cookies.clone(),
-        };
-        async move {
-            let p = b2.get("/tables/orders").await;
-            let rate = figure(&p.body, "Requests per second")?;
-            let put = figure(&p.body, "Latency of put")?;
-            let get = figure(&p.body, "Latency of get")?;
-            (rate.contains("<polyline")
-                && put.contains("<polyline")
-                && get.contains("<polyline")
-                && !rate.contains("No data yet"))
-            .then_some(p)
-        }
-    })
-    .await;
+    let page = b
+        .until(
+            20,
+            "the reads and writes in the latency charts",
+            "/tables/orders",
+            |p| {
+                let line = |label| figure(&p.body, label).is_some_and(|f| f.contains("<polyline"));
+                line("Requests per second")
+                    && line("Latency of put")
+                    && line("Latency of get")
+                    && figure(&p.body, "Requests per second")
+                        .is_some_and(|f| !f.contains("No data yet"))
+            },
+        )
+        .await;
     let rate = figure(&page.body, "Requests per second").unwrap_or_default();
     for text in ["requests/s", "minutes ago", "put"] {
         assert!(rate.contains(text), "{text}: {rate}");
@@ -637,18 +640,11 @@ async fn tables_keys_items_and_isolation() {
 
     // Item count and size estimates: one live item (`bin` was deleted),
     // held by all three nodes, so three copies over N = 3.
-    let page = eventually(20, "the item estimate", || {
-        let mut b2 = Browser {
-            base: b.base.clone(),
-            http: b.http.clone(),
-            cookies: b.cookies.clone(),
-        };
-        async move {
-            let p = b2.get("/tables/orders").await;
-            p.has("<dt>Items (estimate)</dt><dd>≈ 1</dd>").then_some(p)
-        }
-    })
-    .await;
+    let page = b
+        .until(20, "the item estimate", "/tables/orders", |p| {
+            p.has("<dt>Items (estimate)</dt><dd>≈ 1</dd>")
+        })
+        .await;
     let size = page
         .body
         .split("<dt>Size (estimate)</dt><dd>")
@@ -662,18 +658,14 @@ async fn tables_keys_items_and_isolation() {
     // What the table's N/R/W means, from the round trips the nodes
     // measured while serving the writes above: the table's own R and W,
     // R = W = 1, and an alternative typed in the form.
-    let page = eventually(20, "the staleness model", || {
-        let mut b2 = Browser {
-            base: b.base.clone(),
-            http: b.http.clone(),
-            cookies: b.cookies.clone(),
-        };
-        async move {
-            let p = b2.get("/tables/orders?alt_r=1&alt_w=2").await;
-            p.has("With R=1 and W=2").then_some(p)
-        }
-    })
-    .await;
+    let page = b
+        .until(
+            20,
+            "the staleness model",
+            "/tables/orders?alt_r=1&alt_w=2",
+            |p| p.has("With R=1 and W=2"),
+        )
+        .await;
     assert!(
         page.has("With R=2 and W=2 (R + W &gt; N = 3), every read sees")
             || page.has("With R=2 and W=2 (R + W > N = 3), every read sees"),
