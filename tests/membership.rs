@@ -716,3 +716,53 @@ async fn a_stuck_join_can_be_aborted() {
     let epoch = join["epoch"].as_u64().expect("epoch");
     wait_settled(&c, 0, epoch + 1, "the second join to commit").await;
 }
+
+/// A node started with `--zone` gossips it, a join without a zone takes
+/// it into the ring, and the cluster view shows it; a malformed zone in a
+/// join request is refused with 400 before any change begins.
+#[tokio::test]
+async fn a_nodes_zone_reaches_the_ring_through_gossip() {
+    let mut c = Cluster::start(3, NodeOpts::default()).await;
+    let i = c.add_node_with(&["--zone", "eu-west-1b"]).await;
+    let id = c.id(i);
+    c.wait_for(
+        || async {
+            node_entry(&c.admin(0, "/admin/v1/cluster").await, &id)
+                .is_some_and(|n| n["liveness"] == "up" && n["zone"] == "eu-west-1b")
+        },
+        "node 1 to hear of the new node and its zone",
+    )
+    .await;
+    let (s, b) = c
+        .post(
+            0,
+            "/admin/v1/cluster/join",
+            json!({"node": id, "zone": "no spaces"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["error"]["code"], "InvalidRequest");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("invalid zone"),
+        "{b}"
+    );
+    let before = c.admin(0, "/admin/v1/cluster").await["ring"]["epoch"].as_u64();
+    let (s, join) = c
+        .post(0, "/admin/v1/cluster/join", json!({"node": id}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{join}");
+    let epoch = join["epoch"].as_u64().expect("epoch");
+    assert_eq!(
+        Some(epoch),
+        before.map(|e| e + 1),
+        "the refused join began nothing"
+    );
+    let v = wait_settled(&c, 0, epoch + 1, "the join to commit").await;
+    let entry = node_entry(&v, &id).expect("joined node");
+    assert_eq!(entry["zone"], "eu-west-1b", "{entry}");
+    assert_eq!(entry["status"], "up");
+    assert!(node_entry(&v, &c.id(0)).is_some_and(|n| n["zone"].is_null()));
+}

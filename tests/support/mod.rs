@@ -322,12 +322,18 @@ impl Cluster {
     /// Starts one more node that knows only node 1 as its seed (it is not
     /// in the ring until joined). Returns its index.
     pub async fn add_node(&mut self) -> usize {
+        self.add_node_with(&[]).await
+    }
+
+    /// [`Cluster::add_node`] with more arguments for the new node.
+    pub async fn add_node_with(&mut self, extra: &[&str]) -> usize {
         let i = self.nodes.len();
         let id = format!("n{}", i + 1);
         let listeners = Listeners::fresh();
         let ports = listeners.ports();
         let mut argv = node_argv(self.dir.path(), &id, &self.opts);
         argv.extend(["--seed".into(), self.seed.clone()]);
+        argv.extend(extra.iter().map(|s| (*s).to_owned()));
         self.nodes.push(Proc {
             log: self.dir.path().join(format!("{id}.log")),
             id,

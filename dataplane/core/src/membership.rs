@@ -64,6 +64,8 @@ pub struct NodeState {
     pub load: Load,
     /// Its part in the ring change under way.
     pub handoff: crate::topology::HandoffProgress,
+    /// Its failure zone (`--zone`), used when it joins.
+    pub zone: Option<String>,
 }
 
 /// A node's view of the cluster.
@@ -142,6 +144,7 @@ mod tests {
             },
             load: Load::default(),
             handoff: Default::default(),
+            zone: None,
         }
     }
 

@@ -70,6 +70,22 @@ impl Member {
     }
 }
 
+/// Validates a zone name: 1 to 64 characters of `[A-Za-z0-9._/-]` (cloud
+/// zone names such as `eu-west-1a` and rack paths such as `dc1/rack2`).
+pub fn check_zone(zone: &str) -> Result<(), RingError> {
+    let ok = (1..=64).contains(&zone.len())
+        && zone
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RingError::BadZone {
+            zone: zone.to_owned(),
+        })
+    }
+}
+
 /// Why a ring could not be built or changed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RingError {
@@ -78,6 +94,12 @@ pub enum RingError {
     BadNodeName {
         /// The rejected name.
         name: String,
+    },
+    /// A zone name breaks the naming rule.
+    #[error("invalid zone {zone:?}: use 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '-', '/'")]
+    BadZone {
+        /// The rejected name.
+        zone: String,
     },
     /// `partition_bits` is outside 1..=16.
     #[error("partition bits must be between 1 and 16 (2 to 65536 partitions), got {bits}")]

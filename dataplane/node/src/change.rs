@@ -213,7 +213,11 @@ pub async fn begin_here(
     }
     validate(node, &topology, action, &id)?;
     let next = match action {
-        Action::Join => topology.begin_join(Member { id, zone }),
+        Action::Join => {
+            // The zone the request names, else the one the node gossips.
+            let zone = zone.or_else(|| node.cluster().view().get(&id).and_then(|s| s.zone.clone()));
+            topology.begin_join(Member { id, zone })
+        }
         Action::Decommission | Action::Abort => topology.begin_leave(&id),
     }
     .map_err(change_error)?;

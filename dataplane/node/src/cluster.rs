@@ -94,6 +94,8 @@ pub struct LocalState {
     pub load: Load,
     /// Its part in the change under way.
     pub handoff: HandoffProgress,
+    /// Its failure zone.
+    pub zone: Option<String>,
 }
 
 /// Membership, liveness, addresses and topology.
@@ -335,6 +337,7 @@ impl Cluster {
                 addresses: local.addresses,
                 load: local.load,
                 handoff: local.handoff,
+                zone: local.zone,
             },
         );
     }
@@ -469,6 +472,7 @@ fn empty_state(generation: u64) -> NodeState {
         addresses: Addresses::default(),
         load: Load::default(),
         handoff: HandoffProgress::default(),
+        zone: None,
     }
 }
 

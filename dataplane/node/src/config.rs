@@ -92,6 +92,50 @@ impl std::str::FromStr for PeerSpec {
     }
 }
 
+/// A node to gossip with at start: `HOST:PORT`, where the host is an IP
+/// address or a DNS name (a StatefulSet's stable pod name, for one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed(String);
+
+impl Seed {
+    /// Its RPC URL.
+    pub fn rpc_url(&self) -> String {
+        format!("http://{}", self.0)
+    }
+}
+
+impl std::str::FromStr for Seed {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.parse::<SocketAddr>().is_ok() {
+            return Ok(Seed(s.to_owned()));
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not HOST:PORT"))?;
+        port.parse::<u16>()
+            .map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
+        let host_ok = (1..=253).contains(&host.len())
+            && host.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if host_ok {
+            Ok(Seed(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?}: {host:?} is not an IP address or a DNS name"
+            ))
+        }
+    }
+}
+
+fn parse_zone(s: &str) -> Result<String, String> {
+    dyno_core::ring::check_zone(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 /// Options of `dyno node`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NodeConfig {
@@ -115,9 +159,17 @@ pub struct NodeConfig {
     /// only `--seed`, it waits to be joined (`dyno cluster join`).
     #[arg(long = "member")]
     pub members: Vec<PeerSpec>,
-    /// The RPC address of a node to gossip with at start (repeatable).
+    /// The RPC address (`HOST:PORT`, the host an IP or a DNS name) of a
+    /// node to gossip with at start (repeatable).
     #[arg(long = "seed")]
-    pub seeds: Vec<SocketAddr>,
+    pub seeds: Vec<Seed>,
+    /// The failure zone this node runs in (availability zone, rack): when
+    /// the cluster spans at least N zones, each partition's N replicas are
+    /// placed in distinct zones. Gossiped, and used when the node joins
+    /// (a join request may override it). The Kubernetes operator sets it
+    /// from the topology label of the machine the pod runs on.
+    #[arg(long, env = "DYNO_ZONE", value_parser = parse_zone)]
+    pub zone: Option<String>,
     /// The HTTP address other nodes and clients should use for this node
     /// (default: --http-addr).
     #[arg(long)]
@@ -280,6 +332,35 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_and_zones_parse_with_clear_errors() {
+        for good in [
+            "127.0.0.1:7100",
+            "[::1]:7100",
+            "dyno-0.dyno-peers.db.svc:7100",
+            "localhost:1",
+        ] {
+            let s: Seed = good.parse().expect(good);
+            assert_eq!(s.rpc_url(), format!("http://{good}"));
+        }
+        for bad in [
+            "dyno-0",
+            "dyno-0:x",
+            "a..b:1",
+            ":7100",
+            "a b:1",
+            "host:70000",
+        ] {
+            assert!(bad.parse::<Seed>().is_err(), "{bad} accepted");
+        }
+        assert!(parse_zone("eu-west-1a").is_ok());
+        assert!(parse_zone("dc1/rack2").is_ok());
+        let e = parse_zone("zone a").expect_err("space");
+        assert!(e.contains("invalid zone"), "{e}");
+        assert!(parse_zone("").is_err());
+        assert!(parse_zone(&"z".repeat(65)).is_err());
+    }
 
     #[test]
     fn member_specs_parse_with_clear_errors() {

@@ -3,11 +3,10 @@
 //! both sides merge what the other sent). Until it knows any peer, it
 //! gossips with its seeds, which is how a new node finds the cluster.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::{Cluster, rpc_url};
+use crate::cluster::Cluster;
 use crate::node::Node;
 use crate::peer::PeerClient;
 use crate::worker::{Worker, WorkerError, WorkerState};
@@ -24,7 +23,7 @@ pub struct GossipConfig {
     /// Peers per round, at most.
     pub fanout: usize,
     /// RPC addresses to contact while no peer is known.
-    pub seeds: Vec<SocketAddr>,
+    pub seeds: Vec<crate::config::Seed>,
 }
 
 fn status_to_pb(s: NodeStatus) -> i32 {
@@ -65,6 +64,7 @@ pub fn message(cluster: &Cluster) -> pb::GossipMessage {
             handoff_done: s.handoff.done,
             handoff_total: s.handoff.total,
             handoff_bytes: s.handoff.bytes,
+            zone: s.zone.clone().unwrap_or_default(),
         })
         .collect();
     pb::GossipMessage {
@@ -100,6 +100,8 @@ pub fn absorb(cluster: &Cluster, msg: &pb::GossipMessage) {
                     total: n.handoff_total,
                     bytes: n.handoff_bytes,
                 },
+                // A zone that breaks the naming rule is dropped, not trusted.
+                zone: Some(n.zone.clone()).filter(|z| dyno_core::ring::check_zone(z).is_ok()),
             },
         );
     }
@@ -147,7 +149,7 @@ impl Gossip {
         let seeds = config
             .seeds
             .iter()
-            .map(|a| node.cluster().connect(&rpc_url(*a)))
+            .map(|a| node.cluster().connect(&a.rpc_url()))
             .collect();
         Gossip {
             node,

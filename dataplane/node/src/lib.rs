@@ -225,7 +225,10 @@ pub async fn run(
         let mut t = Topology::new(Ring::new(
             config.partition_bits,
             dyno_core::ring::DEFAULT_SPACING,
-            vec![Member::new(me.clone())],
+            vec![Member {
+                id: me.clone(),
+                zone: config.zone.clone(),
+            }],
         )?);
         if !config.seeds.is_empty() {
             t.epoch = 0;
@@ -264,6 +267,7 @@ pub async fn run(
             left: false,
             load: Default::default(),
             handoff: Default::default(),
+            zone: config.zone.clone(),
         },
         pinned,
         initial,

@@ -131,6 +131,9 @@ pub struct NodeView {
     pub generation: Option<u64>,
     /// Its heartbeat counter.
     pub heartbeat: Option<u64>,
+    /// Its failure zone: as the ring has it for a member, else as it
+    /// gossips it.
+    pub zone: Option<String>,
     /// Its HTTP address.
     pub http: Option<String>,
     /// Its RPC address.
@@ -183,6 +186,23 @@ pub struct ClusterView {
     pub drop_pending: bool,
     /// Every node this node knows of.
     pub nodes: Vec<NodeView>,
+    /// The replication settings in use, over every tenant's tables: what
+    /// an operator needs to size a disruption budget or refuse to shrink
+    /// below N.
+    pub replication: Vec<ReplicationView>,
+}
+
+/// Tables sharing one (N, R, W).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ReplicationView {
+    /// Replicas.
+    pub n: u32,
+    /// Default read quorum.
+    pub r: u32,
+    /// Default write quorum.
+    pub w: u32,
+    /// Tables with these settings.
+    pub tables: usize,
 }
 
 /// `GET /admin/v1/health`.
@@ -432,6 +452,12 @@ impl Service {
                     },
                     generation: state.map(|s| s.generation),
                     heartbeat: state.map(|s| s.heartbeat),
+                    zone: topology
+                        .current
+                        .member(id)
+                        .or_else(|| topology.next.as_ref().and_then(|n| n.member(id)))
+                        .map(|m| m.zone.clone())
+                        .unwrap_or_else(|| state.and_then(|s| s.zone.clone())),
                     http: state.map(|s| s.addresses.http.clone()),
                     rpc: state.map(|s| s.addresses.rpc.clone()),
                     ring_version: state.map(|s| s.ring_version),
@@ -485,6 +511,7 @@ impl Service {
             handoff: self.inner.handoff.report(),
             drop_pending: crate::meta::sweep_due(node.replica().store())?,
             nodes,
+            replication: replication(&node.catalog().list()),
         })
     }
 
@@ -502,6 +529,10 @@ impl Service {
                 .map_err(|e| ServiceError::new(ErrorCode::InvalidNode, e.to_string()))?,
             None => node.me().clone(),
         };
+        if let Some(z) = &zone {
+            dyno_core::ring::check_zone(z)
+                .map_err(|e| ServiceError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        }
         crate::change::request(node, &self.inner.leader, action, id, zone).await
     }
 
@@ -531,4 +562,17 @@ impl Service {
     pub fn workers(&self) -> Vec<WorkerInfo> {
         self.inner.workers.status()
     }
+}
+
+/// The distinct (N, R, W) among `tables`, with their table counts.
+fn replication(tables: &[TableEntry]) -> Vec<ReplicationView> {
+    let mut counts: std::collections::BTreeMap<(u32, u32, u32), usize> = Default::default();
+    for t in tables {
+        let c = &t.config;
+        *counts.entry((c.n, c.r, c.w)).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|((n, r, w), tables)| ReplicationView { n, r, w, tables })
+        .collect()
 }
