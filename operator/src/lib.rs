@@ -12,5 +12,51 @@
 //! I/O around it is a thin driver.
 
 pub mod budget;
+pub mod children;
+pub mod controller;
 pub mod crd;
+pub mod dataplane;
 pub mod decide;
+pub mod metrics;
+pub mod observe;
+pub mod reconcile;
+
+/// Every API permission the operator uses, as (group, resource, verb):
+/// the ClusterRole in `deploy/operator/rbac.yaml` grants exactly these (a
+/// test checks it).
+pub const PERMISSIONS: &[(&str, &str, &str)] = &[
+    ("dyno.dev", "dynoclusters", "get"),
+    ("dyno.dev", "dynoclusters", "list"),
+    ("dyno.dev", "dynoclusters", "watch"),
+    ("dyno.dev", "dynoclusters", "patch"),
+    ("dyno.dev", "dynoclusters/status", "get"),
+    ("dyno.dev", "dynoclusters/status", "patch"),
+    ("dyno.dev", "dynoclusters/finalizers", "update"),
+    ("apps", "statefulsets", "get"),
+    ("apps", "statefulsets", "list"),
+    ("apps", "statefulsets", "watch"),
+    ("apps", "statefulsets", "create"),
+    ("apps", "statefulsets", "patch"),
+    ("", "services", "get"),
+    ("", "services", "list"),
+    ("", "services", "watch"),
+    ("", "services", "create"),
+    ("", "services", "patch"),
+    ("policy", "poddisruptionbudgets", "get"),
+    ("policy", "poddisruptionbudgets", "list"),
+    ("policy", "poddisruptionbudgets", "watch"),
+    ("policy", "poddisruptionbudgets", "create"),
+    ("policy", "poddisruptionbudgets", "patch"),
+    ("", "secrets", "get"),
+    ("", "secrets", "create"),
+    ("", "pods", "get"),
+    ("", "pods", "list"),
+    ("", "pods", "watch"),
+    ("", "pods", "delete"),
+    ("", "persistentvolumeclaims", "get"),
+    ("", "persistentvolumeclaims", "list"),
+    ("", "persistentvolumeclaims", "delete"),
+    ("", "nodes", "get"),
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
+];

@@ -43,7 +43,7 @@ enum Command {
     /// Writes, reads back and verifies objects on one node's storage engine,
     /// across a reopen, and reports throughput.
     Smoke(smoke::SmokeArgs),
-    /// The Kubernetes operator (so far: its CRD).
+    /// The Kubernetes operator: runs it, or prints its CRD.
     #[command(subcommand)]
     Operator(OperatorCommand),
 }
@@ -52,6 +52,8 @@ enum Command {
 enum OperatorCommand {
     /// Prints the DynoCluster CRD as YAML (`> deploy/crds/dynocluster.yaml`).
     Crd,
+    /// Runs the operator: reconciles every DynoCluster in the cluster.
+    Run(dyno_operator::controller::RunArgs),
 }
 
 fn init_logging() {
@@ -129,6 +131,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => runtime()?.block_on(bench::run(args)),
         Command::Cluster(cmd) => runtime()?.block_on(cluster::run(cmd)),
         Command::Smoke(args) => smoke::run(&args),
+        Command::Operator(OperatorCommand::Run(args)) => {
+            init_logging();
+            runtime()?.block_on(dyno_operator::controller::run_default(args, stop_signal()))
+        }
         Command::Operator(OperatorCommand::Crd) => {
             print!("{}", dyno_operator::crd::crd_yaml()?);
             Ok(())
