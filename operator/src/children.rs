@@ -78,6 +78,11 @@ impl Names {
         format!("data-{}-{k}", self.cluster)
     }
 
+    /// The ordinal of a volume claim name of this cluster.
+    pub fn claim_ordinal(&self, claim: &str) -> Option<u32> {
+        self.ordinal(claim.strip_prefix("data-")?)
+    }
+
     /// The ordinal of a pod (or node) name of this cluster.
     pub fn ordinal(&self, pod: &str) -> Option<u32> {
         pod.strip_prefix(&self.cluster)?
@@ -151,8 +156,20 @@ pub enum RenderError {
     },
 }
 
-fn typed<T: serde::de::DeserializeOwned>(what: &'static str, v: Value) -> Result<T, RenderError> {
-    serde_json::from_value(v).map_err(|source| RenderError::Shape { what, source })
+/// An object of kind `T` named `name`, owned by `dc`: `body` (its `spec`
+/// and the like) with `apiVersion` and `kind` from the type and metadata
+/// carrying the namespace, labels and owner reference.
+fn owned<T>(dc: &DynoCluster, name: &str, mut body: Value) -> Result<T, RenderError>
+where
+    T: k8s_openapi::Resource + serde::de::DeserializeOwned,
+{
+    body["apiVersion"] = json!(T::API_VERSION);
+    body["kind"] = json!(T::KIND);
+    body["metadata"] = meta(dc, name)?;
+    serde_json::from_value(body).map_err(|source| RenderError::Shape {
+        what: T::KIND,
+        source,
+    })
 }
 
 fn owner(dc: &DynoCluster) -> Result<OwnerReference, RenderError> {
@@ -259,12 +276,10 @@ pub fn render(
             source,
         })?;
     }
-    let statefulset = typed(
-        "StatefulSet",
+    let statefulset = owned(
+        dc,
+        &names.cluster,
         json!({
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": meta(dc, &names.cluster)?,
             "spec": {
                 "replicas": replicas,
                 "serviceName": names.peers,
@@ -304,12 +319,10 @@ pub fn render(
             },
         }),
     )?;
-    let peers = typed(
-        "peers Service",
+    let peers = owned(
+        dc,
+        &names.peers,
         json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": meta(dc, &names.peers)?,
             "spec": {
                 "clusterIP": "None",
                 // Gossip must find a pod before it is Ready: a standby node
@@ -320,21 +333,25 @@ pub fn render(
             },
         }),
     )?;
-    let client = typed(
-        "client Service",
-        json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": meta(dc, &names.cluster)?,
-            "spec": { "selector": selector(dc), "ports": [ports[0].clone()] },
-        }),
+    let client = owned(
+        dc,
+        &names.cluster,
+        json!({ "spec": { "selector": selector(dc), "ports": [ports[0].clone()] } }),
     )?;
-    let pdb = typed(
-        "PodDisruptionBudget",
+    Ok(Children {
+        statefulset,
+        peers,
+        client,
+        pdb: pdb(dc, max_unavailable)?,
+    })
+}
+
+/// The PodDisruptionBudget allowing `max_unavailable` pods down at once.
+pub fn pdb(dc: &DynoCluster, max_unavailable: u32) -> Result<PodDisruptionBudget, RenderError> {
+    owned(
+        dc,
+        &Names::of(dc).cluster,
         json!({
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": meta(dc, &names.cluster)?,
             "spec": {
                 // The smallest N - max(R, W) over the tables, at least 1:
                 // with that many nodes drained, every key still has R and
@@ -343,13 +360,7 @@ pub fn render(
                 "selector": { "matchLabels": selector(dc) },
             },
         }),
-    )?;
-    Ok(Children {
-        statefulset,
-        peers,
-        client,
-        pdb,
-    })
+    )
 }
 
 /// The admin Secret, made once when the spec names none: `token` is the
@@ -359,13 +370,10 @@ pub fn admin_secret(
     token: &str,
     key_master: &str,
 ) -> Result<Secret, RenderError> {
-    let names = Names::of(dc);
-    typed(
-        "Secret",
+    owned(
+        dc,
+        &Names::of(dc).secret,
         json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": meta(dc, &names.secret)?,
             "type": "Opaque",
             "stringData": { TOKEN_KEY: token, KEY_MASTER_KEY: key_master },
         }),

@@ -79,11 +79,7 @@ async fn cleanup(dc: &DynoCluster, ctx: &Context) -> Result<(), Error> {
     let lp = kube::api::ListParams::default().labels(&crate::children::selector_string(dc));
     for c in claims.list(&lp).await?.items {
         let name = c.name_any();
-        if name
-            .strip_prefix("data-")
-            .and_then(|p| names.ordinal(p))
-            .is_some()
-        {
+        if names.claim_ordinal(&name).is_some() {
             claims.delete(&name, &DeleteParams::default()).await?;
         }
     }

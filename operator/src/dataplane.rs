@@ -83,18 +83,35 @@ impl DataPlane {
         DataPlane { http, token }
     }
 
-    async fn get<T: DeserializeOwned>(&self, url: String) -> Result<T, DataPlaneError> {
-        let resp = self
-            .http
-            .get(&url)
+    /// Sends `req` to `url` with the admin token; a non-2xx answer is
+    /// [`DataPlaneError::Refused`].
+    async fn send(
+        &self,
+        url: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, DataPlaneError> {
+        let resp = req
             .bearer_auth(&self.token)
             .send()
             .await
             .map_err(|source| DataPlaneError::Unreachable {
-                url: url.clone(),
+                url: url.to_owned(),
                 source,
             })?;
-        check(&url, resp)
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        Err(DataPlaneError::Refused {
+            url: url.to_owned(),
+            status: status.as_u16(),
+            body: body.chars().take(500).collect(),
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, url: String) -> Result<T, DataPlaneError> {
+        self.send(&url, self.http.get(&url))
             .await?
             .json()
             .await
@@ -117,18 +134,9 @@ impl DataPlane {
     }
 
     async fn post(&self, url: String, body: serde_json::Value) -> Result<(), DataPlaneError> {
-        let resp = self
-            .http
-            .post(&url)
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
+        self.send(&url, self.http.post(&url).json(&body))
             .await
-            .map_err(|source| DataPlaneError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        check(&url, resp).await.map(drop)
+            .map(drop)
     }
 
     /// Asks the cluster (through the node at `base`) to join `node`.
@@ -159,17 +167,4 @@ impl DataPlane {
         self.post(format!("{base}/admin/v1/cluster/abort"), json!({}))
             .await
     }
-}
-
-async fn check(url: &str, resp: reqwest::Response) -> Result<reqwest::Response, DataPlaneError> {
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(resp);
-    }
-    let body = resp.text().await.unwrap_or_default();
-    Err(DataPlaneError::Refused {
-        url: url.to_owned(),
-        status: status.as_u16(),
-        body: body.chars().take(500).collect(),
-    })
 }

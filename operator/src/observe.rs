@@ -203,11 +203,7 @@ pub fn pods(names: &Names, pods: &[Pod], now: Timestamp) -> Vec<crate::decide::P
 pub fn claims(names: &Names, claims: &[PersistentVolumeClaim]) -> BTreeSet<u32> {
     claims
         .iter()
-        .filter_map(|c| {
-            let name = c.metadata.name.as_deref()?;
-            let pod = name.strip_prefix("data-")?;
-            names.ordinal(pod)
-        })
+        .filter_map(|c| names.claim_ordinal(c.metadata.name.as_deref()?))
         .collect()
 }
 

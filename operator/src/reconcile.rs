@@ -167,9 +167,7 @@ pub async fn reconcile(dc: &DynoCluster, ctx: &Context) -> Result<Outcome, Error
 
     // 4. The budget follows the tables.
     let pdb_api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
-    if let Some((replicas, image)) = &observed.statefulset
-        && !matches!(decision.action, Some(Action::Apply { .. }))
-    {
+    if observed.statefulset.is_some() && !matches!(decision.action, Some(Action::Apply { .. })) {
         let current = pdb_api.get_opt(&names.cluster).await?;
         let budget_now = current
             .as_ref()
@@ -179,8 +177,12 @@ pub async fn reconcile(dc: &DynoCluster, ctx: &Context) -> Result<Outcome, Error
             i32::try_from(max_unavailable).unwrap_or(1),
         );
         if budget_now.as_ref() != Some(&wanted) {
-            let c = children::render(dc, *replicas, image, max_unavailable)?;
-            apply(&pdb_api, &names.cluster, &c.pdb).await?;
+            apply(
+                &pdb_api,
+                &names.cluster,
+                &children::pdb(dc, max_unavailable)?,
+            )
+            .await?;
         }
     }
 

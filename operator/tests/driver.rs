@@ -192,6 +192,74 @@ fn condition<'a>(status_patch: &'a Value, type_: &str) -> &'a Value {
         .expect("condition")
 }
 
+/// The reads a pass makes of an existing four-pod cluster on `dyno:1`:
+/// the admin Secret, the StatefulSet, `pods`, no claims, and a budget of
+/// `budget`.
+async fn observe_existing(h: &mut Handle, pods: Vec<Value>, budget: u32) {
+    expect(
+        h,
+        "GET",
+        "/api/v1/namespaces/db/secrets/prod-admin",
+        200,
+        secret(),
+    )
+    .await;
+    expect(
+        h,
+        "GET",
+        "/apis/apps/v1/namespaces/db/statefulsets/prod",
+        200,
+        statefulset(4, "dyno:1"),
+    )
+    .await;
+    expect(
+        h,
+        "GET",
+        &format!("/api/v1/namespaces/db/pods?&{SELECTOR}"),
+        200,
+        list("PodList", json!(pods)),
+    )
+    .await;
+    expect(
+        h,
+        "GET",
+        &format!("/api/v1/namespaces/db/persistentvolumeclaims?&{SELECTOR}"),
+        200,
+        list("PersistentVolumeClaimList", json!([])),
+    )
+    .await;
+    expect(
+        h,
+        "GET",
+        "/apis/policy/v1/namespaces/db/poddisruptionbudgets/prod",
+        200,
+        json!({ "metadata": { "name": "prod" }, "spec": { "maxUnavailable": budget } }),
+    )
+    .await;
+}
+
+/// The end of a pass that acted: its Event, then the status patch.
+/// Returns both bodies.
+async fn event_and_status(h: &mut Handle) -> (Value, Value) {
+    let ev = expect(
+        h,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/db/events?",
+        201,
+        json!({}),
+    )
+    .await;
+    let st = expect(
+        h,
+        "PATCH",
+        "/apis/dyno.dev/v1alpha1/namespaces/db/dynoclusters/prod/status?",
+        200,
+        serde_json::to_value(cluster(3)).expect("json"),
+    )
+    .await;
+    (ev, st)
+}
+
 /// A new resource: the admin Secret is made, then the Services, the
 /// budget and the StatefulSet are applied (server-side, as the operator's
 /// field manager), an Event is recorded and the status says Creating.
@@ -289,24 +357,9 @@ async fn a_new_cluster_gets_its_secret_and_children() {
         sts["spec"]["template"]["spec"]["containers"][0]["image"],
         "dyno:1"
     );
-    let ev = expect(
-        &mut h,
-        "POST",
-        "/apis/events.k8s.io/v1/namespaces/db/events?",
-        201,
-        json!({}),
-    )
-    .await;
+    let (ev, st) = event_and_status(&mut h).await;
     assert_eq!(ev["reason"], "Applied");
     assert_eq!(ev["regarding"]["kind"], "DynoCluster");
-    let st = expect(
-        &mut h,
-        "PATCH",
-        "/apis/dyno.dev/v1alpha1/namespaces/db/dynoclusters/prod/status?",
-        200,
-        serde_json::to_value(cluster(3)).expect("json"),
-    )
-    .await;
     assert_eq!(condition(&st, "Available")["reason"], "Creating");
     assert_eq!(condition(&st, "Progressing")["status"], "True");
     assert_eq!(st["status"]["observedGeneration"], 2);
@@ -344,50 +397,11 @@ async fn a_ready_standby_pod_is_joined_with_its_zone() {
     let dc = cluster(4);
     let pass = tokio::spawn(async move { reconcile(&dc, &ctx).await });
 
-    expect(
-        &mut h,
-        "GET",
-        "/api/v1/namespaces/db/secrets/prod-admin",
-        200,
-        secret(),
-    )
-    .await;
-    expect(
-        &mut h,
-        "GET",
-        "/apis/apps/v1/namespaces/db/statefulsets/prod",
-        200,
-        statefulset(4, "dyno:1"),
-    )
-    .await;
     let pods: Vec<Value> = (0..4)
         .map(|k| pod(k, "dyno:1", &format!("machine-{k}")))
         .collect();
-    expect(
-        &mut h,
-        "GET",
-        &format!("/api/v1/namespaces/db/pods?&{SELECTOR}"),
-        200,
-        list("PodList", json!(pods)),
-    )
-    .await;
-    expect(
-        &mut h,
-        "GET",
-        &format!("/api/v1/namespaces/db/persistentvolumeclaims?&{SELECTOR}"),
-        200,
-        list("PersistentVolumeClaimList", json!([])),
-    )
-    .await;
     // The budget in place allows 2; tables with N=3, R=W=2 allow 1.
-    expect(
-        &mut h,
-        "GET",
-        "/apis/policy/v1/namespaces/db/poddisruptionbudgets/prod",
-        200,
-        json!({ "metadata": { "name": "prod" }, "spec": { "maxUnavailable": 2 } }),
-    )
-    .await;
+    observe_existing(&mut h, pods, 2).await;
     let pdb = expect(&mut h, "PATCH", "/apis/policy/v1/namespaces/db/poddisruptionbudgets/prod?&force=true&fieldManager=dyno-operator", 200, json!({})).await;
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     expect(
@@ -400,23 +414,8 @@ async fn a_ready_standby_pod_is_joined_with_its_zone() {
     .await;
     expect(&mut h, "GET", "/api/v1/nodes/machine-3", 200,
         json!({ "metadata": { "name": "machine-3", "labels": { "topology.kubernetes.io/zone": "z-b" } } })).await;
-    let ev = expect(
-        &mut h,
-        "POST",
-        "/apis/events.k8s.io/v1/namespaces/db/events?",
-        201,
-        json!({}),
-    )
-    .await;
+    let (ev, st) = event_and_status(&mut h).await;
     assert_eq!(ev["reason"], "Joining");
-    let st = expect(
-        &mut h,
-        "PATCH",
-        "/apis/dyno.dev/v1alpha1/namespaces/db/dynoclusters/prod/status?",
-        200,
-        serde_json::to_value(cluster(3)).expect("json"),
-    )
-    .await;
     assert_eq!(st["status"]["replicas"], 3);
     assert_eq!(st["status"]["readyNodes"], 3);
     assert_eq!(st["status"]["ringEpoch"], 4);
@@ -461,64 +460,10 @@ async fn scale_down_decommissions_the_highest_node_first() {
     let dc = cluster(3);
     let pass = tokio::spawn(async move { reconcile(&dc, &ctx).await });
 
-    expect(
-        &mut h,
-        "GET",
-        "/api/v1/namespaces/db/secrets/prod-admin",
-        200,
-        secret(),
-    )
-    .await;
-    expect(
-        &mut h,
-        "GET",
-        "/apis/apps/v1/namespaces/db/statefulsets/prod",
-        200,
-        statefulset(4, "dyno:1"),
-    )
-    .await;
     let pods: Vec<Value> = (0..4).map(|k| pod(k, "dyno:1", "m")).collect();
-    expect(
-        &mut h,
-        "GET",
-        &format!("/api/v1/namespaces/db/pods?&{SELECTOR}"),
-        200,
-        list("PodList", json!(pods)),
-    )
-    .await;
-    expect(
-        &mut h,
-        "GET",
-        &format!("/api/v1/namespaces/db/persistentvolumeclaims?&{SELECTOR}"),
-        200,
-        list("PersistentVolumeClaimList", json!([])),
-    )
-    .await;
-    expect(
-        &mut h,
-        "GET",
-        "/apis/policy/v1/namespaces/db/poddisruptionbudgets/prod",
-        200,
-        json!({ "metadata": { "name": "prod" }, "spec": { "maxUnavailable": 1 } }),
-    )
-    .await;
-    let ev = expect(
-        &mut h,
-        "POST",
-        "/apis/events.k8s.io/v1/namespaces/db/events?",
-        201,
-        json!({}),
-    )
-    .await;
+    observe_existing(&mut h, pods, 1).await;
+    let (ev, _) = event_and_status(&mut h).await;
     assert_eq!(ev["reason"], "Decommissioning");
-    expect(
-        &mut h,
-        "PATCH",
-        "/apis/dyno.dev/v1alpha1/namespaces/db/dynoclusters/prod/status?",
-        200,
-        serde_json::to_value(cluster(3)).expect("json"),
-    )
-    .await;
     pass.await.expect("join").expect("pass");
     let calls = calls.lock().expect("lock").calls.clone();
     let posts: Vec<_> = calls

@@ -231,14 +231,7 @@ pub fn plan_leave(ring: &Ring, id: &NodeId) -> Result<Ring, PlanError> {
     let k = ring.members().len();
     let spacing = ring.spacing();
     // Zone mode as it will be without the leaver.
-    let zoned = zone_mode(
-        ring.members()
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != l as usize)
-            .map(|(_, m)| m),
-        spacing,
-    );
+    let zoned = zone_mode(ring.members().iter().filter(|m| &m.id != id), spacing);
     let groups = groups(ring.members(), zoned);
     let mut owners = ring.owner_indices().to_vec();
     let mut counts = counts_of(&owners, k);

@@ -27,11 +27,7 @@ impl NodeId {
     /// Validates a node name: 1 to 64 characters of `[A-Za-z0-9._-]`.
     pub fn new(name: impl Into<String>) -> Result<Self, RingError> {
         let name = name.into();
-        let ok = (1..=64).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if ok {
+        if name_ok(&name, b"._-") {
             Ok(NodeId(name))
         } else {
             Err(RingError::BadNodeName { name })
@@ -70,14 +66,18 @@ impl Member {
     }
 }
 
+/// True for 1 to 64 characters, each ASCII alphanumeric or in `also`.
+fn name_ok(name: &str, also: &[u8]) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || also.contains(&b))
+}
+
 /// Validates a zone name: 1 to 64 characters of `[A-Za-z0-9._/-]` (cloud
 /// zone names such as `eu-west-1a` and rack paths such as `dc1/rack2`).
 pub fn check_zone(zone: &str) -> Result<(), RingError> {
-    let ok = (1..=64).contains(&zone.len())
-        && zone
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
-    if ok {
+    if name_ok(zone, b"._-/") {
         Ok(())
     } else {
         Err(RingError::BadZone {

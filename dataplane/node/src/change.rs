@@ -141,7 +141,14 @@ fn validate(
     topology: &Topology,
     action: Action,
     id: &NodeId,
+    zone: Option<&str>,
 ) -> Result<(), ServiceError> {
+    if let Some(z) = zone {
+        // Whichever node the request came through, the zone is checked here,
+        // where every join is begun.
+        dyno_core::ring::check_zone(z)
+            .map_err(|e| ServiceError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+    }
     match action {
         Action::Join => match node.cluster().view().get(id) {
             None => Err(ServiceError::new(
@@ -211,7 +218,7 @@ pub async fn begin_here(
             epoch: topology.epoch,
         }));
     }
-    validate(node, &topology, action, &id)?;
+    validate(node, &topology, action, &id, zone.as_deref())?;
     let next = match action {
         Action::Join => {
             // The zone the request names, else the one the node gossips.

@@ -166,8 +166,10 @@ pub struct NodeConfig {
     /// The failure zone this node runs in (availability zone, rack): when
     /// the cluster spans at least N zones, each partition's N replicas are
     /// placed in distinct zones. Gossiped, and used when the node joins
-    /// (a join request may override it). The Kubernetes operator sets it
-    /// from the topology label of the machine the pod runs on.
+    /// (a join request may override it). Under Kubernetes the operator
+    /// names the zone in its join request instead (from the topology label
+    /// of the machine the pod runs on), since a pod cannot read its
+    /// machine's labels.
     #[arg(long, env = "DYNO_ZONE", value_parser = parse_zone)]
     pub zone: Option<String>,
     /// The HTTP address other nodes and clients should use for this node

@@ -529,10 +529,6 @@ impl Service {
                 .map_err(|e| ServiceError::new(ErrorCode::InvalidNode, e.to_string()))?,
             None => node.me().clone(),
         };
-        if let Some(z) = &zone {
-            dyno_core::ring::check_zone(z)
-                .map_err(|e| ServiceError::new(ErrorCode::InvalidRequest, e.to_string()))?;
-        }
         crate::change::request(node, &self.inner.leader, action, id, zone).await
     }
 
