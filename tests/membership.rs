@@ -719,10 +719,14 @@ async fn a_stuck_join_can_be_aborted() {
 
 /// A node started with `--zone` gossips it, a join without a zone takes
 /// it into the ring, and the cluster view shows it; a malformed zone in a
-/// join request is refused with 400 before any change begins.
+/// join request is refused with 400 before any change begins. The view
+/// also sums up the tables' replication settings.
 #[tokio::test]
 async fn a_nodes_zone_reaches_the_ring_through_gossip() {
     let mut c = Cluster::start(3, NodeOpts::default()).await;
+    c.create_table("a", json!({"n": 3, "r": 2, "w": 2})).await;
+    c.create_table("b", json!({"n": 3, "r": 2, "w": 2})).await;
+    c.create_table("c", json!({"n": 2, "r": 1, "w": 1})).await;
     let i = c.add_node_with(&["--zone", "eu-west-1b"]).await;
     let id = c.id(i);
     c.wait_for(
@@ -765,4 +769,13 @@ async fn a_nodes_zone_reaches_the_ring_through_gossip() {
     assert_eq!(entry["zone"], "eu-west-1b", "{entry}");
     assert_eq!(entry["status"], "up");
     assert!(node_entry(&v, &c.id(0)).is_some_and(|n| n["zone"].is_null()));
+    // The replication settings in use, for an operator's budget.
+    assert_eq!(
+        v["replication"],
+        json!([
+            { "n": 2, "r": 1, "w": 1, "tables": 1 },
+            { "n": 3, "r": 2, "w": 2, "tables": 2 },
+        ]),
+        "{v}"
+    );
 }
