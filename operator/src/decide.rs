@@ -20,7 +20,8 @@
 //! 6. Roll out a new image: update the template (pods restart only when
 //!    deleted), then restart the highest ordinal still on the old image,
 //!    only when every pod is Ready, every member is up, no change is under
-//!    way and no hints are waiting for any member.
+//!    way and no hints are waiting for any member; none while the
+//!    upgrade is paused.
 //!
 //! Every ring change (2, 4, 5) and every restart (6) first requires every
 //! member up: a change while a replica is down would leave partitions with
@@ -40,6 +41,9 @@ pub struct Spec {
     /// How long a pod may stay not-Ready during a ring change before the
     /// change is aborted, seconds.
     pub abort_after_secs: u64,
+    /// Restart no pod for an image change (the template still changes,
+    /// so pods that restart for other reasons come back on the new image).
+    pub upgrade_paused: bool,
 }
 
 /// A node as the data plane's cluster view shows it.
@@ -404,6 +408,15 @@ fn next_step(spec: &Spec, o: &Observed) -> Step {
         .map(|p| p.ordinal)
         .collect();
     if let Some(&k) = stale.iter().max() {
+        if spec.upgrade_paused {
+            return Step::wait(
+                "UpgradePaused",
+                format!(
+                    "{} pods still run an older image; the upgrade is paused",
+                    stale.len()
+                ),
+            );
+        }
         if let Some(p) = o.pods.iter().find(|p| !p.ready) {
             return Step::wait(
                 "Upgrading",
@@ -445,6 +458,7 @@ mod tests {
             image: "dyno:2".into(),
             keep_claims: false,
             abort_after_secs: 300,
+            upgrade_paused: false,
         }
     }
 
@@ -594,6 +608,42 @@ mod tests {
         assert_eq!(decide(&spec(3), &o).action, None, "hints for node 2");
         dp(&mut o).hint_backlog.insert(2, 0);
         assert_eq!(decide(&spec(3), &o).action, Some(Action::Restart(1)));
+    }
+
+    #[test]
+    fn a_paused_upgrade_changes_the_template_but_restarts_nothing() {
+        let mut o = settled(3, "dyno:1");
+        let paused = Spec {
+            upgrade_paused: true,
+            ..spec(3)
+        };
+        assert_eq!(
+            decide(&paused, &o).action,
+            Some(Action::Apply {
+                replicas: 3,
+                image: "dyno:2".into()
+            })
+        );
+        o.statefulset = Some((3, "dyno:2".into()));
+        let d = decide(&paused, &o);
+        assert_eq!(d.action, None);
+        assert_eq!(d.progressing.reason, "UpgradePaused");
+        // Ring changes still proceed while paused.
+        assert_eq!(
+            decide(
+                &Spec {
+                    replicas: 4,
+                    ..paused.clone()
+                },
+                &o
+            )
+            .action,
+            Some(Action::Apply {
+                replicas: 4,
+                image: "dyno:2".into()
+            })
+        );
+        assert_eq!(decide(&spec(3), &o).action, Some(Action::Restart(2)));
     }
 
     #[test]

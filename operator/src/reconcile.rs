@@ -157,6 +157,7 @@ pub async fn reconcile(dc: &DynoCluster, ctx: &Context) -> Result<Outcome, Error
         image: dc.spec.image.clone(),
         keep_claims: dc.spec.volume_policy == VolumePolicy::Keep,
         abort_after_secs: dc.spec.abort_after_secs,
+        upgrade_paused: dc.spec.upgrade.paused,
     };
     let decision = decide::decide(&spec, &observed);
     let quorums: Vec<budget::Quorum> = view

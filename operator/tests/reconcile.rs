@@ -269,6 +269,7 @@ fn spec(replicas: u32, image: u32) -> Spec {
         image: format!("dyno:{image}"),
         keep_claims: false,
         abort_after_secs: 120,
+        upgrade_paused: false,
     }
 }
 
