@@ -779,3 +779,25 @@ async fn a_nodes_zone_reaches_the_ring_through_gossip() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_joining_node_has_every_table_before_it_owns_data() {
+    let mut c = Cluster::start(3, NodeOpts::default()).await;
+    c.create_table("t", json!({"n": 3, "r": 2, "w": 2})).await;
+    let (n4, id) = add_known_node(&mut c).await;
+    let (s, join) = c
+        .post(0, "/admin/v1/cluster/join", json!({"node": id}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{join}");
+    // Before the join, the change leader gave n4 the catalog: with no wait
+    // for the periodic catalog sync, n4 knows the table as soon as the
+    // join is accepted, and so never refuses a write sent to it during or
+    // after the change as `TableNotFound`.
+    let resp = c
+        .http
+        .get(format!("{}/admin/v1/tables/t", c.url(n4)))
+        .send()
+        .await
+        .expect("get table");
+    assert_eq!(resp.status(), StatusCode::OK, "n4 lacks table t");
+}

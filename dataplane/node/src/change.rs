@@ -219,6 +219,9 @@ pub async fn begin_here(
         }));
     }
     validate(node, &topology, action, &id, zone.as_deref())?;
+    if action == Action::Join {
+        give_catalog(node, &id).await?;
+    }
     let next = match action {
         Action::Join => {
             // The zone the request names, else the one the node gossips.
@@ -246,6 +249,27 @@ pub async fn begin_here(
         "ring change begun"
     );
     Ok(began)
+}
+
+/// Gives a joining node every table before it owns any partition. Until
+/// the periodic catalog sync reached it, it would refuse the writes sent
+/// to it as `TableNotFound`.
+async fn give_catalog(node: &Arc<Node>, id: &NodeId) -> Result<(), ServiceError> {
+    let unavailable = |why: String| ServiceError::new(ErrorCode::NodeDown, why);
+    let peer = node
+        .cluster()
+        .peer(id)
+        .ok_or_else(|| unavailable(format!("no address is known for node {id}")))?;
+    let mine = crate::wire::catalog_to_pb(&node.catalog().records());
+    match tokio::time::timeout(node.timeout(), peer.client().push_catalog(mine)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(unavailable(format!(
+            "node {id} did not take the table catalog ({e}); retry"
+        ))),
+        Err(_) => Err(unavailable(format!(
+            "node {id} did not take the table catalog in time; retry"
+        ))),
+    }
 }
 
 /// Adopts a topology this node made, persisting it on the blocking pool

@@ -587,6 +587,10 @@ impl Node {
                 ));
             }
             match self.forward_put(&target, &req, hops + 1, deadline).await {
+                // The target does not know the table yet (a node that has
+                // just joined, before the catalog reached it): it did
+                // nothing, so another replica may coordinate.
+                Ok(Err(e)) if e.code == ErrorCode::TableNotFound => tried.push(target),
                 Ok(result) => return result,
                 Err(_) => tried.push(target),
             }

@@ -105,6 +105,8 @@ impl Node {
                 .forward_rmw(&target, table, key, &op, hops + 1, deadline)
                 .await
             {
+                // The target does not know the table yet: it did nothing.
+                Ok(Err(e)) if e.code == ErrorCode::TableNotFound => tried.push(target),
                 Ok(result) => return result,
                 // Never delivered: another primary may coordinate.
                 Err(ReplicaFailure::Unreachable) => tried.push(target),
