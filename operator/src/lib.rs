@@ -11,6 +11,11 @@
 //! pod at a time) lives in one tested place. The Kubernetes and data-plane
 //! I/O around it is a thin driver.
 
+// The Kubernetes crates at the versions the operator is built with, for
+// tests that drive it.
+pub use k8s_openapi;
+pub use kube;
+
 pub mod budget;
 pub mod children;
 pub mod controller;

@@ -83,20 +83,20 @@ pub struct NodeOpts {
 /// passed to it as inherited file descriptors (`LISTEN_FDS`, as systemd
 /// does). Every port is known before any node starts, and no port is ever
 /// released and re-taken by number while other tests run.
-struct Listeners {
+pub struct Listeners {
     http: std::net::TcpListener,
     rpc: std::net::TcpListener,
 }
 
 impl Listeners {
     /// Fresh sockets on ports the kernel picks.
-    fn fresh() -> Listeners {
+    pub fn fresh() -> Listeners {
         Listeners::on(0, 0)
     }
 
     /// Sockets on given ports (a restart reuses its ports: std sets
     /// SO_REUSEADDR, so the ports of a killed node can be bound again).
-    fn on(http: u16, rpc: u16) -> Listeners {
+    pub fn on(http: u16, rpc: u16) -> Listeners {
         let bind = |port: u16| {
             std::net::TcpListener::bind(("127.0.0.1", port))
                 .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"))
@@ -107,7 +107,8 @@ impl Listeners {
         }
     }
 
-    fn ports(&self) -> (u16, u16) {
+    /// The HTTP and RPC ports.
+    pub fn ports(&self) -> (u16, u16) {
         let port = |l: &std::net::TcpListener| l.local_addr().expect("addr").port();
         (port(&self.http), port(&self.rpc))
     }
@@ -122,6 +123,41 @@ struct Proc {
     argv: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
+}
+
+/// Starts `dyno ARGV` on `listeners` (as `LISTEN_FDS` 3 and 4), its output
+/// appended to `log`.
+pub fn spawn_dyno(argv: &[String], log: &std::path::Path, listeners: Listeners) -> Child {
+    use command_fds::{CommandFdExt, FdMapping};
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dyno"));
+    cmd.args(argv)
+        .env("LISTEN_FDS", "2")
+        .env_remove("LISTEN_PID")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
+    cmd.fd_mappings(vec![
+        FdMapping {
+            parent_fd: listeners.http.into(),
+            child_fd: 3,
+        },
+        FdMapping {
+            parent_fd: listeners.rpc.into(),
+            child_fd: 4,
+        },
+    ])
+    .expect("fd mappings");
+    let child = cmd.spawn().expect("spawn dyno");
+    // Dropping the command closes this process's copies of the sockets:
+    // once the node dies, connections to it are refused, as they would
+    // be for a real crashed node.
+    drop(cmd);
+    child
 }
 
 /// The admin credential every test cluster's nodes accept.
@@ -240,40 +276,12 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) {
-        use command_fds::{CommandFdExt, FdMapping};
         let p = &mut self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&p.log)
-            .expect("log");
         let listeners = p
             .listeners
             .take()
             .unwrap_or_else(|| Listeners::on(p.ports.0, p.ports.1));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dyno"));
-        cmd.args(&p.argv)
-            .env("LISTEN_FDS", "2")
-            .env_remove("LISTEN_PID")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        cmd.fd_mappings(vec![
-            FdMapping {
-                parent_fd: listeners.http.into(),
-                child_fd: 3,
-            },
-            FdMapping {
-                parent_fd: listeners.rpc.into(),
-                child_fd: 4,
-            },
-        ])
-        .expect("fd mappings");
-        p.child = Some(cmd.spawn().expect("spawn dyno node"));
-        // Dropping the command closes this process's copies of the sockets:
-        // once the node dies, connections to it are refused, as they would
-        // be for a real crashed node.
-        drop(cmd);
+        p.child = Some(spawn_dyno(&p.argv, &p.log, listeners));
     }
 
     async fn wait_healthy(&self, i: usize) {
