@@ -1257,3 +1257,163 @@ pub async fn clusters(State(state): State<AppState>) -> ApiResult<Json<serde_jso
     .await?;
     Ok(Json(json!({ "clusters": rows })))
 }
+
+/// `PUT /api/v1/clusters/{cluster}`: a cluster's endpoints and credential.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterCluster {
+    /// Base URLs (`http://host:port`) of its nodes' HTTP API, or of a load
+    /// balancer before them (the Kubernetes client Service), tried in
+    /// order. From 1 to 16.
+    pub admin_urls: Vec<String>,
+    /// Its admin credential. Stored sealed under the key master; never
+    /// shown again.
+    pub admin_token: String,
+}
+
+/// Checks a cluster name: 1 to 253 of `[A-Za-z0-9._-]` (a Kubernetes
+/// object name, or `NAME.NAMESPACE`).
+pub fn check_cluster_name(name: &str) -> ApiResult<()> {
+    let ok = (1..=253).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    ok.then_some(()).ok_or_else(|| {
+        ApiError::invalid(
+            "cluster",
+            "a cluster name is 1 to 253 letters, digits, '.', '_' or '-'",
+        )
+    })
+}
+
+/// Checks a cluster's admin URLs; returns them without trailing slashes.
+pub fn check_cluster_urls(urls: &[String]) -> ApiResult<Vec<String>> {
+    if urls.is_empty() || urls.len() > 16 {
+        return Err(ApiError::invalid(
+            "admin_urls",
+            "give from 1 to 16 admin URLs",
+        ));
+    }
+    urls.iter()
+        .map(|u| {
+            let rest = u
+                .strip_prefix("http://")
+                .or_else(|| u.strip_prefix("https://"));
+            match rest {
+                Some(host)
+                    if !host.is_empty()
+                        && u.len() <= 2048
+                        && !u.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+                {
+                    Ok(u.trim_end_matches('/').to_owned())
+                }
+                _ => Err(ApiError::invalid(
+                    "admin_urls",
+                    format!("{u:?} is not an http:// or https:// URL"),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Stores a cluster's URLs and sealed credential; true when it is new.
+pub async fn store_cluster(
+    state: &AppState,
+    name: &str,
+    urls: &[String],
+    token: &[u8],
+) -> anyhow::Result<bool> {
+    let sealed = state.master().seal(token)?;
+    let inserted = sqlx::query_scalar!(
+        r#"INSERT INTO clusters (name, admin_urls, credential) VALUES ($1, $2, $3)
+           ON CONFLICT (name) DO UPDATE SET admin_urls = $2, credential = $3
+           RETURNING (xmax = 0) AS "inserted!""#,
+        name,
+        urls,
+        sealed
+    )
+    .fetch_one(state.db())
+    .await?;
+    Ok(inserted)
+}
+
+/// Registers a data-plane cluster, or changes its URLs or credential (the
+/// operator does this for the clusters it runs). The cluster must answer
+/// with this credential before it is stored.
+#[utoipa::path(put, path = "/api/v1/clusters/{cluster}", tag = "clusters",
+    request_body = RegisterCluster,
+    responses((status = 201, body = Cluster, description = "registered"),
+              (status = 200, body = Cluster, description = "updated"),
+              (status = 400, description = "invalid, or the cluster refused the credential"),
+              (status = 503, description = "no node of the cluster answered")))]
+pub async fn register_cluster(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Body(req): Body<RegisterCluster>,
+) -> ApiResult<(StatusCode, Json<Cluster>)> {
+    check_cluster_name(&name)?;
+    let urls = check_cluster_urls(&req.admin_urls)?;
+    if !(16..=4096).contains(&req.admin_token.len()) {
+        return Err(ApiError::invalid(
+            "admin_token",
+            "the admin credential is 16 to 4096 bytes",
+        ));
+    }
+    let access =
+        crate::dataplane::ClusterAccess::new(name.clone(), urls.clone(), req.admin_token.clone());
+    let a = state
+        .data_plane(
+            &access,
+            None,
+            reqwest::Method::GET,
+            "/admin/v1/cluster",
+            &[],
+            None,
+        )
+        .await?;
+    if a.status == StatusCode::UNAUTHORIZED || a.status == StatusCode::FORBIDDEN {
+        return Err(ApiError::invalid(
+            "admin_token",
+            "the cluster refused this credential",
+        ));
+    }
+    if !a.status.is_success() || !a.body["ring"].is_object() {
+        return Err(ApiError::invalid(
+            "admin_urls",
+            format!(
+                "{} answered {} without a cluster view: not a Dyno node?",
+                urls[0], a.status
+            ),
+        ));
+    }
+    let created = store_cluster(&state, &name, &urls, req.admin_token.as_bytes())
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .audit(
+            &caller.actor(),
+            None,
+            if created {
+                "cluster.register"
+            } else {
+                "cluster.update"
+            },
+            &format!("cluster/{name}"),
+            json!({ "admin_urls": urls }),
+        )
+        .await?;
+    let row = sqlx::query_as!(
+        Cluster,
+        "SELECT name, admin_urls, node_count, health, checked_at FROM clusters WHERE name = $1",
+        name
+    )
+    .fetch_one(state.db())
+    .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(row)))
+}

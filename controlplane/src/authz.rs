@@ -144,6 +144,7 @@ pub const POLICY: &[(&str, &str, Rule)] = &[
     ("GET", "/api/v1/audit", Rule::SignedIn),
     ("GET", "/api/v1/clusters", Rule::PlatformAdmin),
     ("GET", "/api/v1/clusters/{cluster}", Rule::PlatformAdmin),
+    ("PUT", "/api/v1/clusters/{cluster}", Rule::PlatformAdmin),
     ("GET", "/api/v1/status", Rule::TenantData),
 ];
 

@@ -25,6 +25,13 @@ pub struct ClusterAccess {
     token: String,
 }
 
+impl ClusterAccess {
+    /// Access to a cluster with these URLs and credential.
+    pub fn new(name: String, urls: Vec<String>, token: String) -> ClusterAccess {
+        ClusterAccess { name, urls, token }
+    }
+}
+
 /// A data-plane answer: status and JSON body.
 #[derive(Debug)]
 pub struct Answer {

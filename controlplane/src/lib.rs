@@ -343,7 +343,7 @@ pub fn api_router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(api::get_key, api::revoke_key))
         .routes(routes!(api::audit))
         .routes(routes!(api::clusters))
-        .routes(routes!(health::cluster))
+        .routes(routes!(health::cluster, api::register_cluster))
         .routes(routes!(health::status))
         .split_for_parts();
     let doc_json = doc.clone();
@@ -408,16 +408,7 @@ async fn bootstrap(config: &ControlPlaneConfig, state: &AppState) -> anyhow::Res
             .map(|u| u.trim_end_matches('/').to_owned())
             .collect();
         let token = secrets::read_secret("cluster admin token", token_file)?;
-        let sealed = state.master().seal(&token)?;
-        sqlx::query!(
-            "INSERT INTO clusters (name, admin_urls, credential) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET admin_urls = $2, credential = $3",
-            name,
-            &urls,
-            sealed
-        )
-        .execute(state.db())
-        .await?;
+        api::store_cluster(state, name, &urls, &token).await?;
         tracing::info!(cluster = name, ?urls, "registered the bootstrap cluster");
     }
     if let (Some(email), Some(pw_file)) = (

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{ADMIN_EMAIL, ADMIN_PASSWORD, Env, eventually};
+use support::{ADMIN_EMAIL, ADMIN_PASSWORD, Env, NODE_TOKEN, eventually};
 
 /// Starting twice on one database is idempotent: migrations apply once,
 /// the bootstrap admin and cluster are not duplicated.
@@ -153,6 +153,7 @@ async fn authorization_matrix() {
         ("DELETE", "/api/v1/keys/DKAAAAAAAAAAAAAAAAAA"),
         ("GET", "/api/v1/audit"),
         ("GET", "/api/v1/clusters"),
+        ("PUT", "/api/v1/clusters/main"),
     ];
     for (m, p) in routes {
         for (what, token) in [
@@ -221,6 +222,7 @@ async fn authorization_matrix() {
         ("POST", "/api/v1/tenants"),
         ("GET", "/api/v1/tenants/acme"),
         ("GET", "/api/v1/clusters"),
+        ("PUT", "/api/v1/clusters/main"),
     ] {
         let (s, _) = env
             .call(url, m, p, Some(&acme_admin), Some(json!({"name": "zz"})))
@@ -1210,4 +1212,124 @@ async fn dynamodb_tables_and_keys_that_manage_them() {
         .await;
     assert!(audit.to_string().contains("key:DK"), "{audit}");
     cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clusters_register_through_the_api() {
+    let env = Env::start(1).await;
+    let cp = env.control_plane(&[]).await;
+    let url = cp.url.as_str();
+    let root = env.login(url, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let node = env.nodes[0].url.clone();
+    let put = |name: &str, body: Value| {
+        let (env, root, name) = (&env, root.clone(), name.to_owned());
+        async move {
+            env.call(
+                url,
+                "PUT",
+                &format!("/api/v1/clusters/{name}"),
+                Some(&root),
+                Some(body),
+            )
+            .await
+        }
+    };
+
+    // Bad requests name their field; nothing is stored.
+    for (name, body, field) in [
+        (
+            "bad name",
+            json!({"admin_urls": [node], "admin_token": NODE_TOKEN}),
+            "cluster",
+        ),
+        (
+            "x",
+            json!({"admin_urls": [], "admin_token": NODE_TOKEN}),
+            "admin_urls",
+        ),
+        (
+            "x",
+            json!({"admin_urls": ["ftp://h"], "admin_token": NODE_TOKEN}),
+            "admin_urls",
+        ),
+        (
+            "x",
+            json!({"admin_urls": [node], "admin_token": "short"}),
+            "admin_token",
+        ),
+        (
+            "x",
+            json!({"admin_urls": [node], "admin_token": "wrong-token-0123456789"}),
+            "admin_token",
+        ),
+    ] {
+        let (s, b) = put(name, body.clone()).await;
+        assert_eq!(
+            (s, b["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {b}"
+        );
+    }
+    let (s, b) = put(
+        "x",
+        json!({"admin_urls": [node], "admin_token": NODE_TOKEN, "extra": 1}),
+    )
+    .await;
+    assert_eq!(s, 400, "unknown fields are refused: {b}");
+    let (s, b) = put(
+        "x",
+        json!({"admin_urls": ["http://127.0.0.1:9"], "admin_token": NODE_TOKEN}),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (503, Some("ClusterUnavailable")),
+        "{b}"
+    );
+
+    // Registered (201), then updated (200), and reconciled like any other.
+    let body = json!({"admin_urls": [format!("{node}/")], "admin_token": NODE_TOKEN});
+    let (s, b) = put("k8s.db", body.clone()).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(
+        b["admin_urls"],
+        json!([node]),
+        "trailing slash trimmed: {b}"
+    );
+    let (s, _) = put("k8s.db", body).await;
+    assert_eq!(s, 200);
+    let listed = eventually(30, "the reconciler to reach the new cluster", || async {
+        let (_, b) = env
+            .call(url, "GET", "/api/v1/clusters", Some(&root), None)
+            .await;
+        let c = b["clusters"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "k8s.db")?
+            .clone();
+        (c["node_count"].as_i64()? > 0).then_some(b)
+    })
+    .await;
+    let names: Vec<&str> = listed["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["k8s.db", "main"]);
+    let (s, b) = env
+        .call(url, "GET", "/api/v1/clusters/k8s.db", Some(&root), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, b) = env
+        .call(url, "GET", "/api/v1/audit", Some(&root), None)
+        .await;
+    let actions: Vec<&str> = b["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["resource"] == "cluster/k8s.db")
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["cluster.update", "cluster.register"]);
 }

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 pub const ADMIN_EMAIL: &str = "root@example.com";
 pub const ADMIN_PASSWORD: &str = "root-password-1";
-const NODE_TOKEN: &str = "cp-test-node-admin-token-0123";
+pub const NODE_TOKEN: &str = "cp-test-node-admin-token-0123";
 const KEY_MASTER: &str = "cp-test-key-master-0123456789abcdef0123";
 
 #[derive(Parser)]
