@@ -18,6 +18,9 @@
 //! moved exactly the planner's minimum of partition replicas (what a
 //! joiner ends up holding, what a leaver held).
 //!
+//! A stand-in control plane checks that the operator registers the
+//! cluster once it serves, and only once.
+//!
 //! After each pass that begins a ring change, the test waits for the data
 //! plane to commit it before the next pass, so that it sees the ring
 //! before and after every change and can count what moved.
@@ -42,6 +45,7 @@ use dyno_operator::decide::Action;
 use dyno_operator::k8s_openapi::jiff::Timestamp;
 use dyno_operator::kube;
 use dyno_operator::reconcile::{Context, reconcile};
+use dyno_operator::register::{ControlPlane, Registrar};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use kube::client::Body;
@@ -292,6 +296,53 @@ fn kube_client(store: Store) -> kube::Client {
         async move { Ok::<_, Infallible>(serve(store, req).await) }
     });
     kube::Client::new(svc, NAMESPACE)
+}
+
+// --------------------------------------------------------- control plane
+
+/// Registrations the stand-in control plane received: (cluster, body).
+type Registrations = Arc<Mutex<Vec<(String, Value)>>>;
+
+const CP_EMAIL: &str = "operator@example.com";
+const CP_PASSWORD: &str = "operator-password-1";
+
+/// A stand-in for the control plane's sign-in and cluster registration.
+async fn fake_control_plane() -> (String, Registrations) {
+    use axum::extract::{Path, State};
+    use axum::routing::{post, put};
+    let seen: Registrations = Arc::default();
+    async fn login(axum::Json(b): axum::Json<Value>) -> (StatusCode, axum::Json<Value>) {
+        if b == json!({"email": CP_EMAIL, "password": CP_PASSWORD}) {
+            (StatusCode::OK, axum::Json(json!({"token": "session-1"})))
+        } else {
+            (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": {"message": "no"}})),
+            )
+        }
+    }
+    async fn register(
+        State(seen): State<Registrations>,
+        Path(name): Path<String>,
+        headers: http::HeaderMap,
+        axum::Json(b): axum::Json<Value>,
+    ) -> StatusCode {
+        if headers.get("authorization").and_then(|h| h.to_str().ok()) != Some("Bearer session-1") {
+            return StatusCode::UNAUTHORIZED;
+        }
+        seen.lock().expect("seen").push((name, b));
+        StatusCode::CREATED
+    }
+    let app = axum::Router::new()
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/clusters/{name}", put(register))
+        .with_state(Arc::clone(&seen));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
 }
 
 // --------------------------------------------------------------- kubelet
@@ -824,7 +875,13 @@ async fn the_operator_scales_3_5_3_with_real_nodes_and_loses_no_write() {
         NAME,
         serde_json::to_value(&dc).expect("json"),
     );
+    let (cp_url, registrations) = fake_control_plane().await;
     let ctx = Context {
+        registrar: Some(Arc::new(Registrar::new(ControlPlane {
+            url: cp_url,
+            email: CP_EMAIL.into(),
+            password: CP_PASSWORD.into(),
+        }))),
         client: kube_client(Arc::clone(&store)),
         locator: Arc::new(Loopback(Arc::clone(&ports))),
         metrics: Arc::default(),
@@ -846,6 +903,16 @@ async fn the_operator_scales_3_5_3_with_real_nodes_and_loses_no_write() {
     // 1. A new cluster of three.
     w.settle(3, Duration::from_secs(120)).await;
     let admin = w.admin().expect("the admin Secret");
+    let token = std::fs::read_to_string(w.kubelet.dir.path().join("secret/token")).expect("token");
+    let registered = registrations.lock().expect("seen").clone();
+    assert_eq!(
+        registered,
+        [(
+            "dyno.db".to_owned(),
+            json!({"admin_urls": [w.url(0)], "admin_token": token})
+        )],
+        "registered once the cluster served"
+    );
     let resp = admin
         .put(format!("{}/admin/v1/tables/t", w.url(0)))
         .json(&json!({"n": 3, "r": 2, "w": 2}))
@@ -939,6 +1006,12 @@ async fn the_operator_scales_3_5_3_with_real_nodes_and_loses_no_write() {
     );
     assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
     assert!(acked.len() > 100, "the writer barely ran");
+
+    assert_eq!(
+        registrations.lock().expect("seen").len(),
+        1,
+        "registered once, not on every pass"
+    );
 
     // Movement: the joins of 1..5 and the decommissions of 4 and 3, each
     // exactly the minimum.

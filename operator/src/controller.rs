@@ -30,6 +30,39 @@ pub struct RunArgs {
     /// Where to serve `/metrics` and `/healthz`.
     #[arg(long, default_value = "0.0.0.0:9090")]
     pub metrics_addr: SocketAddr,
+    /// The control plane to register clusters with (its base URL); none:
+    /// clusters are not registered.
+    #[arg(long, env = "DYNO_CONTROLPLANE_URL", requires_all = ["controlplane_email", "controlplane_password_file"])]
+    pub controlplane_url: Option<String>,
+    /// The platform admin the operator signs in to the control plane as.
+    #[arg(long, env = "DYNO_CONTROLPLANE_EMAIL")]
+    pub controlplane_email: Option<String>,
+    /// A file holding that admin's password.
+    #[arg(long, env = "DYNO_CONTROLPLANE_PASSWORD_FILE")]
+    pub controlplane_password_file: Option<std::path::PathBuf>,
+}
+
+impl RunArgs {
+    /// The control plane to register with, if one is configured.
+    pub fn control_plane(&self) -> anyhow::Result<Option<crate::register::ControlPlane>> {
+        let (Some(url), Some(email), Some(file)) = (
+            &self.controlplane_url,
+            &self.controlplane_email,
+            &self.controlplane_password_file,
+        ) else {
+            return Ok(None);
+        };
+        let password = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned();
+        anyhow::ensure!(!password.is_empty(), "{} is empty", file.display());
+        Ok(Some(crate::register::ControlPlane {
+            url: url.clone(),
+            email: email.clone(),
+            password,
+        }))
+    }
 }
 
 /// Why a pass through the finalizer failed.
@@ -110,12 +143,19 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
+    let registrar = args
+        .control_plane()?
+        .map(|cp| Arc::new(crate::register::Registrar::new(cp)));
+    if registrar.is_none() {
+        tracing::info!("no --controlplane-url: clusters are not registered with a control plane");
+    }
     let ctx = Arc::new(Context {
         client: client.clone(),
         locator,
         metrics: Arc::clone(&metrics),
         now: k8s_openapi::jiff::Timestamp::now,
         secret_bytes: random_secret,
+        registrar,
     });
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
     let m = Arc::clone(&metrics);

@@ -18,6 +18,12 @@ pub trait Locator: Send + Sync + std::fmt::Debug {
     /// The base URL (`http://host:port`) of node `k` of the cluster whose
     /// children are `names`, in `namespace`.
     fn node_url(&self, names: &Names, namespace: &str, k: u32) -> String;
+
+    /// The base URL clients use (the control plane registers it): by
+    /// default node 0's.
+    fn service_url(&self, names: &Names, namespace: &str) -> String {
+        self.node_url(names, namespace, 0)
+    }
 }
 
 /// Inside Kubernetes: `http://NAME-k.NAME-peers.NAMESPACE.svc:7000`.
@@ -31,6 +37,11 @@ impl Locator for InCluster {
             names.pod(k),
             names.peers
         )
+    }
+
+    /// The client Service: `http://NAME.NAMESPACE.svc:7000`.
+    fn service_url(&self, names: &Names, namespace: &str) -> String {
+        format!("http://{}.{namespace}.svc:{HTTP_PORT}", names.cluster)
     }
 }
 

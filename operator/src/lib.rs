@@ -25,6 +25,7 @@ pub mod decide;
 pub mod metrics;
 pub mod observe;
 pub mod reconcile;
+pub mod register;
 
 /// Every API permission the operator uses, as (group, resource, verb):
 /// the ClusterRole in `deploy/operator/rbac.yaml` grants exactly these (a

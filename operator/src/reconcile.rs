@@ -11,7 +11,10 @@
 //! 4. the PodDisruptionBudget, re-applied when the tables' quorums change
 //!    what it must be;
 //! 5. at most one action, and an Event for it;
-//! 6. the status, with the conditions.
+//! 6. the status, with the conditions;
+//! 7. when the cluster is available and a control plane is configured,
+//!    its registration there (see `register.rs`), once per change of URL
+//!    or credential.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -72,6 +75,8 @@ pub struct Context {
     /// Makes the admin Secret's token and key master (None: no random
     /// source).
     pub secret_bytes: fn() -> Option<String>,
+    /// Registers available clusters with the control plane, when set.
+    pub registrar: Option<Arc<crate::register::Registrar>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -126,7 +131,7 @@ pub async fn reconcile(dc: &DynoCluster, ctx: &Context) -> Result<Outcome, Error
     let claims = claims_api.list(&selector).await?.items;
 
     // 3. The data plane.
-    let dp = DataPlane::new(token);
+    let dp = DataPlane::new(token.clone());
     let pod_list = observe::pods(&names, &pods, (ctx.now)());
     let mut view: Option<(u32, ClusterView)> = None;
     let mut hints: Vec<HintBacklog> = Vec::new();
@@ -222,7 +227,29 @@ pub async fn reconcile(dc: &DynoCluster, ctx: &Context) -> Result<Outcome, Error
         &Patch::Merge(json!({ "status": status })),
     )
     .await?;
-    let busy = decision.action.is_some() || decision.progressing.status;
+
+    // 7. The control plane learns of the cluster once it serves.
+    let mut registered = true;
+    if let Some(r) = &ctx.registrar
+        && decision.available.status
+    {
+        let name = crate::register::cluster_name(&dc.name_any(), &ns);
+        let url = ctx.locator.service_url(&names, &ns);
+        match r.ensure(&name, std::slice::from_ref(&url), &token).await {
+            Ok(true) => {
+                ctx.metrics.action("Registered");
+                let note = format!("registered with the control plane as {name} at {url}");
+                event(dc, ctx, &ns, "Registered", &note).await?;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(cluster = name, error = %e, "registration with the control plane failed");
+                ctx.metrics.action("RegistrationFailed");
+                registered = false;
+            }
+        }
+    }
+    let busy = decision.action.is_some() || decision.progressing.status || !registered;
     Ok(Outcome {
         decision,
         requeue: if busy { BUSY_REQUEUE } else { IDLE_REQUEUE },

@@ -107,6 +107,7 @@ fn context(client: kube::Client, locator: FakeNodes) -> Context {
         metrics: Arc::default(),
         now: || "2026-12-06T12:00:00Z".parse().expect("time"),
         secret_bytes: || Some("s3cret".to_owned()),
+        registrar: None,
     }
 }
 
