@@ -882,6 +882,7 @@ async fn the_operator_scales_3_5_3_with_real_nodes_and_loses_no_write() {
             email: CP_EMAIL.into(),
             password: CP_PASSWORD.into(),
         }))),
+        autoscale: Arc::default(),
         client: kube_client(Arc::clone(&store)),
         locator: Arc::new(Loopback(Arc::clone(&ports))),
         metrics: Arc::default(),

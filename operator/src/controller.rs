@@ -156,6 +156,7 @@ pub async fn run(
         now: k8s_openapi::jiff::Timestamp::now,
         secret_bytes: random_secret,
         registrar,
+        autoscale: Arc::default(),
     });
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
     let m = Arc::clone(&metrics);

@@ -74,7 +74,9 @@ pub struct DynoClusterSpec {
     /// change is aborted.
     #[serde(default = "default_abort_after_secs")]
     pub abort_after_secs: u64,
-    /// Scale by load, between bounds.
+    /// Scale by load, between bounds. When set, the operator owns
+    /// `replicas`: it patches it as the load asks (as a
+    /// HorizontalPodAutoscaler would through the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<AutoscaleSpec>,
 }
@@ -135,7 +137,10 @@ pub enum VolumePolicy {
     Keep,
 }
 
-/// Scale by load.
+/// Scale by load: grow when a load passes 110% of its per-node target,
+/// shrink when every load would stay under 90% of it on fewer nodes, each
+/// only after the recommendation held for the stabilisation window, and
+/// never twice within a window.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscaleSpec {
@@ -149,7 +154,8 @@ pub struct AutoscaleSpec {
     /// Stored bytes per node to aim for, as a quantity (`200Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_per_node: Option<String>,
-    /// Seconds the load must stay past a threshold before a decision.
+    /// Seconds the load must stay past a threshold before a decision, and
+    /// between two decisions.
     #[serde(default = "default_stabilization_secs")]
     pub stabilization_secs: u64,
 }
@@ -186,6 +192,25 @@ pub struct DynoClusterStatus {
     /// `Available`, `Progressing`, `Degraded`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// The autoscaler's view, when `autoscale` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleStatus>,
+}
+
+/// What the autoscaler measured and recommends.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscaleStatus {
+    /// Client operations per second over the nodes (absent until two
+    /// samples were taken).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops_per_sec: Option<u64>,
+    /// Bytes stored over the nodes.
+    pub bytes: u64,
+    /// The node count the load asks for.
+    pub recommendation: u32,
+    /// Why, and what it waits for.
+    pub reason: String,
 }
 
 /// One node.

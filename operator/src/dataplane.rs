@@ -144,6 +144,15 @@ impl DataPlane {
         Ok(h.targets)
     }
 
+    /// The node's `/metrics` text.
+    pub async fn metrics(&self, base: &str) -> Result<String, DataPlaneError> {
+        let url = format!("{base}/metrics");
+        let resp = self.send(&url, self.http.get(&url)).await?;
+        resp.text()
+            .await
+            .map_err(|source| DataPlaneError::Unreachable { url, source })
+    }
+
     async fn post(&self, url: String, body: serde_json::Value) -> Result<(), DataPlaneError> {
         self.send(&url, self.http.post(&url).json(&body))
             .await

@@ -16,6 +16,7 @@
 pub use k8s_openapi;
 pub use kube;
 
+pub mod autoscale;
 pub mod budget;
 pub mod children;
 pub mod controller;

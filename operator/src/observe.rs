@@ -59,6 +59,9 @@ pub struct NodeView {
     /// Its zone.
     #[serde(default)]
     pub zone: Option<String>,
+    /// Bytes it stores, as gossiped.
+    #[serde(default)]
+    pub bytes: Option<u64>,
 }
 
 /// Tables sharing one (N, R, W).

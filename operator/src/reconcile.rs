@@ -11,8 +11,11 @@
 //! 4. the PodDisruptionBudget, re-applied when the tables' quorums change
 //!    what it must be;
 //! 5. at most one action, and an Event for it;
-//! 6. the status, with the conditions;
-//! 7. when the cluster is available and a control plane is configured,
+//! 6. with `autoscale`, on a settled cluster: every member's `/metrics`,
+//!    and, when the load has asked for another size long enough, a patch
+//!    of `spec.replicas` and an Event (see `autoscale.rs`);
+//! 7. the status, with the conditions;
+//! 8. when the cluster is available and a control plane is configured,
 //!    its registration there (see `register.rs`), once per change of URL
 //!    or credential.
 
@@ -77,6 +80,8 @@ pub struct Context {
     pub secret_bytes: fn() -> Option<String>,
     /// Registers available clusters with the control plane, when set.
     pub registrar: Option<Arc<crate::register::Registrar>>,
+    /// The autoscaler's memory of each cluster.
+    pub autoscale: Arc<crate::autoscale::Trackers>,
 }
 
 impl std::fmt::Debug for Context {
@@ -212,14 +217,25 @@ pub async fn reconcile(dc: &DynoCluster, ctx: &Context) -> Result<Outcome, Error
         event(dc, ctx, &ns, reason, &note).await?;
     }
 
-    // 6. The status.
-    let status = status(
+    // 6. The autoscaler, on a settled cluster; it changes spec.replicas,
+    //    which the next pass acts on.
+    let settled = decision.action.is_none() && !decision.progressing.status;
+    let autoscale = match (&dc.spec.autoscale, &view) {
+        (Some(spec), Some((_, v))) if settled => {
+            Some(autoscale(dc, ctx, &ns, &names, spec, v, &dp).await?)
+        }
+        _ => None,
+    };
+
+    // 7. The status.
+    let mut status = status(
         dc,
         &observed,
         view.as_ref().map(|(_, v)| v),
         &decision,
         (ctx.now)(),
     );
+    status.autoscale = autoscale.or_else(|| dc.status.as_ref().and_then(|s| s.autoscale.clone()));
     let api: Api<DynoCluster> = Api::namespaced(client, &ns);
     api.patch_status(
         &dc.name_any(),
@@ -228,7 +244,7 @@ pub async fn reconcile(dc: &DynoCluster, ctx: &Context) -> Result<Outcome, Error
     )
     .await?;
 
-    // 7. The control plane learns of the cluster once it serves.
+    // 8. The control plane learns of the cluster once it serves.
     let mut registered = true;
     if let Some(r) = &ctx.registrar
         && decision.available.status
@@ -253,6 +269,75 @@ pub async fn reconcile(dc: &DynoCluster, ctx: &Context) -> Result<Outcome, Error
     Ok(Outcome {
         decision,
         requeue: if busy { BUSY_REQUEUE } else { IDLE_REQUEUE },
+    })
+}
+
+/// One autoscaler step: measures the load, and patches `spec.replicas`
+/// when the autoscaler decides.
+async fn autoscale(
+    dc: &DynoCluster,
+    ctx: &Context,
+    ns: &str,
+    names: &Names,
+    spec: &crate::crd::AutoscaleSpec,
+    view: &ClusterView,
+    dp: &DataPlane,
+) -> Result<crate::crd::AutoscaleStatus, Error> {
+    use crate::autoscale::{Load, Policy, parse_bytes, requests_served, step};
+    let now = (ctx.now)();
+    let mut samples = Vec::new();
+    for id in &view.ring.members {
+        let Some(k) = names.ordinal(id) else { continue };
+        let url = ctx.locator.node_url(names, ns, k);
+        if let Ok(text) = dp.metrics(&url).await {
+            samples.push((id.clone(), requests_served(&text)));
+        }
+    }
+    let bytes: u64 = view
+        .nodes
+        .iter()
+        .filter(|n| view.ring.members.contains(&n.id))
+        .filter_map(|n| n.bytes)
+        .sum();
+    let bytes_target = spec.bytes_per_node.as_deref().map(parse_bytes);
+    let policy = Policy {
+        min: spec.min,
+        max: spec.max,
+        ops_per_sec_per_node: spec.ops_per_sec_per_node.map(|x| x as f64),
+        bytes_per_node: bytes_target.flatten(),
+        window_secs: spec.stabilization_secs,
+    };
+    let key = format!("{ns}/{}", dc.name_any());
+    let (ops, verdict) = ctx.autoscale.with(&key, |memory, rate| {
+        let ops = rate.sample(&samples, now);
+        let load = Load {
+            ops_per_sec: ops,
+            bytes: bytes as f64,
+        };
+        (ops, step(&policy, dc.spec.replicas, &load, memory, now))
+    });
+    let mut reason = verdict.reason.clone();
+    if let Some(None) = bytes_target {
+        reason = format!("bytesPerNode is not a quantity (such as 200Gi), ignored; {reason}");
+    }
+    if let Some(n) = verdict.decision
+        && n != dc.spec.replicas
+    {
+        let api: Api<DynoCluster> = Api::namespaced(ctx.client.clone(), ns);
+        api.patch(
+            &dc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": n } })),
+        )
+        .await?;
+        ctx.metrics.action("Autoscaled");
+        event(dc, ctx, ns, "Autoscaled", &verdict.reason).await?;
+    }
+    Ok(crate::crd::AutoscaleStatus {
+        ops_per_sec: ops.map(|x| x.round() as u64),
+        bytes,
+        recommendation: verdict.recommendation,
+        reason,
     })
 }
 
@@ -491,5 +576,6 @@ pub fn status(
             condition("Progressing", &d.progressing),
             condition("Degraded", &d.degraded),
         ],
+        autoscale: None,
     }
 }

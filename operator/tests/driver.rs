@@ -34,6 +34,8 @@ impl Locator for FakeNodes {
 struct NodesState {
     view: Value,
     hints: Value,
+    /// Each node's `/metrics` text.
+    metrics: String,
     calls: Vec<(String, Value)>,
 }
 
@@ -43,8 +45,14 @@ async fn fake_nodes(view: Value, hints: Value) -> (FakeNodes, Shared) {
     let state: Shared = Arc::new(Mutex::new(NodesState {
         view,
         hints,
+        metrics: String::new(),
         calls: Vec::new(),
     }));
+    async fn metrics(State(s): State<Shared>, Path(node): Path<String>) -> String {
+        let mut s = s.lock().expect("lock");
+        s.calls.push((format!("GET /{node}/metrics"), Value::Null));
+        s.metrics.clone()
+    }
     async fn cluster(State(s): State<Shared>, Path(node): Path<String>) -> axum::Json<Value> {
         let mut s = s.lock().expect("lock");
         s.calls
@@ -71,6 +79,7 @@ async fn fake_nodes(view: Value, hints: Value) -> (FakeNodes, Shared) {
     let app = axum::Router::new()
         .route("/{node}/admin/v1/cluster", get(cluster))
         .route("/{node}/admin/v1/hints", get(hint_list))
+        .route("/{node}/metrics", get(metrics))
         .route("/{node}/admin/v1/cluster/{action}", post(change))
         .with_state(Arc::clone(&state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -108,6 +117,7 @@ fn context(client: kube::Client, locator: FakeNodes) -> Context {
         now: || "2026-12-06T12:00:00Z".parse().expect("time"),
         secret_bytes: || Some("s3cret".to_owned()),
         registrar: None,
+        autoscale: Arc::default(),
     }
 }
 
@@ -474,4 +484,119 @@ async fn scale_down_decommissions_the_highest_node_first() {
     assert_eq!(posts.len(), 1);
     assert_eq!(posts[0].0, "POST /n0/admin/v1/cluster/decommission");
     assert_eq!(posts[0].1, json!({ "node": "prod-3" }));
+}
+
+/// The test clock of [`autoscaling_patches_the_replicas_the_load_asks_for`].
+static NOW: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1_800_000_000);
+
+fn test_clock() -> dyno_operator::k8s_openapi::jiff::Timestamp {
+    dyno_operator::k8s_openapi::jiff::Timestamp::from_second(
+        NOW.load(std::sync::atomic::Ordering::SeqCst),
+    )
+    .expect("time")
+}
+
+/// With `autoscale`, a settled cluster's members are asked for their
+/// `/metrics`; the first pass only samples, the second has a rate, and the
+/// load over the target (window 0) patches `spec.replicas`, clamped to
+/// `max`, with an Event; the status shows what the autoscaler saw.
+#[tokio::test]
+async fn autoscaling_patches_the_replicas_the_load_asks_for() {
+    use std::sync::atomic::Ordering;
+    let view = json!({
+        "ring": { "epoch": 5, "members": ["prod-0", "prod-1", "prod-2", "prod-3"] },
+        "nodes": (0..4).map(|k| json!({ "id": format!("prod-{k}"), "status": "up", "bytes": 1000 }))
+            .collect::<Vec<_>>(),
+        "replication": [ { "n": 3, "r": 2, "w": 2, "tables": 1 } ],
+    });
+    let (nodes, calls) = fake_nodes(view, json!([])).await;
+    let count = |n: u64| {
+        format!(
+            "dyno_request_duration_seconds_count{{op=\"get\",table=\"t\"}} {n}\n\
+             dyno_request_duration_seconds_sum{{op=\"get\",table=\"t\"}} 1.5\n"
+        )
+    };
+    let mut dc = cluster(4);
+    dc.spec.autoscale = Some(
+        serde_json::from_value(json!({
+            "min": 3, "max": 8, "opsPerSecPerNode": 25, "stabilizationSecs": 0
+        }))
+        .expect("autoscale"),
+    );
+    let pods = || -> Vec<Value> { (0..4).map(|k| pod(k, "dyno:1", "m")).collect() };
+
+    // Pass 1: one sample, no rate yet.
+    calls.lock().expect("lock").metrics = count(1000);
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context {
+        now: test_clock,
+        ..context(kube::Client::new(svc, "db"), nodes.clone())
+    };
+    let trackers = Arc::clone(&ctx.autoscale);
+    let d = dc.clone();
+    let pass = tokio::spawn(async move { reconcile(&d, &ctx).await });
+    observe_existing(&mut h, pods(), 1).await;
+    let st = expect(
+        &mut h,
+        "PATCH",
+        "/apis/dyno.dev/v1alpha1/namespaces/db/dynoclusters/prod/status?",
+        200,
+        serde_json::to_value(cluster(4)).expect("json"),
+    )
+    .await;
+    pass.await.expect("join").expect("pass");
+    let a = &st["status"]["autoscale"];
+    assert_eq!(a["opsPerSec"], Value::Null, "{a}");
+    assert_eq!(
+        (a["bytes"].as_u64(), a["recommendation"].as_u64()),
+        (Some(4000), Some(4)),
+        "{a}"
+    );
+    let scraped = calls
+        .lock()
+        .expect("lock")
+        .calls
+        .iter()
+        .filter(|(c, _)| c.ends_with("/metrics"))
+        .count();
+    assert_eq!(scraped, 4, "every member's metrics");
+
+    // Pass 2, ten seconds later: 1,000 more requests on each node is
+    // 400 ops/s, four times the 100 four nodes are meant to carry at 25
+    // each: 16 nodes, clamped to 8.
+    NOW.fetch_add(10, Ordering::SeqCst);
+    calls.lock().expect("lock").metrics = count(2000);
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context {
+        now: test_clock,
+        autoscale: trackers,
+        ..context(kube::Client::new(svc, "db"), nodes)
+    };
+    let pass = tokio::spawn(async move { reconcile(&dc, &ctx).await });
+    observe_existing(&mut h, pods(), 1).await;
+    let patch = expect(
+        &mut h,
+        "PATCH",
+        "/apis/dyno.dev/v1alpha1/namespaces/db/dynoclusters/prod?",
+        200,
+        serde_json::to_value(cluster(8)).expect("json"),
+    )
+    .await;
+    assert_eq!(patch, json!({ "spec": { "replicas": 8 } }));
+    let (ev, st) = event_and_status(&mut h).await;
+    assert_eq!(ev["reason"], "Autoscaled");
+    assert!(
+        ev["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("scaling from 4 to 8"),
+        "{ev}"
+    );
+    let a = &st["status"]["autoscale"];
+    assert_eq!(
+        (a["opsPerSec"].as_u64(), a["recommendation"].as_u64()),
+        (Some(400), Some(8)),
+        "{a}"
+    );
+    pass.await.expect("join").expect("pass");
 }
