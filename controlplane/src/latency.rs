@@ -295,6 +295,8 @@ pub type ClusterRtt = HashMap<String, HashMap<(String, String), Buckets>>;
 struct Inner {
     /// Last reading per node and series.
     last: HashMap<(String, Key), Buckets>,
+    /// Nodes read in an earlier round (`cluster/node`).
+    known: std::collections::HashSet<String>,
     /// Samples per series, oldest first.
     series: HashMap<Key, VecDeque<Sample>>,
     /// The latest round trips per cluster.
@@ -336,13 +338,23 @@ impl Latency {
                     tables: r.tables,
                 },
             );
+            // A series missing from a node's last reading began since: its
+            // whole count falls in this interval. (On a node read for the
+            // first time, the counts are a baseline: they may be old.)
+            let known = inner.known.contains(&node);
             for (key, now) in r.requests {
                 let slot = (node.clone(), key.clone());
-                if let Some(before) = inner.last.get(&slot) {
-                    add(interval.entry(key).or_default(), &delta(before, &now));
+                match inner.last.get(&slot) {
+                    Some(before) => add(
+                        interval.entry(key.clone()).or_default(),
+                        &delta(before, &now),
+                    ),
+                    None if known => add(interval.entry(key.clone()).or_default(), &now),
+                    None => {}
                 }
                 inner.last.insert(slot, now);
             }
+            inner.known.insert(node);
         }
         let secs = elapsed.as_secs_f64().max(0.001);
         // Series seen before get a sample every round (zero when idle), so
@@ -771,5 +783,36 @@ dyno_request_duration_seconds_bucket{le="0.001",op="put",tenant="a\"b",table="t"
         assert_eq!(l.current_rate("acme", "orders"), Some(0.0));
         assert_eq!(l.current_rate("acme", "other"), None);
         assert!(l.table("beta", "orders").is_empty());
+    }
+
+    /// A node's first request of a kind creates its series between two
+    /// readings; that request counts (it used to be taken as a baseline
+    /// and never charted, which made the console's browser test flaky).
+    #[test]
+    fn a_series_new_on_a_known_node_counts_from_zero() {
+        let l = Latency::default();
+        let at = |s: i64| DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap_or_default();
+        let reading = |puts: Option<u64>| {
+            let mut requests = HashMap::new();
+            requests.insert(key("acme", "orders", "get"), vec![(f64::INFINITY, 5)]);
+            if let Some(n) = puts {
+                requests.insert(
+                    key("acme", "orders", "put"),
+                    vec![(0.001, n), (f64::INFINITY, n)],
+                );
+            }
+            Reading {
+                cluster: "main".into(),
+                node: "a".into(),
+                requests,
+                rtt: HashMap::new(),
+                tables: HashMap::new(),
+            }
+        };
+        l.record(vec![reading(None)], Duration::from_secs(1), at(0));
+        l.record(vec![reading(Some(2))], Duration::from_secs(1), at(1));
+        let s = &l.table("acme", "orders")["put"];
+        assert_eq!(s.len(), 1);
+        assert!((s[0].rate - 2.0).abs() < 1e-9, "{s:?}");
     }
 }
