@@ -801,3 +801,82 @@ async fn a_joining_node_has_every_table_before_it_owns_data() {
         .expect("get table");
     assert_eq!(resp.status(), StatusCode::OK, "n4 lacks table t");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sole_member_takes_a_zone_without_moving_data() {
+    let mut c = Cluster::start(1, NodeOpts::default()).await;
+    c.create_table("t", json!({"n": 1, "r": 1, "w": 1})).await;
+    let (s, b) = c.put(0, "t", "k", b"v", &[]).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let before = c.admin(0, "/admin/v1/cluster").await;
+    let epoch = before["ring"]["epoch"].as_u64().expect("epoch");
+    let (s, b) = c
+        .post(
+            0,
+            "/admin/v1/cluster/zone",
+            json!({"node": "n1", "zone": "no spaces"}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("InvalidRequest")),
+        "{b}"
+    );
+    let (s, b) = c
+        .post(
+            0,
+            "/admin/v1/cluster/zone",
+            json!({"node": "n1", "zone": "eu-1a"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["epoch"].as_u64(), Some(epoch + 1));
+    assert_eq!(b["partition_replicas_to_move"].as_u64(), Some(0));
+    let after = c.admin(0, "/admin/v1/cluster").await;
+    assert_eq!(
+        node_entry(&after, "n1").map(|n| n["zone"].clone()),
+        Some(json!("eu-1a"))
+    );
+    assert_eq!(
+        node_entry(&after, "n1").map(|n| n["partition_ids"].clone()),
+        node_entry(&before, "n1").map(|n| n["partition_ids"].clone()),
+        "nothing moved"
+    );
+    let (s, b) = c.get(0, "t", "k", "").await;
+    assert_eq!((s, values(&b)), (StatusCode::OK, vec!["v".to_owned()]));
+
+    // With a second member, a zone would move data: refused.
+    let i = c.add_node_with(&["--zone", "eu-1b"]).await;
+    let id = c.id(i);
+    c.wait_for(
+        || async {
+            node_entry(&c.admin(0, "/admin/v1/cluster").await, &id)
+                .is_some_and(|n| n["liveness"] == "up")
+        },
+        "n1 to hear of n2",
+    )
+    .await;
+    let (s, join) = c
+        .post(0, "/admin/v1/cluster/join", json!({"node": id}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{join}");
+    let joined = join["epoch"].as_u64().expect("epoch") + 1;
+    let v = wait_settled(&c, 0, joined, "the join to commit").await;
+    let zones: Vec<Value> = ["n1", "n2"]
+        .iter()
+        .map(|n| node_entry(&v, n).map_or(Value::Null, |n| n["zone"].clone()))
+        .collect();
+    assert_eq!(zones, [json!("eu-1a"), json!("eu-1b")]);
+    let (s, b) = c
+        .post(
+            0,
+            "/admin/v1/cluster/zone",
+            json!({"node": "n1", "zone": "eu-1c"}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("InvalidRingChange")),
+        "{b}"
+    );
+}

@@ -12,7 +12,8 @@
 //!   Ready when its node answers its health check, makes a volume claim per
 //!   pod and wipes a node's data when its claim is deleted.
 //!
-//! The operator runs as `reconcile` passes. The cluster is scaled 3 → 5 → 3
+//! The operator runs as `reconcile` passes. Every machine is in one zone,
+//! which node 0 gets from the operator and the others with their joins. The cluster is scaled 3 → 5 → 3
 //! by changing `spec.replicas` while a writer keeps writing; afterwards
 //! every acknowledged write must read back, and each ring change must have
 //! moved exactly the planner's minimum of partition replicas (what a
@@ -53,6 +54,8 @@ use serde_json::{Value, json};
 use support::{Listeners, spawn_dyno};
 
 const NAME: &str = "dyno";
+/// Every machine's zone.
+const ZONE: &str = "zone-a";
 /// More pods than the test ever runs.
 const MAX_PODS: u32 = 8;
 const NAMESPACE: &str = "db";
@@ -464,6 +467,17 @@ impl Kubelet {
         let mut s = self.store.lock().expect("store");
         let now = now_rfc3339();
         let labels = template["metadata"]["labels"].clone();
+        // Each pod on its own machine, all in one zone: the ring takes the
+        // zone (node 0's placed by the operator, the others' with their
+        // joins) while placement stays what it is without zones, so the
+        // movement below is the plain minimum.
+        let machine = format!("machine-{k}");
+        s.put(
+            "nodes",
+            &machine,
+            json!({ "apiVersion": "v1", "kind": "Node",
+                    "metadata": { "name": machine, "labels": { "topology.kubernetes.io/zone": ZONE } } }),
+        );
         s.put(
             "pods",
             &pod,
@@ -471,7 +485,7 @@ impl Kubelet {
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": { "name": pod, "namespace": NAMESPACE, "labels": labels.clone(),
                               "creationTimestamp": now },
-                "spec": { "containers": [{ "name": "dyno", "image": container["image"] }] },
+                "spec": { "nodeName": machine, "containers": [{ "name": "dyno", "image": container["image"] }] },
                 "status": { "conditions": [{ "type": "Ready", "status": "False",
                                              "lastTransitionTime": now }] },
             }),
@@ -984,6 +998,20 @@ async fn the_operator_scales_3_5_3_with_real_nodes_and_loses_no_write() {
     w.kubelet.sync().await;
     assert_eq!(claims, ["data-dyno-0", "data-dyno-1", "data-dyno-2"]);
     assert!(!w.kubelet.data_dir(3).exists() && !w.kubelet.data_dir(4).exists());
+
+    // Every member has its machine's zone.
+    let members = w.cluster().status.map(|s| s.members).unwrap_or_default();
+    let zones: Vec<(String, Option<String>)> = members
+        .iter()
+        .filter(|m| m.state == "up")
+        .map(|m| (m.name.clone(), m.zone.clone()))
+        .collect();
+    assert_eq!(
+        zones,
+        (0..3)
+            .map(|k| (format!("{NAME}-{k}"), Some(ZONE.to_owned())))
+            .collect::<Vec<_>>()
+    );
 
     // Every acknowledged write reads back.
     let mut lost = Vec::new();

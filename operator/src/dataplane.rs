@@ -182,6 +182,15 @@ impl DataPlane {
         .await
     }
 
+    /// Places `zone` on `node`, the ring's only member.
+    pub async fn set_zone(&self, base: &str, node: &str, zone: &str) -> Result<(), DataPlaneError> {
+        self.post(
+            format!("{base}/admin/v1/cluster/zone"),
+            json!({ "node": node, "zone": zone }),
+        )
+        .await
+    }
+
     /// Aborts the change under way.
     pub async fn abort(&self, base: &str) -> Result<(), DataPlaneError> {
         self.post(format!("{base}/admin/v1/cluster/abort"), json!({}))

@@ -10,6 +10,8 @@
 //! 1. Create the children when the StatefulSet is missing.
 //! 2. A ring change under way: abort it when a pod has been not-Ready for
 //!    longer than the threshold, else wait for it to commit.
+//! 2½. Node 0 formed the ring alone and without a zone: place its
+//!    machine's zone while it is the only member (this moves nothing).
 //! 3. Finish a scale-down: a pod above the ring whose node has `left`, or
 //!    that is not wanted any more (it never joined: no data), is shrunk
 //!    away; then its volume claim is deleted unless the policy keeps it.
@@ -87,6 +89,10 @@ pub struct DataPlane {
     pub hint_backlog: BTreeMap<u32, u64>,
     /// The largest N among the cluster's tables (0 without tables).
     pub largest_n: u32,
+    /// The zone of the machine of the ring's only member, when that member
+    /// has none in the ring (node 0 forms the ring before any zone is
+    /// known).
+    pub zone_to_place: Option<String>,
 }
 
 /// A pod of the StatefulSet.
@@ -139,6 +145,8 @@ pub enum Action {
     Restart(u32),
     /// Delete node `k`'s volume claim.
     DeleteClaim(u32),
+    /// Place this zone on node `k`, the ring's only member (nothing moves).
+    SetZone(u32, String),
 }
 
 /// A condition's state and the reason a person can act on.
@@ -317,6 +325,17 @@ fn next_step(spec: &Spec, o: &Observed) -> Step {
         );
     }
 
+    // Node 0 formed the ring without a zone: place its machine's zone
+    // before any other node joins, while that moves nothing.
+    if m == 1
+        && let Some(z) = &d.zone_to_place
+    {
+        return Step::act(
+            Action::SetZone(0, z.clone()),
+            format!("placing zone {z} on node 0, the ring's only member"),
+        );
+    }
+
     let target = spec.replicas.max(d.largest_n).max(1);
 
     // 3. Finish a scale-down: remove a pod above the ring whose node has
@@ -481,6 +500,7 @@ mod tests {
                 change: None,
                 hint_backlog: BTreeMap::new(),
                 largest_n: 3,
+                zone_to_place: None,
             }),
         }
     }
@@ -588,6 +608,22 @@ mod tests {
         assert!(matches!(
             decide(&spec(4), &o).action,
             Some(Action::Abort { .. })
+        ));
+    }
+
+    #[test]
+    fn the_first_nodes_zone_is_placed_before_a_second_joins() {
+        let mut o = settled(1, "dyno:2");
+        dp(&mut o).zone_to_place = Some("z-a".into());
+        assert_eq!(
+            decide(&spec(3), &o).action,
+            Some(Action::SetZone(0, "z-a".into()))
+        );
+        // Once placed (observe no longer reports it), scaling proceeds.
+        dp(&mut o).zone_to_place = None;
+        assert!(matches!(
+            decide(&spec(3), &o).action,
+            Some(Action::Apply { replicas: 2, .. })
         ));
     }
 

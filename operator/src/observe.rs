@@ -139,6 +139,7 @@ pub fn data_plane(names: &Names, view: &ClusterView, hints: &[HintBacklog]) -> D
         }
     }
     DataPlane {
+        zone_to_place: None,
         members,
         nodes,
         change,

@@ -7,7 +7,8 @@
 //! 1. the admin Secret (created once when the spec names none);
 //! 2. the StatefulSet, the pods and the volume claims;
 //! 3. the data plane: the cluster view of the first node that answers
-//!    (lowest ordinal first) and the hint backlog of every pod;
+//!    (lowest ordinal first) and the hint backlog of every pod; when node
+//!    0 is alone in the ring without a zone, its machine (for the zone);
 //! 4. the PodDisruptionBudget, re-applied when the tables' quorums change
 //!    what it must be;
 //! 5. at most one action, and an Event for it;
@@ -153,9 +154,21 @@ pub async fn reconcile(dc: &DynoCluster, ctx: &Context) -> Result<Outcome, Error
             }
         }
     }
-    let data_plane = view
+    let mut data_plane = view
         .as_ref()
         .map(|(_, v)| observe::data_plane(&names, v, &hints));
+    // Node 0 alone in the ring without a zone: its machine's, if any.
+    if let (Some(d), Some((_, v))) = (data_plane.as_mut(), &view)
+        && let [only] = v.ring.members.as_slice()
+        && names.ordinal(only) == Some(0)
+        && v.nodes.iter().any(|n| &n.id == only && n.zone.is_none())
+        && let Some(machine) = pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(only.as_str()))
+            .and_then(|p| p.spec.as_ref()?.node_name.clone())
+    {
+        d.zone_to_place = machine_zone(&client, &machine, &dc.spec.zone_label).await?;
+    }
     let observed = Observed {
         statefulset: sts.as_ref().map(observe::statefulset),
         pods: pod_list,
@@ -416,6 +429,13 @@ async fn act(
                 ),
             )
         }
+        Action::SetZone(k, zone) => {
+            dp.set_zone(leader()?, &names.pod(*k), zone).await?;
+            (
+                "ZonePlaced",
+                format!("placed zone {zone} on node {}", names.pod(*k)),
+            )
+        }
         Action::Decommission(k) => {
             dp.decommission(leader()?, &names.pod(*k)).await?;
             (
@@ -465,9 +485,18 @@ async fn zone_of(
     else {
         return Ok(None);
     };
+    machine_zone(client, &node_name, label).await
+}
+
+/// The zone of machine `node_name`, from its `label`.
+async fn machine_zone(
+    client: &kube::Client,
+    node_name: &str,
+    label: &str,
+) -> Result<Option<String>, kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     Ok(nodes
-        .get_opt(&node_name)
+        .get_opt(node_name)
         .await?
         .and_then(|n| n.metadata.labels)
         .and_then(|mut l| l.remove(label)))

@@ -600,3 +600,81 @@ async fn autoscaling_patches_the_replicas_the_load_asks_for() {
     );
     pass.await.expect("join").expect("pass");
 }
+
+/// Node 0 formed the ring alone and without a zone: before a second node
+/// joins, the pass reads its machine's zone label and places it through
+/// the data plane.
+#[tokio::test]
+async fn the_first_nodes_machine_zone_is_placed_on_it() {
+    let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "db");
+    let view = json!({
+        "ring": { "epoch": 1, "members": ["prod-0"] },
+        "nodes": [
+            { "id": "prod-0", "status": "up" },
+            { "id": "prod-1", "status": "standby" },
+            { "id": "prod-2", "status": "standby" },
+        ],
+    });
+    let (nodes, calls) = fake_nodes(view, json!([])).await;
+    let ctx = context(client, nodes);
+    let dc = cluster(3);
+    let pass = tokio::spawn(async move { reconcile(&dc, &ctx).await });
+
+    expect(
+        &mut h,
+        "GET",
+        "/api/v1/namespaces/db/secrets/prod-admin",
+        200,
+        secret(),
+    )
+    .await;
+    expect(
+        &mut h,
+        "GET",
+        "/apis/apps/v1/namespaces/db/statefulsets/prod",
+        200,
+        statefulset(3, "dyno:1"),
+    )
+    .await;
+    let pods: Vec<Value> = (0..3)
+        .map(|k| pod(k, "dyno:1", &format!("machine-{k}")))
+        .collect();
+    expect(
+        &mut h,
+        "GET",
+        &format!("/api/v1/namespaces/db/pods?&{SELECTOR}"),
+        200,
+        list("PodList", json!(pods)),
+    )
+    .await;
+    expect(
+        &mut h,
+        "GET",
+        &format!("/api/v1/namespaces/db/persistentvolumeclaims?&{SELECTOR}"),
+        200,
+        list("PersistentVolumeClaimList", json!([])),
+    )
+    .await;
+    expect(&mut h, "GET", "/api/v1/nodes/machine-0", 200,
+        json!({ "metadata": { "name": "machine-0", "labels": { "topology.kubernetes.io/zone": "z-a" } } })).await;
+    expect(
+        &mut h,
+        "GET",
+        "/apis/policy/v1/namespaces/db/poddisruptionbudgets/prod",
+        200,
+        json!({ "metadata": { "name": "prod" }, "spec": { "maxUnavailable": 1 } }),
+    )
+    .await;
+    let (ev, _) = event_and_status(&mut h).await;
+    assert_eq!(ev["reason"], "ZonePlaced");
+    pass.await.expect("join").expect("pass");
+    let calls = calls.lock().expect("lock").calls.clone();
+    let posts: Vec<_> = calls
+        .iter()
+        .filter(|(c, _)| c.starts_with("POST"))
+        .collect();
+    assert_eq!(posts.len(), 1, "{calls:?}");
+    assert_eq!(posts[0].0, "POST /n0/admin/v1/cluster/zone");
+    assert_eq!(posts[0].1, json!({ "node": "prod-0", "zone": "z-a" }));
+}

@@ -85,6 +85,7 @@ impl World {
                 }),
                 hint_backlog: self.hints.clone(),
                 largest_n: self.largest_n,
+                zone_to_place: None,
             }),
         }
     }
@@ -179,6 +180,7 @@ impl World {
                 assert!(!self.members.contains(k), "deleted member {k}'s claim");
                 self.claims.remove(k);
             }
+            Action::SetZone(..) => panic!("the simulated world has no zones"),
         }
     }
 

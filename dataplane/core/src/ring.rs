@@ -177,6 +177,21 @@ impl Ring {
         }
     }
 
+    /// This ring with `id`'s zone set to `zone`, one version later; the
+    /// owners stay. None when `id` is not a member.
+    pub(crate) fn with_zone(&self, id: &NodeId, zone: Option<String>) -> Option<Ring> {
+        let i = self.members.iter().position(|m| &m.id == id)?;
+        let mut members = self.members.clone();
+        members[i].zone = zone;
+        Some(Ring::from_owners(
+            self.version + 1,
+            self.partition_bits,
+            self.spacing,
+            members,
+            self.owners.clone(),
+        ))
+    }
+
     /// The ring version; every committed change increments it.
     pub fn version(&self) -> u64 {
         self.version

@@ -54,6 +54,15 @@ pub enum ChangeError {
     /// There is no change to abort.
     #[error("no ring change is under way")]
     Idle,
+    /// A zone can be placed without moving data only on a ring's sole
+    /// member.
+    #[error(
+        "a zone can be placed only on the only member of a ring (this one has {members}): decommission the node and join it again with its zone"
+    )]
+    ZoneMovesData {
+        /// Members of the ring.
+        members: usize,
+    },
 }
 
 /// What a node reports about the change under way (gossiped).
@@ -107,6 +116,31 @@ impl Topology {
         self.check_idle()?;
         let next = planner::plan_leave(&self.current, id)?;
         Ok(self.begin(next))
+    }
+
+    /// Places `zone` on member `id`, in one step (`epoch + 1`, no
+    /// handoff). Only while no change is under way and while `id` is the
+    /// ring's only member: then every partition's replicas are that node,
+    /// whatever its zone, so nothing moves. (A cluster's first node forms
+    /// its ring before anyone may know its zone; this gives it one before
+    /// the second node joins.) With more members a zone changes preference
+    /// lists: that takes a decommission and a join.
+    pub fn set_zone(&self, id: &NodeId, zone: String) -> Result<Topology, ChangeError> {
+        self.check_idle()?;
+        crate::ring::check_zone(&zone)?;
+        let members = self.current.members().len();
+        if members != 1 {
+            return Err(ChangeError::ZoneMovesData { members });
+        }
+        let ring = self
+            .current
+            .with_zone(id, Some(zone))
+            .ok_or_else(|| crate::ring::RingError::UnknownMember { id: id.clone() })?;
+        Ok(Topology {
+            epoch: self.epoch + 1,
+            current: ring,
+            next: None,
+        })
     }
 
     fn check_idle(&self) -> Result<(), ChangeError> {
@@ -381,6 +415,47 @@ mod tests {
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = Topology::decode(&bytes);
         }
+    }
+
+    #[test]
+    fn a_zone_is_placed_only_on_a_sole_member_and_moves_nothing() {
+        let one = Topology::new(ring(1));
+        let zoned = one.set_zone(&id("n1"), "eu-1a".into()).expect("zone");
+        assert_eq!(zoned.epoch, one.epoch + 1);
+        assert!(zoned.supersedes(&one));
+        assert_eq!(zoned.current.members()[0].zone.as_deref(), Some("eu-1a"));
+        assert_eq!(zoned.current.version(), one.current.version() + 1);
+        let p = PartitionId(7);
+        assert_eq!(zoned.current.owner(p), one.current.owner(p), "owners stay");
+        assert_eq!(Topology::decode(&zoned.encode()).expect("decode"), zoned);
+        // The next join plans over the zone.
+        let joined = zoned
+            .begin_join(Member {
+                id: id("n2"),
+                zone: Some("eu-1b".into()),
+            })
+            .expect("join")
+            .commit();
+        assert_eq!(joined.current.members().len(), 2);
+        assert!(matches!(
+            joined.set_zone(&id("n1"), "eu-1c".into()),
+            Err(ChangeError::ZoneMovesData { members: 2 })
+        ));
+        assert!(matches!(
+            one.set_zone(&id("n9"), "z".into()),
+            Err(ChangeError::Plan(
+                crate::ring::RingError::UnknownMember { .. }
+            ))
+        ));
+        assert!(matches!(
+            one.set_zone(&id("n1"), "no spaces".into()),
+            Err(ChangeError::Plan(crate::ring::RingError::BadZone { .. }))
+        ));
+        let busy = one.begin_join(Member::new(id("n2"))).expect("join");
+        assert!(matches!(
+            busy.set_zone(&id("n1"), "z".into()),
+            Err(ChangeError::Busy { .. })
+        ));
     }
 
     #[test]

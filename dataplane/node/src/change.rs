@@ -29,6 +29,8 @@ pub enum Action {
     Decommission,
     /// Abandon the change under way (the node id is ignored).
     Abort,
+    /// Place a zone on the ring's only member (nothing moves).
+    SetZone,
 }
 
 /// A change that has begun.
@@ -55,6 +57,7 @@ fn change_error(e: ChangeError) -> ServiceError {
         }
         ChangeError::Plan(_) => ErrorCode::InvalidRingChange,
         ChangeError::Idle => ErrorCode::NoRingChange,
+        ChangeError::ZoneMovesData { .. } => ErrorCode::InvalidRingChange,
     };
     ServiceError::new(code, e.to_string())
 }
@@ -105,6 +108,7 @@ pub async fn request(
     let req = pb::BeginChangeRequest {
         decommission: action == Action::Decommission,
         abort: action == Action::Abort,
+        set_zone: action == Action::SetZone,
         node: id.to_string(),
         zone,
     };
@@ -169,7 +173,7 @@ fn validate(
             )),
             Some(_) => Ok(()),
         },
-        Action::Abort => Ok(()),
+        Action::Abort | Action::SetZone => Ok(()),
         Action::Decommission => {
             let remaining = topology.current.members().len().saturating_sub(1);
             match node
@@ -219,6 +223,21 @@ pub async fn begin_here(
         }));
     }
     validate(node, &topology, action, &id, zone.as_deref())?;
+    if action == Action::SetZone {
+        let zone = zone.ok_or_else(|| {
+            ServiceError::new(ErrorCode::InvalidRequest, "give the zone to place")
+        })?;
+        let zoned = topology.set_zone(&id, zone).map_err(change_error)?;
+        let began = Began {
+            epoch: zoned.epoch,
+            moved: 0,
+            reassigned: 0,
+            total: 0,
+        };
+        offer(node, zoned).await?;
+        tracing::info!(node = %id, epoch = began.epoch, "zone placed on the ring's only member");
+        return Ok(began);
+    }
     if action == Action::Join {
         give_catalog(node, &id).await;
     }
@@ -228,7 +247,10 @@ pub async fn begin_here(
             let zone = zone.or_else(|| node.cluster().view().get(&id).and_then(|s| s.zone.clone()));
             topology.begin_join(Member { id, zone })
         }
-        Action::Decommission | Action::Abort => topology.begin_leave(&id),
+        Action::Decommission => topology.begin_leave(&id),
+        Action::Abort | Action::SetZone => {
+            return Err(ServiceError::internal("aborts and zones are handled above"));
+        }
     }
     .map_err(change_error)?;
     let m = node

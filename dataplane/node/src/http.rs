@@ -174,6 +174,7 @@ pub fn router(service: Service) -> Router {
         .route("/admin/v1/cluster/join", post(join))
         .route("/admin/v1/cluster/decommission", post(decommission))
         .route("/admin/v1/cluster/abort", post(abort))
+        .route("/admin/v1/cluster/zone", post(set_zone))
         .route("/admin/v1/repair", get(repair_status).post(repair_start))
         .route("/admin/v1/workers", get(workers))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -589,8 +590,8 @@ async fn ring_change(
     body: std::result::Result<Json<NodeRequest>, JsonRejection>,
 ) -> Result<Response> {
     let Json(req) = body.map_err(|e| bad(ErrorCode::InvalidRequest, e.body_text()))?;
-    // A zone matters only to a node joining.
-    let zone = if action == Action::Join {
+    // A zone matters only to a node joining or given one.
+    let zone = if matches!(action, Action::Join | Action::SetZone) {
         req.zone
     } else {
         None
@@ -606,6 +607,13 @@ async fn join(
     body: std::result::Result<Json<NodeRequest>, JsonRejection>,
 ) -> Result<Response> {
     ring_change(&service, Action::Join, body).await
+}
+
+async fn set_zone(
+    State(service): State<Service>,
+    body: std::result::Result<Json<NodeRequest>, JsonRejection>,
+) -> Result<Response> {
+    ring_change(&service, Action::SetZone, body).await
 }
 
 async fn decommission(

@@ -473,6 +473,8 @@ impl ReplicaRpc for RpcService {
         let id = NodeId::new(&req.node).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let action = if req.abort {
             crate::change::Action::Abort
+        } else if req.set_zone {
+            crate::change::Action::SetZone
         } else if req.decommission {
             crate::change::Action::Decommission
         } else {
