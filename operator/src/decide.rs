@@ -10,22 +10,24 @@
 //! 1. Create the children when the StatefulSet is missing.
 //! 2. A ring change under way: abort it when a pod has been not-Ready for
 //!    longer than the threshold, else wait for it to commit.
-//! 2½. Node 0 formed the ring alone and without a zone: place its
+//! 3. Node 0 formed the ring alone and without a zone: place its
 //!    machine's zone while it is the only member (this moves nothing).
-//! 3. Finish a scale-down: a pod above the ring whose node has `left`, or
+//! 4. Finish a scale-down: a pod above the ring whose node has `left`, or
 //!    that is not wanted any more (it never joined: no data), is shrunk
 //!    away; then its volume claim is deleted unless the policy keeps it.
-//! 4. Scale down: decommission the highest member (never below the largest
+//! 5. Scale down: decommission the highest member (never below the largest
 //!    table's N; the StatefulSet shrinks only after the node has `left`).
-//! 5. Scale up: grow the StatefulSet by one, wait until the pod is Ready
-//!    and seen in gossip as `standby`, then join it.
-//! 6. Roll out a new image: update the template (pods restart only when
+//! 6. Scale up: delete a kept claim of the node about to return (its old
+//!    data would bring back stale versions), grow the StatefulSet by one,
+//!    wait until the pod is Ready and seen in gossip as `standby`, then
+//!    join it.
+//! 7. Roll out a new image: update the template (pods restart only when
 //!    deleted), then restart the highest ordinal still on the old image,
 //!    only when every pod is Ready, every member is up, no change is under
 //!    way and no hints are waiting for any member; none while the
 //!    upgrade is paused.
 //!
-//! Every ring change (2, 4, 5) and every restart (6) first requires every
+//! Every join or decommission (5, 6) and every restart (7) first requires every
 //! member up: a change while a replica is down would leave partitions with
 //! fewer copies than N during the handoff.
 
@@ -338,7 +340,7 @@ fn next_step(spec: &Spec, o: &Observed) -> Step {
 
     let target = spec.replicas.max(d.largest_n).max(1);
 
-    // 3. Finish a scale-down: remove a pod above the ring whose node has
+    // 4. Finish a scale-down: remove a pod above the ring whose node has
     //    left, or that is no longer wanted (it never joined, so it holds
     //    no data), then delete its claim.
     if sts_replicas > m {
@@ -365,7 +367,7 @@ fn next_step(spec: &Spec, o: &Observed) -> Step {
 
     let all_up = d.members.iter().all(|k| state(*k) == Some(NodeState::Up));
 
-    // 4. Scale down.
+    // 5. Scale down.
     if m > target {
         if !all_up {
             return Step::stuck(
@@ -380,10 +382,22 @@ fn next_step(spec: &Spec, o: &Observed) -> Step {
         );
     }
 
-    // 5. Scale up.
+    // 6. Scale up.
     if m < target {
         let k = m;
         if sts_replicas <= k {
+            // Under `volumePolicy: keep` a removed node's claim stays. Its
+            // data was handed off when it left; started on it again, the
+            // node would bring back stale versions (and, past the tombstone
+            // grace, deleted items): it starts afresh instead.
+            if o.claims.contains(&k) {
+                return Step::act(
+                    Action::DeleteClaim(k),
+                    format!(
+                        "deleting the kept volume claim of node {k}, removed earlier: it starts afresh"
+                    ),
+                );
+            }
             return Step::act(
                 Action::Apply {
                     replicas: k + 1,
@@ -410,7 +424,7 @@ fn next_step(spec: &Spec, o: &Observed) -> Step {
         };
     }
 
-    // 6. A new image.
+    // 7. A new image.
     if *sts_image != spec.image {
         return Step::act(
             Action::Apply {
@@ -625,6 +639,41 @@ mod tests {
             decide(&spec(3), &o).action,
             Some(Action::Apply { replicas: 2, .. })
         ));
+    }
+
+    #[test]
+    fn a_kept_claim_of_a_removed_node_is_deleted_before_it_returns() {
+        // Scaled 4 -> 3 with volumePolicy keep: node 3 left, its claim
+        // stayed. Scaling back to 4 starts it on a fresh volume.
+        let mut o = settled(3, "dyno:2");
+        o.claims.insert(3);
+        dp(&mut o).nodes.insert(3, NodeState::Down);
+        let keep = Spec {
+            keep_claims: true,
+            ..spec(4)
+        };
+        assert_eq!(decide(&keep, &o).action, Some(Action::DeleteClaim(3)));
+        o.claims.remove(&3);
+        assert_eq!(
+            decide(&keep, &o).action,
+            Some(Action::Apply {
+                replicas: 4,
+                image: "dyno:2".into()
+            })
+        );
+        // Kept while nobody asks for the node back.
+        o.claims.insert(3);
+        assert_eq!(
+            decide(
+                &Spec {
+                    replicas: 3,
+                    ..keep
+                },
+                &o
+            )
+            .action,
+            None
+        );
     }
 
     #[test]
