@@ -678,3 +678,61 @@ async fn the_first_nodes_machine_zone_is_placed_on_it() {
     assert_eq!(posts[0].0, "POST /n0/admin/v1/cluster/zone");
     assert_eq!(posts[0].1, json!({ "node": "prod-0", "zone": "z-a" }));
 }
+
+/// A deleted resource under `volumePolicy: delete`: the finalizer deletes
+/// every node's volume claim, then lets the resource go.
+#[tokio::test]
+async fn deletion_deletes_the_claims_only_under_the_delete_policy() {
+    for keep in [false, true] {
+        let (svc, mut h) = mock::pair::<Request<Body>, Response<Body>>();
+        let (nodes, _) = fake_nodes(json!({}), json!([])).await;
+        let ctx = Arc::new(context(kube::Client::new(svc, "db"), nodes));
+        let mut dc = cluster(3);
+        if keep {
+            dc.spec.volume_policy = dyno_operator::crd::VolumePolicy::Keep;
+        }
+        dc.metadata.finalizers = Some(vec!["dyno.dev/volumes".into()]);
+        dc.metadata.deletion_timestamp = Some(
+            dyno_operator::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-12-06T12:00:00Z".parse().expect("time"),
+            ),
+        );
+        let pass = tokio::spawn(dyno_operator::controller::pass(Arc::new(dc), ctx));
+        if !keep {
+            let claims: Vec<Value> = (0..2)
+                .map(|k| json!({ "metadata": { "name": format!("data-prod-{k}"), "namespace": "db" } }))
+                .collect();
+            expect(
+                &mut h,
+                "GET",
+                &format!("/api/v1/namespaces/db/persistentvolumeclaims?&{SELECTOR}"),
+                200,
+                list("PersistentVolumeClaimList", json!(claims)),
+            )
+            .await;
+            for k in 0..2 {
+                expect(
+                    &mut h,
+                    "DELETE",
+                    &format!("/api/v1/namespaces/db/persistentvolumeclaims/data-prod-{k}?"),
+                    200,
+                    json!({ "metadata": { "name": format!("data-prod-{k}") } }),
+                )
+                .await;
+            }
+        }
+        let patch = expect(
+            &mut h,
+            "PATCH",
+            "/apis/dyno.dev/v1alpha1/namespaces/db/dynoclusters/prod?",
+            200,
+            serde_json::to_value(cluster(3)).expect("json"),
+        )
+        .await;
+        assert!(
+            patch.to_string().contains("/metadata/finalizers"),
+            "the finalizer is removed: {patch}"
+        );
+        pass.await.expect("join").expect("pass");
+    }
+}
