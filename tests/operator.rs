@@ -425,6 +425,11 @@ impl Kubelet {
         Some(dir)
     }
 
+    /// The admin token from the mounted Secret, once mounted.
+    fn token(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join("secret/token")).ok()
+    }
+
     fn start(&mut self, k: u32, template: &Value, secret: &std::path::Path) {
         let container = &template["spec"]["containers"][0];
         let script = container["command"][2].as_str().unwrap_or_default();
@@ -598,13 +603,8 @@ impl Kubelet {
     fn dump_logs(&self) {
         for k in 0..MAX_PODS {
             let log = self.dir.path().join(format!("{}.log", self.names.pod(k)));
-            let Ok(text) = std::fs::read_to_string(&log) else {
-                continue;
-            };
-            eprintln!("---- last lines of {} ----", self.names.pod(k));
-            let tail: Vec<&str> = text.lines().rev().take(25).collect();
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
+            if log.exists() {
+                support::print_log_tail(&self.names.pod(k), &log);
             }
         }
     }
@@ -729,8 +729,7 @@ impl World {
     /// The client with the admin credential from the operator's Secret.
     fn admin(&mut self) -> Option<reqwest::Client> {
         if self.admin.is_none() {
-            let token =
-                std::fs::read_to_string(self.kubelet.dir.path().join("secret/token")).ok()?;
+            let token = self.kubelet.token()?;
             self.admin = Some(support::client_with_token(Some(&token)));
         }
         self.admin.clone()
@@ -943,7 +942,7 @@ async fn the_operator_scales_3_5_3_with_real_nodes_and_loses_no_write() {
     // 1. A new cluster of three.
     w.settle(3, Duration::from_secs(120)).await;
     let admin = w.admin().expect("the admin Secret");
-    let token = std::fs::read_to_string(w.kubelet.dir.path().join("secret/token")).expect("token");
+    let token = w.kubelet.token().expect("token");
     let registered = registrations.lock().expect("seen").clone();
     assert_eq!(
         registered,

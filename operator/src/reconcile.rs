@@ -278,7 +278,7 @@ pub async fn reconcile(dc: &DynoCluster, ctx: &Context) -> Result<Outcome, Error
             }
         }
     }
-    let busy = decision.action.is_some() || decision.progressing.status || !registered;
+    let busy = !settled || !registered;
     Ok(Outcome {
         decision,
         requeue: if busy { BUSY_REQUEUE } else { IDLE_REQUEUE },

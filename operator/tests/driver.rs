@@ -207,6 +207,13 @@ fn condition<'a>(status_patch: &'a Value, type_: &str) -> &'a Value {
 /// the admin Secret, the StatefulSet, `pods`, no claims, and a budget of
 /// `budget`.
 async fn observe_existing(h: &mut Handle, pods: Vec<Value>, budget: u32) {
+    observe_children(h, 4, pods).await;
+    observe_budget(h, budget).await;
+}
+
+/// The Kubernetes reads that open a pass on an existing cluster: the admin
+/// Secret, a StatefulSet of `replicas` on `dyno:1`, `pods`, no claims.
+async fn observe_children(h: &mut Handle, replicas: u32, pods: Vec<Value>) {
     expect(
         h,
         "GET",
@@ -220,7 +227,7 @@ async fn observe_existing(h: &mut Handle, pods: Vec<Value>, budget: u32) {
         "GET",
         "/apis/apps/v1/namespaces/db/statefulsets/prod",
         200,
-        statefulset(4, "dyno:1"),
+        statefulset(replicas, "dyno:1"),
     )
     .await;
     expect(
@@ -239,6 +246,10 @@ async fn observe_existing(h: &mut Handle, pods: Vec<Value>, budget: u32) {
         list("PersistentVolumeClaimList", json!([])),
     )
     .await;
+}
+
+/// The read of the PodDisruptionBudget in place, allowing `budget`.
+async fn observe_budget(h: &mut Handle, budget: u32) {
     expect(
         h,
         "GET",
@@ -247,6 +258,18 @@ async fn observe_existing(h: &mut Handle, pods: Vec<Value>, budget: u32) {
         json!({ "metadata": { "name": "prod" }, "spec": { "maxUnavailable": budget } }),
     )
     .await;
+}
+
+/// The POSTs the fake data plane received, in order.
+fn posts(nodes: &Shared) -> Vec<(String, Value)> {
+    nodes
+        .lock()
+        .expect("lock")
+        .calls
+        .iter()
+        .filter(|(c, _)| c.starts_with("POST"))
+        .cloned()
+        .collect()
 }
 
 /// The end of a pass that acted: its Event, then the status patch.
@@ -433,11 +456,8 @@ async fn a_ready_standby_pod_is_joined_with_its_zone() {
     assert_eq!(st["status"]["members"][0]["zone"], "z-a");
     pass.await.expect("join").expect("pass");
 
+    let posts = posts(&calls);
     let calls = calls.lock().expect("lock").calls.clone();
-    let posts: Vec<_> = calls
-        .iter()
-        .filter(|(c, _)| c.starts_with("POST"))
-        .collect();
     assert_eq!(posts.len(), 1, "{calls:?}");
     assert_eq!(posts[0].0, "POST /n0/admin/v1/cluster/join");
     assert_eq!(posts[0].1, json!({ "node": "prod-3", "zone": "z-b" }));
@@ -476,12 +496,8 @@ async fn scale_down_decommissions_the_highest_node_first() {
     let (ev, _) = event_and_status(&mut h).await;
     assert_eq!(ev["reason"], "Decommissioning");
     pass.await.expect("join").expect("pass");
-    let calls = calls.lock().expect("lock").calls.clone();
-    let posts: Vec<_> = calls
-        .iter()
-        .filter(|(c, _)| c.starts_with("POST"))
-        .collect();
-    assert_eq!(posts.len(), 1);
+    let posts = posts(&calls);
+    assert_eq!(posts.len(), 1, "{posts:?}");
     assert_eq!(posts[0].0, "POST /n0/admin/v1/cluster/decommission");
     assert_eq!(posts[0].1, json!({ "node": "prod-3" }));
 }
@@ -621,60 +637,18 @@ async fn the_first_nodes_machine_zone_is_placed_on_it() {
     let dc = cluster(3);
     let pass = tokio::spawn(async move { reconcile(&dc, &ctx).await });
 
-    expect(
-        &mut h,
-        "GET",
-        "/api/v1/namespaces/db/secrets/prod-admin",
-        200,
-        secret(),
-    )
-    .await;
-    expect(
-        &mut h,
-        "GET",
-        "/apis/apps/v1/namespaces/db/statefulsets/prod",
-        200,
-        statefulset(3, "dyno:1"),
-    )
-    .await;
     let pods: Vec<Value> = (0..3)
         .map(|k| pod(k, "dyno:1", &format!("machine-{k}")))
         .collect();
-    expect(
-        &mut h,
-        "GET",
-        &format!("/api/v1/namespaces/db/pods?&{SELECTOR}"),
-        200,
-        list("PodList", json!(pods)),
-    )
-    .await;
-    expect(
-        &mut h,
-        "GET",
-        &format!("/api/v1/namespaces/db/persistentvolumeclaims?&{SELECTOR}"),
-        200,
-        list("PersistentVolumeClaimList", json!([])),
-    )
-    .await;
+    observe_children(&mut h, 3, pods).await;
     expect(&mut h, "GET", "/api/v1/nodes/machine-0", 200,
         json!({ "metadata": { "name": "machine-0", "labels": { "topology.kubernetes.io/zone": "z-a" } } })).await;
-    expect(
-        &mut h,
-        "GET",
-        "/apis/policy/v1/namespaces/db/poddisruptionbudgets/prod",
-        200,
-        json!({ "metadata": { "name": "prod" }, "spec": { "maxUnavailable": 1 } }),
-    )
-    .await;
+    observe_budget(&mut h, 1).await;
     let (ev, _) = event_and_status(&mut h).await;
     assert_eq!(ev["reason"], "ZonePlaced");
     pass.await.expect("join").expect("pass");
-    let calls = calls.lock().expect("lock").calls.clone();
-    let posts: Vec<_> = calls
-        .iter()
-        .filter(|(c, _)| c.starts_with("POST"))
-        .collect();
-    assert_eq!(posts.len(), 1, "{calls:?}");
+    let posts = posts(&calls);
+    assert_eq!(posts.len(), 1, "{posts:?}");
     assert_eq!(posts[0].0, "POST /n0/admin/v1/cluster/zone");
     assert_eq!(posts[0].1, json!({ "node": "prod-0", "zone": "z-a" }));
 }

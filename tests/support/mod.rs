@@ -160,6 +160,16 @@ pub fn spawn_dyno(argv: &[String], log: &std::path::Path, listeners: Listeners) 
     child
 }
 
+/// Prints the last lines of node `id`'s log, for a failing test.
+pub fn print_log_tail(id: &str, log: &std::path::Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+    eprintln!("---- last lines of {id} ----");
+    for l in tail.iter().rev() {
+        eprintln!("{l}");
+    }
+}
+
 /// The admin credential every test cluster's nodes accept.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// The key master every test cluster's nodes hold.
@@ -465,12 +475,7 @@ impl Cluster {
 
     fn dump_logs(&self) {
         for p in &self.nodes {
-            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
-            eprintln!("---- last lines of {} ----", p.id);
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
+            print_log_tail(&p.id, &p.log);
         }
     }
 

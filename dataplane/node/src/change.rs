@@ -207,13 +207,7 @@ pub async fn begin_here(
     let topology = node.serving_topology()?;
     if action == Action::Abort {
         let aborted = topology.abort().map_err(change_error)?;
-        let began = Began {
-            epoch: aborted.epoch,
-            moved: 0,
-            reassigned: 0,
-            total: 0,
-        };
-        offer(node, aborted).await?;
+        let began = adopt_unmoved(node, aborted).await?;
         tracing::warn!(epoch = began.epoch, "ring change aborted");
         return Ok(began);
     }
@@ -228,13 +222,7 @@ pub async fn begin_here(
             ServiceError::new(ErrorCode::InvalidRequest, "give the zone to place")
         })?;
         let zoned = topology.set_zone(&id, zone).map_err(change_error)?;
-        let began = Began {
-            epoch: zoned.epoch,
-            moved: 0,
-            reassigned: 0,
-            total: 0,
-        };
-        offer(node, zoned).await?;
+        let began = adopt_unmoved(node, zoned).await?;
         tracing::info!(node = %id, epoch = began.epoch, "zone placed on the ring's only member");
         return Ok(began);
     }
@@ -294,6 +282,19 @@ async fn give_catalog(node: &Arc<Node>, id: &NodeId) {
             tracing::warn!(node = %id, "the joining node did not take the table catalog in time; it will learn it by catalog sync");
         }
     }
+}
+
+/// Adopts a topology that moves no data (an abort, a zone placed on a
+/// sole member); what it began.
+async fn adopt_unmoved(node: &Arc<Node>, t: Topology) -> Result<Began, ServiceError> {
+    let began = Began {
+        epoch: t.epoch,
+        moved: 0,
+        reassigned: 0,
+        total: 0,
+    };
+    offer(node, t).await?;
+    Ok(began)
 }
 
 /// Adopts a topology this node made, persisting it on the blocking pool
