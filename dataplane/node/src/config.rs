@@ -265,6 +265,19 @@ pub struct NodeConfig {
     /// Hints delivered per second to a node that is back, at most.
     #[arg(long, default_value_t = 2000)]
     pub hint_replay_per_sec: u32,
+    /// Seconds between scrub passes, which read and check every stored
+    /// item and hint so that damage to data nobody reads is found and
+    /// repaired (0: no scrub).
+    #[arg(long, default_value_t = 86_400)]
+    pub scrub_interval_secs: u64,
+    /// Records the scrub reads per second, at most.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub scrub_records_per_sec: u32,
+    /// Enable the fault-injection API (`/admin/v1/faults`: drop or delay
+    /// calls to chosen peers, damage stored items). For tests and nemesis
+    /// runs only; never in production.
+    #[arg(long)]
+    pub fault_injection: bool,
 }
 
 impl NodeConfig {

@@ -3,6 +3,8 @@
 //! headers and bodies, call one service function, and shape the response.
 //! [`ServiceError`]s become HTTP responses in one place, `error_response`.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -10,7 +12,7 @@ use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -177,6 +179,12 @@ pub fn router(service: Service) -> Router {
         .route("/admin/v1/cluster/zone", post(set_zone))
         .route("/admin/v1/repair", get(repair_status).post(repair_start))
         .route("/admin/v1/workers", get(workers))
+        .route("/admin/v1/storage", get(storage))
+        .route("/admin/v1/faults/links", put(set_link_faults))
+        .route(
+            "/admin/v1/faults/tables/{table}/keys/{key}/damage",
+            post(damage_item),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             service.clone(),
             require_admin,
@@ -645,6 +653,43 @@ async fn repair_start(State(service): State<Service>) -> Response {
 
 async fn workers(State(service): State<Service>) -> Json<serde_json::Value> {
     Json(json!({ "workers": service.workers() }))
+}
+
+async fn storage(State(service): State<Service>) -> Json<crate::service::StorageView> {
+    Json(service.storage())
+}
+
+async fn set_link_faults(
+    State(service): State<Service>,
+    body: std::result::Result<Json<BTreeMap<String, crate::faults::LinkFault>>, JsonRejection>,
+) -> Result<Response> {
+    let Json(links) = body.map_err(|e| ServiceError::new(ErrorCode::InvalidBody, e.body_text()))?;
+    service.set_link_faults(links)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct DamageQuery {
+    #[serde(default)]
+    bit: usize,
+}
+
+async fn damage_item(
+    State(service): State<Service>,
+    path: Rejectable<KeyParams>,
+    query: std::result::Result<
+        axum::extract::Query<DamageQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Response> {
+    let p = params(path)?;
+    let axum::extract::Query(q) =
+        query.map_err(|e| bad(ErrorCode::InvalidRequest, e.body_text()))?;
+    let ctx = service.admin_ctx(p.tenant.as_deref())?;
+    let damaged = service
+        .damage_item(&ctx, &p.table, p.key.as_bytes(), q.bit)
+        .await?;
+    Ok(Json(json!({ "damaged": damaged })).into_response())
 }
 
 async fn health(State(service): State<Service>) -> Response {

@@ -40,6 +40,7 @@ pub mod cluster;
 pub mod config;
 pub mod dynamo;
 pub mod error;
+pub mod faults;
 pub mod gossip;
 pub mod grpc;
 pub mod handoff;
@@ -54,6 +55,7 @@ pub mod ranges;
 pub mod replica;
 pub mod rmw;
 pub mod rpc;
+pub mod scrub;
 pub mod service;
 pub mod sys;
 pub mod throttle;
@@ -255,9 +257,19 @@ pub async fn run(
         http: format!("http://{}", config.advertise_http_addr.unwrap_or(http_addr)),
         rpc: format!("http://{}", config.advertise_rpc_addr.unwrap_or(rpc_addr)),
     };
-    let connector: Arc<dyn peer::Connector> = Arc::new(peer::TonicConnector {
+    let mut connector: Arc<dyn peer::Connector> = Arc::new(peer::TonicConnector {
         timeout: config.replica_timeout(),
         pipe: config.replica_transport == config::ReplicaTransport::Pipe,
+    });
+    let faults = config.fault_injection.then(|| {
+        tracing::warn!("fault injection is on (--fault-injection): /admin/v1/faults can partition and damage this node; never use it in production");
+        let faults = Arc::new(faults::Faults::default());
+        connector = Arc::new(faults::FaultyConnector::new(
+            Arc::clone(&connector),
+            Arc::clone(&faults),
+            config.replica_timeout(),
+        ));
+        faults
     });
     let cluster = cluster::Cluster::new(cluster::ClusterParts {
         me: me.clone(),
@@ -332,6 +344,15 @@ pub async fn run(
         Arc::clone(&node),
         Arc::clone(&handoff),
     ));
+    let scrubbed = Arc::new(scrub::Scrubbed::default());
+    if config.scrub_interval_secs > 0 {
+        workers.spawn(scrub::Scrub::new(
+            Arc::clone(&node),
+            Arc::clone(&scrubbed),
+            std::time::Duration::from_secs(config.scrub_interval_secs),
+            config.scrub_records_per_sec,
+        ));
+    }
     let service = service::Service::new(service::ServiceParts {
         node: Arc::clone(&node),
         repair,
@@ -342,6 +363,8 @@ pub async fn run(
         credentials,
         metrics_require_token: config.metrics_require_token,
         controlplane_url: config.controlplane_url.clone(),
+        scrubbed,
+        faults,
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

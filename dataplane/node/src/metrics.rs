@@ -113,6 +113,10 @@ pub struct Metrics {
     pub handoff_items_dropped: Counter,
     /// DynamoDB items deleted by the TTL reaper.
     pub ttl_deleted: Counter,
+    /// Damaged stored items found and set aside.
+    damaged_items: Counter,
+    /// Damaged stored hints found and set aside.
+    damaged_hints: Counter,
     /// Live items per table held on this node (replica copies).
     table_items: Family<TableLabels, Gauge>,
     /// Their bytes.
@@ -214,6 +218,14 @@ impl Metrics {
             "ttl_deleted",
             "DynamoDB items deleted by the TTL reaper after they expired",
         );
+        let damaged_items = counter(
+            "damaged_items",
+            "Stored items that failed their checksum or decoding, set aside and left to repair from other replicas",
+        );
+        let damaged_hints = counter(
+            "damaged_hints",
+            "Stored hints that failed their checksum or decoding, set aside",
+        );
         let table_items = Family::default();
         registry.register(
             "table_items",
@@ -231,6 +243,8 @@ impl Metrics {
             table_bytes,
             tables_set: Default::default(),
             ttl_deleted,
+            damaged_items,
+            damaged_hints,
             aae_keys_compared,
             aae_keys_repaired,
             aae_bytes_sent,
@@ -248,6 +262,19 @@ impl Metrics {
             hints_dropped,
             read_repairs,
         }
+    }
+
+    /// Brings the damaged-record counters up to the replica's counts of
+    /// items and hints (which only grow).
+    pub fn set_damaged(&self, items: u64, hints: u64) {
+        let catch_up = |c: &Counter, to: u64| {
+            let now = c.get();
+            if to > now {
+                c.inc_by(to - now);
+            }
+        };
+        catch_up(&self.damaged_items, items);
+        catch_up(&self.damaged_hints, hints);
     }
 
     /// Sets the per-table figures to `loads` (every live table: its live

@@ -277,6 +277,8 @@ impl Node {
             (labels, load.items, load.bytes)
         });
         self.metrics.set_table_loads(rows);
+        let damaged = self.replica.damaged();
+        self.metrics.set_damaged(damaged.items, damaged.hints);
     }
 
     fn note_failure(&self, peer: &NodeId, why: ReplicaFailure) {

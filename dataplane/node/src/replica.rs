@@ -11,8 +11,23 @@
 //! `conflict mode ‖ created (ms, u64 LE) ‖ object`. A second hint for the
 //! same key and target is merged into the first: the backlog holds one
 //! entry per key, whatever the write rate.
+//!
+//! ## Damaged records
+//!
+//! Every stored value carries a checksum (`dyno_storage`). A record that
+//! fails it, or holds an object that does not decode, is never served and
+//! never stops the node: the operation that met it moves it aside
+//! ([`Store::quarantine`], with every key lock held), recomputes the Merkle
+//! leaf that counted it, counts it ([`Replica::damaged`]) and logs its key.
+//! Writes, merges and scans then carry on as if the key were absent here,
+//! and a read of it fails this one replica's reply (the coordinator uses the
+//! others, and read repair or anti-entropy restores the item from them,
+//! since this node's tree no longer counts it). The scrub worker
+//! (`scrub.rs`) reads every record in the background, so damage to cold
+//! data is found too.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -50,14 +65,20 @@ pub enum ReplicaError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Stored bytes do not decode: corruption or a newer format.
-    #[error("stored object for {what} is unreadable: {detail}")]
+    /// Stored bytes pass their checksum but do not decode: written by a
+    /// newer release, or damaged before they were stored.
+    #[error("stored {} record is unreadable: {detail}", keyspace.name())]
     Corrupt {
-        /// Which record.
-        what: &'static str,
+        /// Where it is.
+        keyspace: Keyspace,
+        /// Its key.
+        key: Vec<u8>,
         /// The decoder's message.
         detail: String,
     },
+    /// More damaged records turned up in one operation than it sets aside.
+    #[error("more than {MAX_DAMAGED} damaged records in one operation")]
+    TooMuchDamage,
     /// The write was refused (too many siblings).
     #[error(transparent)]
     Update(#[from] UpdateError),
@@ -79,6 +100,29 @@ impl From<ReplicaError> for crate::error::ServiceError {
             other => ServiceError::internal(other),
         }
     }
+}
+
+impl ReplicaError {
+    /// The damaged record this error names, if it is about one.
+    fn damaged(&self) -> Option<(Keyspace, &[u8])> {
+        match self {
+            ReplicaError::Store(StoreError::Corrupt { keyspace, key, .. })
+            | ReplicaError::Corrupt { keyspace, key, .. } => Some((*keyspace, key)),
+            _ => None,
+        }
+    }
+}
+
+/// Damaged records set aside by one operation before it gives up.
+const MAX_DAMAGED: usize = 64;
+
+/// Damaged records found and set aside since start-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Damaged {
+    /// Items.
+    pub items: u64,
+    /// Hints.
+    pub hints: u64,
 }
 
 /// A hint read back for delivery.
@@ -119,6 +163,15 @@ pub struct Backlog {
     pub bytes: u64,
 }
 
+/// The error for an item the Merkle rebuild could not decode.
+fn undecodable(key: Vec<u8>) -> ReplicaError {
+    ReplicaError::Corrupt {
+        keyspace: Keyspace::Items,
+        key,
+        detail: "the stored object does not decode".into(),
+    }
+}
+
 /// The node's local data.
 #[derive(Debug)]
 pub struct Replica {
@@ -130,6 +183,8 @@ pub struct Replica {
     hint_cap: u64,
     /// The Merkle trees and load figures of the items keyspace.
     pub trees: Arc<Trees>,
+    damaged_items: AtomicU64,
+    damaged_hints: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -169,9 +224,25 @@ fn encode_hint(mode: ConflictMode, created_ms: u64, obj: &Object) -> Vec<u8> {
     v
 }
 
-fn decode_hint(raw: &[u8]) -> Result<(ConflictMode, u64, Object), ReplicaError> {
+/// The node a hint key is for.
+fn hint_target(hint_key: &[u8]) -> Option<NodeId> {
+    let (&len, rest) = hint_key.split_first()?;
+    let name = std::str::from_utf8(rest.get(..usize::from(len))?).ok()?;
+    NodeId::new(name).ok()
+}
+
+fn decode_item(item_key: &[u8], raw: &[u8]) -> Result<Object, ReplicaError> {
+    decode_object(raw).map_err(|e| ReplicaError::Corrupt {
+        keyspace: Keyspace::Items,
+        key: item_key.to_vec(),
+        detail: e.to_string(),
+    })
+}
+
+fn decode_hint(hint_key: &[u8], raw: &[u8]) -> Result<(ConflictMode, u64, Object), ReplicaError> {
     let corrupt = |detail: String| ReplicaError::Corrupt {
-        what: "hint",
+        keyspace: Keyspace::Hints,
+        key: hint_key.to_vec(),
         detail,
     };
     let (mode, rest) = raw.split_first().ok_or_else(|| corrupt("empty".into()))?;
@@ -197,34 +268,165 @@ impl Replica {
         hint_cap: u64,
         trees: Arc<Trees>,
     ) -> Result<Replica, ReplicaError> {
-        trees.rebuild(store.as_ref())?;
         let actor = ActorId(crate::meta::actor(store.as_ref())?);
-        let mut backlog: BTreeMap<NodeId, Backlog> = BTreeMap::new();
-        for (k, v) in store.scan(Keyspace::Hints, &[], None, usize::MAX)? {
-            let Some((&len, rest)) = k.split_first() else {
-                continue;
-            };
-            let Some(name) = rest
-                .get(..usize::from(len))
-                .and_then(|n| std::str::from_utf8(n).ok())
-            else {
-                continue;
-            };
-            if let Ok(id) = NodeId::new(name) {
-                let b = backlog.entry(id).or_default();
-                b.hints += 1;
-                b.bytes += (k.len() + v.len()) as u64;
-            }
-        }
-        Ok(Replica {
+        let replica = Replica {
             store,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             actor,
             clock: Mutex::new(HlcClock::default()),
-            backlog: Mutex::new(backlog),
+            backlog: Mutex::new(BTreeMap::new()),
             hint_cap,
             trees,
+            damaged_items: AtomicU64::new(0),
+            damaged_hints: AtomicU64::new(0),
+        };
+        replica.healing(|| {
+            replica
+                .trees
+                .rebuild(replica.store())
+                .map_err(ReplicaError::from)?
+                .map_or(Ok(()), |key| Err(undecodable(key)))
+        })?;
+        let backlog = replica.healing(|| {
+            let mut backlog: BTreeMap<NodeId, Backlog> = BTreeMap::new();
+            for (k, v) in replica.store.scan(Keyspace::Hints, &[], None, usize::MAX)? {
+                if let Some(id) = hint_target(&k) {
+                    let b = backlog.entry(id).or_default();
+                    b.hints += 1;
+                    b.bytes += (k.len() + v.len()) as u64;
+                }
+            }
+            Ok(backlog)
+        })?;
+        *lock(&replica.backlog) = backlog;
+        Ok(replica)
+    }
+
+    /// Runs `op`; when it meets a damaged record, sets the record aside
+    /// ([`Replica::quarantine`]) and runs `op` again, as if the key were
+    /// absent. Never call it with a key lock held.
+    fn healing<T>(
+        &self,
+        mut op: impl FnMut() -> Result<T, ReplicaError>,
+    ) -> Result<T, ReplicaError> {
+        for _ in 0..MAX_DAMAGED {
+            match op() {
+                Err(e) => match e.damaged() {
+                    Some((keyspace, key)) => self.quarantine(keyspace, key)?,
+                    None => return Err(e),
+                },
+                done => return done,
+            }
+        }
+        Err(ReplicaError::TooMuchDamage)
+    }
+
+    /// Like [`Replica::healing`] for reads that answer a client: a damaged
+    /// record is set aside, and the read fails (this replica's reply does
+    /// not count) rather than answering "absent" for a key it held.
+    fn reporting<T>(&self, done: Result<T, ReplicaError>) -> Result<T, ReplicaError> {
+        if let Err(e) = &done
+            && let Some((keyspace, key)) = e.damaged()
+        {
+            self.quarantine(keyspace, key)?;
+        }
+        done
+    }
+
+    /// Moves a damaged record aside (see the module's notes), with every
+    /// key lock held so that no write is between its store write and its
+    /// tree update; then any other damaged record found while recomputing
+    /// the Merkle leaf.
+    fn quarantine(&self, keyspace: Keyspace, key: &[u8]) -> Result<(), ReplicaError> {
+        let _all: Vec<MutexGuard<'_, ()>> = self.stripes.iter().map(lock).collect();
+        let mut damaged = vec![(keyspace, key.to_vec())];
+        let mut leaves: Vec<(Vec<u8>, usize)> = Vec::new();
+        for _ in 0..MAX_DAMAGED * 2 {
+            if let Some((ks, k)) = damaged.pop() {
+                let Some(size) = self.store.quarantine(ks, &k)? else {
+                    continue;
+                };
+                tracing::error!(
+                    keyspace = ks.name(),
+                    key = %String::from_utf8_lossy(&k),
+                    bytes = size,
+                    "damaged record set aside; anti-entropy restores it from other replicas"
+                );
+                match ks {
+                    Keyspace::Items => {
+                        self.damaged_items.fetch_add(1, Ordering::Relaxed);
+                        leaves.push((k, size));
+                    }
+                    Keyspace::Hints => {
+                        self.damaged_hints.fetch_add(1, Ordering::Relaxed);
+                        if let Some(target) = hint_target(&k) {
+                            let mut backlog = lock(&self.backlog);
+                            let b = backlog.entry(target).or_default();
+                            b.hints = b.hints.saturating_sub(1);
+                            b.bytes = b.bytes.saturating_sub((k.len() + size) as u64);
+                        }
+                    }
+                    Keyspace::Meta => {}
+                }
+                continue;
+            }
+            let Some((k, size)) = leaves.last() else {
+                return Ok(());
+            };
+            match self.trees.recompute_leaf(self.store(), k, *size) {
+                Ok(None) => {
+                    leaves.pop();
+                }
+                Ok(Some(other)) => damaged.push((Keyspace::Items, other)),
+                Err(StoreError::Corrupt { keyspace, key, .. }) => damaged.push((keyspace, key)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ReplicaError::TooMuchDamage)
+    }
+
+    /// Damaged records found and set aside since start-up.
+    pub fn damaged(&self) -> Damaged {
+        Damaged {
+            items: self.damaged_items.load(Ordering::Relaxed),
+            hints: self.damaged_hints.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Reads one page of raw records for the scrub worker, from `start`
+    /// on: every record is checked (the store's checksum, and the object or
+    /// hint decoding); damaged ones are set aside. Returns how many records
+    /// were read and where to go on, `None` at the end of the keyspace.
+    pub fn scrub_page(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<(usize, Option<Vec<u8>>), ReplicaError> {
+        self.healing(|| {
+            let page = self.store.scan(keyspace, start, None, limit.max(1))?;
+            for (k, v) in &page {
+                match keyspace {
+                    Keyspace::Items => drop(decode_item(k, v)?),
+                    Keyspace::Hints => drop(decode_hint(k, v)?),
+                    Keyspace::Meta => {}
+                }
+            }
+            let next = match page.last() {
+                Some((k, _)) if page.len() >= limit.max(1) => Some(dyno_core::keys::successor(k)),
+                _ => None,
+            };
+            Ok((page.len(), next))
         })
+    }
+
+    /// Damages the stored record of an item by flipping one bit, as a bad
+    /// disk would: fault injection only (`--fault-injection`). False when
+    /// this node holds no such item.
+    pub fn damage_item(&self, table: &str, key: &[u8], bit: usize) -> Result<bool, ReplicaError> {
+        Ok(self
+            .store
+            .flip_bit(Keyspace::Items, &encode_item_key(table, key), bit)?)
     }
 
     /// The underlying store.
@@ -249,19 +451,15 @@ impl Replica {
 
     fn read_item(&self, item_key: &[u8]) -> Result<Option<Object>, ReplicaError> {
         match self.store.get(Keyspace::Items, item_key)? {
-            Some(raw) => decode_object(&raw)
-                .map(Some)
-                .map_err(|e| ReplicaError::Corrupt {
-                    what: "item",
-                    detail: e.to_string(),
-                }),
+            Some(raw) => decode_item(item_key, &raw).map(Some),
             None => Ok(None),
         }
     }
 
-    /// What this node stores for a key as a replica (no hints).
+    /// What this node stores for a key as a replica (no hints). A damaged
+    /// record is set aside and the read fails.
     pub fn get_item(&self, table: &str, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
-        self.read_item(&encode_item_key(table, key))
+        self.reporting(self.read_item(&encode_item_key(table, key)))
     }
 
     /// Up to `limit` stored entries in the item-key range `[start, end)`
@@ -271,6 +469,17 @@ impl Replica {
     /// `None` when the range is exhausted. Entries of other tables count
     /// towards the limit, so a page always makes progress.
     pub fn scan_table(
+        &self,
+        table: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<TablePage, ReplicaError> {
+        self.healing(|| self.scan_table_once(table, start, end, limit, reverse))
+    }
+
+    fn scan_table_once(
         &self,
         table: &str,
         start: &[u8],
@@ -302,10 +511,7 @@ impl Replica {
                 if let Ok(decoded) = dyno_core::keys::decode_item_key(&k)
                     && decoded.table == table
                 {
-                    let object = decode_object(&v).map_err(|e| ReplicaError::Corrupt {
-                        what: "item",
-                        detail: e.to_string(),
-                    })?;
+                    let object = decode_item(&k, &v)?;
                     items.push((k, object));
                 }
                 let more = !exhausted || i + 1 < count;
@@ -335,7 +541,17 @@ impl Replica {
 
     /// This node's knowledge of a key: its replica merged with any hints it
     /// holds for it (looked up only for nodes it holds hints for).
+    /// A damaged record is set aside and the read fails.
     pub fn get_with_hints(
+        &self,
+        table: &str,
+        key: &[u8],
+        mode: ConflictMode,
+    ) -> Result<Option<Object>, ReplicaError> {
+        self.reporting(self.get_with_hints_once(table, key, mode))
+    }
+
+    fn get_with_hints_once(
         &self,
         table: &str,
         key: &[u8],
@@ -349,8 +565,9 @@ impl Replica {
             .map(|(t, _)| t.clone())
             .collect();
         for m in &targets {
-            if let Some(raw) = self.store.get(Keyspace::Hints, &hint_key(m, &item_key))? {
-                let (_, _, h) = decode_hint(&raw)?;
+            let hk = hint_key(m, &item_key);
+            if let Some(raw) = self.store.get(Keyspace::Hints, &hk)? {
+                let (_, _, h) = decode_hint(&hk, &raw)?;
                 state = Some(match state {
                     Some(s) => s.merged(&h, mode),
                     None => h,
@@ -378,7 +595,7 @@ impl Replica {
         incoming: &Object,
         mode: ConflictMode,
     ) -> Result<bool, ReplicaError> {
-        {
+        let changed = self.healing(|| {
             let _g = self.stripe(item_key);
             let old = self.read_item_sized(item_key)?;
             let merged = match &old {
@@ -392,21 +609,19 @@ impl Replica {
                 None => incoming.clone(),
             };
             self.write_item_locked(item_key, old.as_ref(), &merged)?;
+            Ok(true)
+        })?;
+        if changed {
+            // Outside the key's lock: writers of one key share fsyncs
+            // instead of queueing for them (`--durability sync`).
+            self.store.wait_durable()?;
         }
-        // Outside the key's lock: writers of one key share fsyncs instead
-        // of queueing for them (`--durability sync`).
-        self.store.wait_durable()?;
-        Ok(true)
+        Ok(changed)
     }
 
     fn read_item_sized(&self, item_key: &[u8]) -> Result<Option<(Object, usize)>, ReplicaError> {
         match self.store.get(Keyspace::Items, item_key)? {
-            Some(raw) => decode_object(&raw)
-                .map(|o| Some((o, item_key.len() + raw.len())))
-                .map_err(|e| ReplicaError::Corrupt {
-                    what: "item",
-                    detail: e.to_string(),
-                }),
+            Some(raw) => decode_item(item_key, &raw).map(|o| Some((o, item_key.len() + raw.len()))),
             None => Ok(None),
         }
     }
@@ -431,6 +646,10 @@ impl Replica {
     /// Deletes an item if its digest is still `digest` (`None`: always).
     /// Returns true when deleted.
     pub fn remove_item(&self, item_key: &[u8], digest: Option<u64>) -> Result<bool, ReplicaError> {
+        self.healing(|| self.remove_item_once(item_key, digest))
+    }
+
+    fn remove_item_once(&self, item_key: &[u8], digest: Option<u64>) -> Result<bool, ReplicaError> {
         let _g = self.stripe(item_key);
         let Some((old, size)) = self.read_item_sized(item_key)? else {
             return Ok(false);
@@ -461,9 +680,18 @@ impl Replica {
             Some(s) if s > lo.as_slice() => s.to_vec(),
             _ => lo,
         };
-        let page = self
-            .store
-            .scan(Keyspace::Items, &from, hi.as_deref(), max_items.max(1) + 1)?;
+        // Raw bytes go to peers (streamed partitions, anti-entropy), so
+        // check that each decodes: a damaged record is set aside here, not
+        // shipped.
+        let page = self.healing(|| {
+            let page =
+                self.store
+                    .scan(Keyspace::Items, &from, hi.as_deref(), max_items.max(1) + 1)?;
+            for (k, v) in &page {
+                decode_item(k, v)?;
+            }
+            Ok(page)
+        })?;
         let mut items = Vec::new();
         let mut bytes = 0usize;
         let mut next = None;
@@ -503,24 +731,29 @@ impl Replica {
 
     /// The digest of each named item that this node holds.
     pub fn digests_of(&self, item_keys: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, u64)>, ReplicaError> {
-        let mut out = Vec::new();
-        for k in item_keys {
-            if let Some(o) = self.read_item(k)? {
-                out.push((k.clone(), o.digest()));
+        self.healing(|| {
+            let mut out = Vec::new();
+            for k in item_keys {
+                if let Some(o) = self.read_item(k)? {
+                    out.push((k.clone(), o.digest()));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The stored bytes of each named item that this node holds.
     pub fn fetch_raw(&self, item_keys: &[Vec<u8>]) -> Result<Vec<RawItem>, ReplicaError> {
-        let mut out = Vec::new();
-        for k in item_keys {
-            if let Some(raw) = self.store.get(Keyspace::Items, k)? {
-                out.push((k.clone(), raw));
+        self.healing(|| {
+            let mut out = Vec::new();
+            for k in item_keys {
+                if let Some(raw) = self.store.get(Keyspace::Items, k)? {
+                    decode_item(k, &raw)?;
+                    out.push((k.clone(), raw));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Applies a client write as its coordinator and stores the result: in
@@ -536,7 +769,9 @@ impl Replica {
         mode: ConflictMode,
         hint_for: Option<&NodeId>,
     ) -> Result<(Object, Option<usize>), ReplicaError> {
-        let done = self.coordinate_locked(table, key, context, value, mode, hint_for)?;
+        let done = self.healing(|| {
+            self.coordinate_locked(table, key, context, value.clone(), mode, hint_for)
+        })?;
         // Outside the key's lock (see `merge_raw`).
         self.store.wait_durable()?;
         Ok(done)
@@ -564,7 +799,8 @@ impl Replica {
                 )
             }
             Some(_) => (
-                self.get_with_hints(table, key, mode)?.unwrap_or_default(),
+                self.get_with_hints_once(table, key, mode)?
+                    .unwrap_or_default(),
                 ActorId(random_u64()),
             ),
         };
@@ -592,10 +828,10 @@ impl Replica {
         mode: ConflictMode,
     ) -> Result<(), ReplicaError> {
         let item_key = encode_item_key(table, key);
-        {
+        self.healing(|| {
             let _g = self.stripe(&item_key);
-            self.put_hint_locked(target, &item_key, obj, mode)?;
-        }
+            self.put_hint_locked(target, &item_key, obj, mode)
+        })?;
         self.store.wait_durable()?;
         Ok(())
     }
@@ -610,7 +846,7 @@ impl Replica {
         let hk = hint_key(target, item_key);
         let (merged, created, old_len) = match self.store.get(Keyspace::Hints, &hk)? {
             Some(raw) => {
-                let (_, created, old) = decode_hint(&raw)?;
+                let (_, created, old) = decode_hint(&hk, &raw)?;
                 (old.merged(obj, mode), created, Some(raw.len() + hk.len()))
             }
             None => (obj.clone(), wall_ms(), None),
@@ -640,6 +876,10 @@ impl Replica {
 
     /// Up to `limit` hints held for `target`.
     pub fn hints_for(&self, target: &NodeId, limit: usize) -> Result<Vec<Hint>, ReplicaError> {
+        self.healing(|| self.hints_for_once(target, limit))
+    }
+
+    fn hints_for_once(&self, target: &NodeId, limit: usize) -> Result<Vec<Hint>, ReplicaError> {
         let (start, end) = hint_prefix(target);
         let mut out = Vec::new();
         for (k, v) in self
@@ -650,7 +890,7 @@ impl Replica {
             let Ok(ik) = dyno_core::keys::decode_item_key(item_key) else {
                 continue;
             };
-            let (mode, created_ms, object) = decode_hint(&v)?;
+            let (mode, created_ms, object) = decode_hint(&k, &v)?;
             out.push(Hint {
                 hint_key: k.clone(),
                 table: ik.table.to_owned(),
@@ -666,12 +906,16 @@ impl Replica {
     /// Removes a delivered hint, unless it changed since it was read (then
     /// the newer state is delivered next time).
     pub fn remove_hint(&self, target: &NodeId, hint: &Hint) -> Result<bool, ReplicaError> {
+        self.healing(|| self.remove_hint_once(target, hint))
+    }
+
+    fn remove_hint_once(&self, target: &NodeId, hint: &Hint) -> Result<bool, ReplicaError> {
         let item_key = encode_item_key(&hint.table, &hint.key);
         let _g = self.stripe(&item_key);
         let Some(raw) = self.store.get(Keyspace::Hints, &hint.hint_key)? else {
             return Ok(false);
         };
-        let (_, _, current) = decode_hint(&raw)?;
+        let (_, _, current) = decode_hint(&hint.hint_key, &raw)?;
         if current != hint.object {
             return Ok(false);
         }
@@ -875,5 +1119,123 @@ mod tests {
         let p = rebuilt.trees.partition_of(pos);
         assert_ne!(rebuilt.trees.root((1, p.0)), 0);
         assert_eq!(p, PartitionId((pos >> 60) as u32));
+    }
+
+    /// A damaged record is never served and never stops the node: a read
+    /// of it fails once and sets it aside (bytes kept in quarantine), the
+    /// tree forgets it exactly (equal to a rebuild of what is stored), a
+    /// merge afterwards stores the incoming state whole, and the same holds
+    /// for records damaged below the checksum (an object that does not
+    /// decode), for damage found by a restart's rebuild or by the scrub,
+    /// and for hints.
+    #[test]
+    fn damaged_records_are_set_aside_and_the_tree_forgets_them() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let r = open(&store);
+        let none = VersionVector::new();
+        let mut states = BTreeMap::new();
+        for i in 0..200u32 {
+            let table = if i % 2 == 0 { "one" } else { "three" };
+            let key = format!("k{i}");
+            let (obj, _) = r
+                .coordinate(
+                    table,
+                    key.as_bytes(),
+                    &none,
+                    Some(Bytes::from(format!("value {i}"))),
+                    ConflictMode::Siblings,
+                    None,
+                )
+                .expect("write");
+            states.insert(key, obj);
+        }
+
+        // A flipped bit: the read fails and names the damage, once.
+        let before = r.trees.load();
+        let k7_size = encode_item_key("three", b"k7").len() + encode_object(&states["k7"]).len();
+        assert!(r.damage_item("three", b"k7", 40).expect("damage"));
+        let e = r.get_item("three", b"k7").expect_err("damaged");
+        assert!(matches!(
+            e,
+            ReplicaError::Store(StoreError::Corrupt {
+                keyspace: Keyspace::Items,
+                ..
+            })
+        ));
+        assert_eq!(r.damaged(), Damaged { items: 1, hints: 0 });
+        assert_eq!(r.get_item("three", b"k7").expect("read"), None);
+        let kept = dyno_storage::quarantine_key(Keyspace::Items, &encode_item_key("three", b"k7"));
+        assert!(store.get(Keyspace::Meta, &kept).expect("meta").is_some());
+        assert_eq!(
+            r.trees.load(),
+            (before.0 - 1, before.1 - k7_size as u64),
+            "the load figures forget it"
+        );
+
+        // An object that passes the checksum but does not decode, met by
+        // a merge: set aside, and the incoming state stored whole.
+        let k9 = encode_item_key("three", b"k9");
+        store
+            .put(Keyspace::Items, &k9, &[7, 7, 7])
+            .expect("raw put");
+        let incoming = &states["k9"];
+        assert!(
+            r.merge_item("three", b"k9", incoming, ConflictMode::Siblings)
+                .expect("merge over a damaged record")
+        );
+        assert_eq!(
+            r.get_item("three", b"k9").expect("read").as_ref(),
+            Some(incoming)
+        );
+        assert_eq!(r.damaged().items, 2);
+
+        // The trees now equal a rebuild of what is stored.
+        let incremental = roots(&r);
+        drop(r);
+        let r = open(&store);
+        assert_eq!(roots(&r), incremental);
+        assert_eq!(r.damaged(), Damaged::default());
+
+        // Damage found by a restart's rebuild is set aside before serving.
+        assert!(r.damage_item("one", b"k10", 3).expect("damage"));
+        drop(r);
+        let r = open(&store);
+        assert_eq!(r.damaged().items, 1);
+        assert_eq!(r.get_item("one", b"k10").expect("read"), None);
+
+        // The scrub finds damage nobody reads.
+        assert!(r.damage_item("one", b"k12", 77).expect("damage"));
+        let (mut start, mut read) = (Vec::new(), 0);
+        loop {
+            let (n, next) = r.scrub_page(Keyspace::Items, &start, 16).expect("scrub");
+            read += n;
+            match next {
+                Some(k) => start = k,
+                None => break,
+            }
+        }
+        assert_eq!(read, 200 - 3, "every record but the damaged ones");
+        assert_eq!(r.damaged().items, 2);
+        let scrubbed = roots(&r);
+        drop(r);
+        let r = open(&store);
+        assert_eq!(roots(&r), scrubbed);
+
+        // A damaged hint is set aside and leaves the backlog.
+        let target = NodeId::new("n2").expect("id");
+        r.store_hint(
+            &target,
+            "three",
+            b"h",
+            &states["k1"],
+            ConflictMode::Siblings,
+        )
+        .expect("hint");
+        assert_eq!(r.backlog()[&target].hints, 1);
+        let hk = hint_key(&target, &encode_item_key("three", b"h"));
+        assert!(store.flip_bit(Keyspace::Hints, &hk, 70).expect("damage"));
+        assert!(r.hints_for(&target, 10).expect("hints").is_empty());
+        assert_eq!(r.damaged().hints, 1);
+        assert_eq!(r.backlog()[&target], Backlog::default());
     }
 }

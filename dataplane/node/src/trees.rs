@@ -134,9 +134,16 @@ impl Trees {
             .fetch_add(size(new) - size(old), Ordering::Relaxed);
     }
 
-    /// Rebuilds every tree from the items keyspace.
-    pub fn rebuild(&self, store: &dyn Store) -> Result<(), StoreError> {
+    /// Rebuilds every tree from the items keyspace, from scratch. Stops at
+    /// the first record whose object does not decode and returns its key
+    /// (`Ok(Some(key))`), or fails with the store's `Corrupt` error naming a
+    /// record that fails its checksum: the caller sets it aside and runs the
+    /// rebuild again.
+    pub fn rebuild(&self, store: &dyn Store) -> Result<Option<Vec<u8>>, StoreError> {
         let started = std::time::Instant::now();
+        *lock(&self.inner) = Inner::default();
+        self.keys.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
         let mut start: Vec<u8> = Vec::new();
         let mut count = 0u64;
         loop {
@@ -145,12 +152,10 @@ impl Trees {
             let mut next = last.clone();
             next.push(0);
             for (k, v) in &page {
-                match decode_object(v) {
-                    Ok(o) => self.update(k, None, Some((&o, k.len() + v.len()))),
-                    Err(e) => {
-                        tracing::error!(error = %e, "unreadable item while building Merkle trees")
-                    }
-                }
+                let Ok(o) = decode_object(v) else {
+                    return Ok(Some(k.clone()));
+                };
+                self.update(k, None, Some((&o, k.len() + v.len())));
                 count += 1;
             }
             start = next;
@@ -160,7 +165,63 @@ impl Trees {
             ms = started.elapsed().as_millis() as u64,
             "Merkle trees built"
         );
-        Ok(())
+        Ok(None)
+    }
+
+    /// Recomputes the Merkle leaf that holds `item_key` from the items
+    /// stored now, after its record (`stored` bytes) was set aside as
+    /// damaged: its old hash is unknown, so the leaf is summed again. The
+    /// caller holds every key lock. Returns the key of another record whose
+    /// object does not decode, if the scan met one (set it aside first and
+    /// call again); fails with `Corrupt` for a record that fails its
+    /// checksum. The per-table item counts keep the lost item until the
+    /// next rebuild; the node's key and byte counts drop it.
+    pub fn recompute_leaf(
+        &self,
+        store: &dyn Store,
+        item_key: &[u8],
+        stored: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Ok(ik) = decode_item_key(item_key) else {
+            return Ok(None);
+        };
+        let n = self.n_of(ik.table);
+        let partition = self.partition_of(ik.position).0;
+        let probe = MerkleTree::new(self.shape, self.partition_bits);
+        let leaf = probe.leaf_of(ik.position);
+        let (first, last) = self.leaf_range(partition, leaf);
+        let (mut start, end) = dyno_core::keys::position_range(first, last);
+        let mut sum = 0u64;
+        loop {
+            let page = store.scan(Keyspace::Items, &start, end.as_deref(), 1024)?;
+            for (k, v) in &page {
+                let Ok(other) = decode_item_key(k) else {
+                    continue;
+                };
+                if self.n_of(other.table) != n {
+                    continue;
+                }
+                let Ok(o) = decode_object(v) else {
+                    return Ok(Some(k.clone()));
+                };
+                sum = sum.wrapping_add(item_hash(other.table, other.key, o.digest()));
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == 1024 => start = dyno_core::keys::successor(k),
+                _ => break,
+            }
+        }
+        lock(&self.inner)
+            .trees
+            .entry((n, partition))
+            .or_insert_with(|| MerkleTree::new(self.shape, self.partition_bits))
+            .set_leaf(leaf, sum);
+        // What was counted for it: the key and the object, without the
+        // storage frame (exact unless the damage changed the length).
+        let counted = item_key.len() + stored.saturating_sub(dyno_storage::FRAME_OVERHEAD);
+        self.keys.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(counted as i64, Ordering::Relaxed);
+        Ok(None)
     }
 
     /// A tree's root (0 for an empty or absent tree).

@@ -233,13 +233,37 @@ async fn workers_report_their_status_and_stop_at_shutdown() {
     })
     .await;
     let names: Vec<&str> = workers.iter().filter_map(|w| w["name"].as_str()).collect();
-    for want in ["anti_entropy", "catalog_sync", "gossip", "handoff", "hints"] {
+    for want in [
+        "anti_entropy",
+        "catalog_sync",
+        "gossip",
+        "handoff",
+        "hints",
+        "scrub",
+    ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
     assert!(
         workers
             .iter()
             .all(|w| w["stopped"] == false && w["errors"] == 0)
+    );
+
+    // The fault-injection API is refused on a node started without it.
+    let (status, body) = json(
+        http.put(format!("{url}/admin/v1/faults/links"))
+            .json(&serde_json::json!({"w2": {"drop": true}}))
+            .send()
+            .await
+            .expect("faults"),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--fault-injection")),
+        "{body}"
     );
 
     stop(nodes.remove(0)).await;

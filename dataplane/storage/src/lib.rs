@@ -15,11 +15,22 @@
 //!
 //! ## Stored format
 //!
-//! Every value written through a `Store` is prefixed with one format byte
-//! ([`FORMAT_V1`]). Reading a value with an unknown format byte fails with
-//! [`StoreError::UnsupportedFormat`] instead of misreading it. A committed
-//! fixture database (`tests/fixtures/v1`) is read by a test on every build,
-//! so a format change cannot silently break existing data.
+//! Every value written through a `Store` is framed as
+//! `format:u8(=2) ‖ value ‖ checksum:u32le` ([`FORMAT_V2`]), where the
+//! checksum is the low 32 bits of XXH3-64 over the value, seeded with the
+//! XXH3-64 of the key: a flipped bit in the value, or a value found under
+//! the wrong key, fails the check. Values written before checksums
+//! (`format 1 ‖ value`, [`FORMAT_V1`]) are still read. A value that fails
+//! the check, or carries an unknown format byte, is never returned: `get`
+//! and scans fail with [`StoreError::Corrupt`] naming the key, and
+//! [`Store::quarantine`] moves such a record aside (into the meta keyspace,
+//! under [`QUARANTINE_PREFIX`], bytes untouched) so that the layer above can
+//! restore it from another replica. RocksDB's own block checksums catch
+//! damage to its files; this one also catches damage that happens before a
+//! value reaches RocksDB, or inside its caches.
+//!
+//! A committed fixture database (`tests/fixtures/v1`) is read by a test on
+//! every build, so a format change cannot silently break existing data.
 //!
 //! ## Durability
 //!
@@ -56,8 +67,19 @@ pub use memory::MemoryStore;
 pub use rocks::{RocksConfig, RocksStore};
 use thiserror::Error;
 
-/// The format byte in front of every stored value.
+/// The first format: `1 ‖ value`, no checksum. Read, never written.
 pub const FORMAT_V1: u8 = 1;
+
+/// The current format: `2 ‖ value ‖ checksum:u32le`.
+pub const FORMAT_V2: u8 = 2;
+
+/// Bytes a [`FORMAT_V2`] frame adds to a value: the format byte and the
+/// checksum.
+pub const FRAME_OVERHEAD: usize = 5;
+
+/// Where [`Store::quarantine`] keeps records that failed their check, in
+/// the meta keyspace: `QUARANTINE_PREFIX ‖ keyspace name ‖ '/' ‖ key`.
+pub const QUARANTINE_PREFIX: &[u8] = b"quarantine/";
 
 /// A separate key space. Each is a RocksDB column family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -115,14 +137,18 @@ pub enum StoreError {
         /// The engine's message.
         message: String,
     },
-    /// A stored value carries a format version this build cannot read,
-    /// written by a newer release or corrupted. The value is left untouched.
-    #[error("stored value in {keyspace:?} has unsupported format version {version}")]
-    UnsupportedFormat {
+    /// A stored value failed its check: a checksum mismatch, a truncated
+    /// frame, or a format byte this build cannot read (written by a newer
+    /// release, or damaged). The value is left untouched and never returned;
+    /// [`Store::quarantine`] moves it aside.
+    #[error("stored value in {keyspace:?} is corrupt ({reason}); key {}", hex(key))]
+    Corrupt {
         /// Where it was found.
         keyspace: Keyspace,
-        /// The version byte (0 for an empty value).
-        version: u8,
+        /// Its key.
+        key: Vec<u8>,
+        /// What failed.
+        reason: Corruption,
     },
     /// Opening the store failed: bad path, locked by another process, or
     /// unreadable files.
@@ -133,6 +159,29 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
+}
+
+/// What is wrong with a stored value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum Corruption {
+    /// The checksum does not match the key and value.
+    #[error("checksum mismatch")]
+    Checksum,
+    /// Too short for its format.
+    #[error("truncated frame")]
+    Truncated,
+    /// A format byte this build does not know (0 for an empty value).
+    #[error("unknown format {0}")]
+    Format(u8),
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const MAX: usize = 64;
+    let mut s: String = bytes.iter().take(MAX).map(|b| format!("{b:02x}")).collect();
+    if bytes.len() > MAX {
+        s.push('…');
+    }
+    s
 }
 
 /// One operation of a batch.
@@ -247,6 +296,46 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
         Ok(())
     }
 
+    /// The bytes stored under `key`, frame and checksum included, without
+    /// any check: for quarantine and diagnosis, never for serving.
+    fn get_stored(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores `stored` under `key` as given, without framing it: fault
+    /// injection (`dyno node --fault-injection`) and tests only.
+    fn put_stored(&self, keyspace: Keyspace, key: &[u8], stored: Vec<u8>)
+    -> Result<(), StoreError>;
+
+    /// Moves the record under `key` aside, bytes untouched, into the meta
+    /// keyspace under [`QUARANTINE_PREFIX`], in one atomic batch. Returns
+    /// the stored size, or `None` when the key holds nothing.
+    fn quarantine(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<usize>, StoreError> {
+        let Some(stored) = self.get_stored(keyspace, key)? else {
+            return Ok(None);
+        };
+        let size = stored.len();
+        let mut b = WriteBatch::new();
+        b.put(Keyspace::Meta, quarantine_key(keyspace, key), stored);
+        b.delete(keyspace, key.to_vec());
+        self.write(b)?;
+        Ok(Some(size))
+    }
+
+    /// Flips bit `bit` (modulo the stored length) of the record under
+    /// `key`, as a damaged disk would: fault injection and tests only.
+    /// Returns false when the key holds nothing.
+    fn flip_bit(&self, keyspace: Keyspace, key: &[u8], bit: usize) -> Result<bool, StoreError> {
+        let Some(mut stored) = self.get_stored(keyspace, key)? else {
+            return Ok(false);
+        };
+        if stored.is_empty() {
+            return Ok(false);
+        }
+        let bit = bit % (stored.len() * 8);
+        stored[bit / 8] ^= 1 << (bit % 8);
+        self.put_stored(keyspace, key, stored)?;
+        Ok(true)
+    }
+
     /// Sets one key.
     fn put(&self, keyspace: Keyspace, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let mut b = WriteBatch::new();
@@ -262,22 +351,98 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     }
 }
 
-/// Adds the format byte to a value.
-pub(crate) fn frame(value: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(value.len() + 1);
-    v.push(FORMAT_V1);
+/// The meta key under which [`Store::quarantine`] keeps `key` of `keyspace`.
+pub fn quarantine_key(keyspace: Keyspace, key: &[u8]) -> Vec<u8> {
+    let name = keyspace.name().as_bytes();
+    let mut k = Vec::with_capacity(QUARANTINE_PREFIX.len() + name.len() + 1 + key.len());
+    k.extend_from_slice(QUARANTINE_PREFIX);
+    k.extend_from_slice(name);
+    k.push(b'/');
+    k.extend_from_slice(key);
+    k
+}
+
+/// The checksum of a value stored under a key.
+fn checksum(key: &[u8], value: &[u8]) -> u32 {
+    let seed = xxhash_rust::xxh3::xxh3_64(key);
+    xxhash_rust::xxh3::xxh3_64_with_seed(value, seed) as u32
+}
+
+/// Frames a value for storage under `key` ([`FORMAT_V2`]).
+pub(crate) fn frame(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(value.len() + FRAME_OVERHEAD);
+    v.push(FORMAT_V2);
     v.extend_from_slice(value);
+    v.extend_from_slice(&checksum(key, value).to_le_bytes());
     v
 }
 
-/// Checks and strips the format byte.
-pub(crate) fn unframe(keyspace: Keyspace, stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+/// Checks a stored frame and returns the value in it.
+pub fn unframe_value<'a>(key: &[u8], stored: &'a [u8]) -> Result<&'a [u8], Corruption> {
     match stored.split_first() {
-        Some((&FORMAT_V1, rest)) => Ok(rest.to_vec()),
-        Some((&version, _)) => Err(StoreError::UnsupportedFormat { keyspace, version }),
-        None => Err(StoreError::UnsupportedFormat {
+        Some((&FORMAT_V2, rest)) => {
+            let split = rest.len().checked_sub(4).ok_or(Corruption::Truncated)?;
+            let (value, sum) = rest.split_at(split);
+            let mut b = [0u8; 4];
+            b.copy_from_slice(sum);
+            if u32::from_le_bytes(b) == checksum(key, value) {
+                Ok(value)
+            } else {
+                Err(Corruption::Checksum)
+            }
+        }
+        Some((&FORMAT_V1, rest)) => Ok(rest),
+        Some((&version, _)) => Err(Corruption::Format(version)),
+        None => Err(Corruption::Format(0)),
+    }
+}
+
+/// Checks and strips the frame of the value stored under `key`.
+pub(crate) fn unframe(
+    keyspace: Keyspace,
+    key: &[u8],
+    stored: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    unframe_value(key, stored)
+        .map(<[u8]>::to_vec)
+        .map_err(|reason| StoreError::Corrupt {
             keyspace,
-            version: 0,
-        }),
+            key: key.to_vec(),
+            reason,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_round_trips_and_every_flipped_bit_is_caught() {
+        let (key, value) = (b"key".as_slice(), b"some value".as_slice());
+        let framed = frame(key, value);
+        assert_eq!(unframe_value(key, &framed), Ok(value));
+        for bit in 0..framed.len() * 8 {
+            let mut damaged = framed.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            // Flipping the format byte to 1 leaves an unchecked v1 value
+            // that still carries the checksum bytes: never the same value.
+            assert_ne!(unframe_value(key, &damaged), Ok(value), "bit {bit}");
+        }
+        assert_eq!(
+            unframe_value(b"other key", &framed),
+            Err(Corruption::Checksum),
+            "a value moved to another key fails"
+        );
+    }
+
+    #[test]
+    fn v1_values_are_still_read_and_unknown_formats_are_refused() {
+        assert_eq!(unframe_value(b"k", &[FORMAT_V1, 7, 8]), Ok(&[7u8, 8][..]));
+        assert_eq!(unframe_value(b"k", &[9, 1]), Err(Corruption::Format(9)));
+        assert_eq!(unframe_value(b"k", &[]), Err(Corruption::Format(0)));
+        assert_eq!(
+            unframe_value(b"k", &[FORMAT_V2, 1, 2]),
+            Err(Corruption::Truncated)
+        );
     }
 }

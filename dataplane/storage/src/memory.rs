@@ -52,7 +52,7 @@ impl MemoryStore {
         };
         entries
             .take(limit)
-            .map(|(k, v)| Ok((k.clone(), unframe(keyspace, v)?)))
+            .map(|(k, v)| Ok((k.clone(), unframe(keyspace, k, v)?)))
             .collect()
     }
 }
@@ -61,7 +61,7 @@ impl Store for MemoryStore {
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let maps = self.lock();
         match maps.get(&keyspace).and_then(|m| m.get(key)) {
-            Some(v) => unframe(keyspace, v).map(Some),
+            Some(v) => unframe(keyspace, key, v).map(Some),
             None => Ok(None),
         }
     }
@@ -75,7 +75,8 @@ impl Store for MemoryStore {
                     key,
                     value,
                 } => {
-                    maps.entry(keyspace).or_default().insert(key, frame(&value));
+                    let framed = frame(&key, &value);
+                    maps.entry(keyspace).or_default().insert(key, framed);
                 }
                 BatchOp::Delete { keyspace, key } => {
                     if let Some(m) = maps.get_mut(&keyspace) {
@@ -108,6 +109,23 @@ impl Store for MemoryStore {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn get_stored(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().get(&keyspace).and_then(|m| m.get(key)).cloned())
+    }
+
+    fn put_stored(
+        &self,
+        keyspace: Keyspace,
+        key: &[u8],
+        stored: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .entry(keyspace)
+            .or_default()
+            .insert(key.to_vec(), stored);
         Ok(())
     }
 }

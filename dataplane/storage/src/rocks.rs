@@ -119,7 +119,10 @@ impl RocksStore {
                     keyspace,
                     key,
                     value,
-                } => b.put_cf(self.cf(keyspace)?, key, frame(&value)),
+                } => {
+                    let framed = frame(&key, &value);
+                    b.put_cf(self.cf(keyspace)?, key, framed)
+                }
                 BatchOp::Delete { keyspace, key } => b.delete_cf(self.cf(keyspace)?, key),
             }
         }
@@ -158,7 +161,7 @@ impl RocksStore {
         let mut out = Vec::new();
         for item in iter.take(limit) {
             let (k, v) = item.map_err(engine)?;
-            out.push((k.to_vec(), unframe(keyspace, &v)?));
+            out.push((k.to_vec(), unframe(keyspace, &k, &v)?));
         }
         Ok(out)
     }
@@ -237,7 +240,7 @@ impl Store for RocksStore {
             .get_pinned_cf(self.cf(keyspace)?, key)
             .map_err(engine)?
         {
-            Some(v) => unframe(keyspace, &v).map(Some),
+            Some(v) => unframe(keyspace, key, &v).map(Some),
             None => Ok(None),
         }
     }
@@ -283,5 +286,20 @@ impl Store for RocksStore {
 
     fn sync(&self) -> Result<(), StoreError> {
         self.db.flush_wal(true).map_err(engine)
+    }
+
+    fn get_stored(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get_cf(self.cf(keyspace)?, key).map_err(engine)
+    }
+
+    fn put_stored(
+        &self,
+        keyspace: Keyspace,
+        key: &[u8],
+        stored: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.db
+            .put_cf_opt(self.cf(keyspace)?, key, stored, &self.write_opts)
+            .map_err(engine)
     }
 }

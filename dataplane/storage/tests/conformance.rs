@@ -162,6 +162,73 @@ fn deferred_writes_land_and_become_durable(s: Arc<dyn Store>) {
     );
 }
 
+fn corruption_is_caught_and_quarantined(s: &dyn Store) {
+    use dyno_storage::{Corruption, StoreError, quarantine_key};
+    for k in [b"a".as_slice(), b"b", b"c"] {
+        s.put(Keyspace::Items, k, b"value").expect("put");
+    }
+    let stored = s
+        .get_stored(Keyspace::Items, b"b")
+        .expect("raw")
+        .expect("there");
+    assert!(s.flip_bit(Keyspace::Items, b"b", 13).expect("flip"));
+    assert!(
+        !s.flip_bit(Keyspace::Items, b"zz", 13).expect("flip"),
+        "absent"
+    );
+    let corrupt = |e: StoreError| match e {
+        StoreError::Corrupt {
+            keyspace,
+            key,
+            reason,
+        } => (keyspace, key, reason),
+        other => panic!("expected Corrupt, got {other}"),
+    };
+    let e = s.get(Keyspace::Items, b"b").expect_err("corrupt get");
+    assert_eq!(
+        corrupt(e),
+        (Keyspace::Items, b"b".to_vec(), Corruption::Checksum)
+    );
+    let e = s
+        .scan(Keyspace::Items, b"", None, 10)
+        .expect_err("corrupt scan");
+    assert_eq!(corrupt(e).1, b"b".to_vec(), "the scan names the bad key");
+    // Neighbours still read; a scan that stops short of it succeeds.
+    assert_eq!(get(s, Keyspace::Items, b"a"), Some(b"value".to_vec()));
+    assert_eq!(
+        s.scan(Keyspace::Items, b"", Some(b"b"), 10)
+            .expect("scan")
+            .len(),
+        1
+    );
+
+    let size = s.quarantine(Keyspace::Items, b"b").expect("quarantine");
+    assert_eq!(size, Some(stored.len()));
+    assert_eq!(s.quarantine(Keyspace::Items, b"b").expect("again"), None);
+    assert_eq!(get(s, Keyspace::Items, b"b"), None, "moved out of items");
+    assert_eq!(
+        s.scan(Keyspace::Items, b"", None, 10).expect("scan").len(),
+        2
+    );
+    let kept = s
+        .get_stored(Keyspace::Meta, &quarantine_key(Keyspace::Items, b"b"))
+        .expect("meta")
+        .expect("kept");
+    assert_eq!(
+        s.get(Keyspace::Meta, &quarantine_key(Keyspace::Items, b"b"))
+            .expect("meta get")
+            .map(|v| v.len()),
+        Some(stored.len()),
+        "the damaged bytes are kept whole, in a frame of their own"
+    );
+    assert!(kept.len() > stored.len());
+    // A damaged format byte is refused too, never misread.
+    s.put_stored(Keyspace::Items, b"c", vec![7, 1, 2, 3])
+        .expect("raw put");
+    let e = s.get(Keyspace::Items, b"c").expect_err("unknown format");
+    assert_eq!(corrupt(e).2, Corruption::Format(7));
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -201,6 +268,11 @@ macro_rules! conformance {
             fn concurrency() {
                 let (s, _guard) = $make;
                 concurrent_writers_all_land(s);
+            }
+            #[test]
+            fn corruption() {
+                let (s, _guard) = $make;
+                corruption_is_caught_and_quarantined(&*s);
             }
             #[test]
             fn deferred() {

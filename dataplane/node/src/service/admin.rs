@@ -1,7 +1,7 @@
 //! Administration: tables, placement, local replicas, hints, the cluster
 //! view, ring changes, repair, health and workers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use dyno_core::hash::key_position;
@@ -558,6 +558,79 @@ impl Service {
     pub fn workers(&self) -> Vec<WorkerInfo> {
         self.inner.workers.status()
     }
+
+    /// Damaged records found on this node, and what the scrub has done.
+    pub fn storage(&self) -> StorageView {
+        StorageView {
+            damaged: self.inner.node.replica().damaged(),
+            scrub: self.inner.scrubbed.report(),
+        }
+    }
+
+    fn faults(&self) -> Result<&Arc<crate::faults::Faults>, ServiceError> {
+        self.inner.faults.as_ref().ok_or_else(|| {
+            ServiceError::new(
+                ErrorCode::Forbidden,
+                "fault injection is off; start the node with --fault-injection (tests only)",
+            )
+        })
+    }
+
+    /// Replaces the link faults (fault injection only): calls from this
+    /// node to each named peer are dropped or delayed as given; peers not
+    /// named are reached normally.
+    pub fn set_link_faults(
+        &self,
+        links: BTreeMap<String, crate::faults::LinkFault>,
+    ) -> Result<(), ServiceError> {
+        let faults = self.faults()?;
+        let cluster = self.inner.node.cluster();
+        let mut by_url = BTreeMap::new();
+        for (id, fault) in links {
+            let node = NodeId::new(&id)
+                .map_err(|e| ServiceError::new(ErrorCode::InvalidNode, e.to_string()))?;
+            let peer = cluster.peer(&node).ok_or_else(|| {
+                ServiceError::new(
+                    ErrorCode::UnknownNode,
+                    format!("{node} is not a peer this node knows an address for"),
+                )
+            })?;
+            by_url.insert(peer.addresses.rpc.clone(), fault);
+        }
+        tracing::warn!(links = ?by_url, "fault injection: link faults set");
+        faults.set_links(by_url);
+        Ok(())
+    }
+
+    /// Flips one bit of this node's stored record of an item (fault
+    /// injection only). False when this node holds no such item.
+    pub async fn damage_item(
+        &self,
+        ctx: &RequestCtx,
+        table: &str,
+        key: &[u8],
+        bit: usize,
+    ) -> Result<bool, ServiceError> {
+        self.faults()?;
+        super::items::check_key(key)?;
+        let entry = self.admin_table(ctx, table)?;
+        let replica = Arc::clone(self.inner.node.replica());
+        let (t, k) = (entry.name.clone(), key.to_vec());
+        let damaged = tokio::task::spawn_blocking(move || replica.damage_item(&t, &k, bit))
+            .await
+            .map_err(ServiceError::internal)??;
+        tracing::warn!(table, damaged, "fault injection: stored item damaged");
+        Ok(damaged)
+    }
+}
+
+/// `GET /admin/v1/storage`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageView {
+    /// Damaged records found and set aside since start-up.
+    pub damaged: crate::replica::Damaged,
+    /// The scrub's progress.
+    pub scrub: crate::scrub::ScrubReport,
 }
 
 /// The distinct (N, R, W) among `tables`, with their table counts.

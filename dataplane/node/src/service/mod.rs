@@ -38,7 +38,7 @@ use crate::worker::Workers;
 
 pub use admin::{
     ClusterView, HandoffView, HealthView, HintBacklogView, LocalReplicaView, NodeView,
-    PreferenceListView, RingView, TableSpec,
+    PreferenceListView, RingView, StorageView, TableSpec,
 };
 pub use ddb::{
     DdbFailure, DdbOutcome, DdbRmw, ItemPage, MAX_PAGE_BYTES, PageSpec, QueryRange, SortCond,
@@ -110,6 +110,10 @@ pub struct ServiceParts {
     pub metrics_require_token: bool,
     /// The control plane, for the DynamoDB API's table changes.
     pub controlplane_url: Option<String>,
+    /// What the scrub has done.
+    pub scrubbed: Arc<crate::scrub::Scrubbed>,
+    /// The fault-injection switches, when `--fault-injection` is on.
+    pub faults: Option<Arc<crate::faults::Faults>>,
 }
 
 /// The node's service API. Cheap to clone.
