@@ -998,3 +998,31 @@ async fn a_damaged_item_is_never_served_and_is_restored_from_other_replicas() {
         );
     }
 }
+
+/// A node restarted without seeds (the first node of a cluster, as the
+/// operator runs it: the others seed from it) reaches its peers at once
+/// from the addresses it remembered, instead of failing the quorum reads
+/// it coordinates until one of them gossips to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_first_node_reaches_its_peers_at_once() {
+    let opts = NodeOpts {
+        seed_only: true,
+        ..NodeOpts::default()
+    };
+    let mut c = Cluster::start(3, opts).await;
+    let all = ids(&c);
+    for i in 0..3 {
+        c.wait_for(|| sees_all_up(&c, i, &all), "every node to see every node")
+            .await;
+    }
+    c.create_table("t", json!({"n": 3, "r": 2, "w": 3})).await;
+    let (s, b) = c.put(0, "t", "k", b"v", &[]).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    c.kill(0);
+    c.restart(0).await;
+    // Straight after its health check, before any gossip round: a read
+    // that needs both peers.
+    let (s, b) = c.get(0, "t", "k", "?r=3").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(values(&b), vec!["v".to_owned()]);
+}

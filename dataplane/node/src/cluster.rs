@@ -163,14 +163,18 @@ impl Cluster {
                 initial
             }
         };
-        let peers = pinned
-            .iter()
-            .filter(|(id, _)| **id != me)
+        // Addresses learnt before a restart first, then the pinned ones
+        // over them: a node started without seeds can reach its peers at
+        // once instead of waiting for one of them to gossip to it.
+        let remembered = meta::peer_addresses(store.as_ref())?
+            .into_iter()
+            .map(|(id, http, rpc)| (id, Addresses { http, rpc }));
+        let peers = remembered
+            .chain(pinned.iter().map(|(id, a)| (id.clone(), a.clone())))
+            .filter(|(id, _)| *id != me)
             .map(|(id, a)| {
-                (
-                    id.clone(),
-                    Arc::new(Peer::new(id.clone(), a.clone(), connector.as_ref())),
-                )
+                let peer = Arc::new(Peer::new(id.clone(), a, connector.as_ref()));
+                (id, peer)
             })
             .collect();
         let (tx, _) = tokio::sync::watch::channel(topology.epoch);
@@ -441,6 +445,13 @@ impl Cluster {
                 self.connector.as_ref(),
             )),
         );
+        drop(peers);
+        // A cache for the next start: gossip relearns it if this fails.
+        if let Err(e) =
+            meta::save_peer_addresses(self.store.as_ref(), id, &addresses.http, &addresses.rpc)
+        {
+            tracing::warn!(peer = %id, error = %e, "could not remember a peer's address");
+        }
     }
 
     /// The per-RPC timeout.

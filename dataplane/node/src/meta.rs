@@ -10,6 +10,7 @@
 //! | `topology` | `Topology::encode` of the ring this node routes by |
 //! | `sweep_due` | the epoch whose sweep of unowned items is due, u64 LE |
 //! | `was_member` | present once this node has been a ring member |
+//! | `peer/{id}` | the HTTP and RPC URLs last learnt for a peer, `http \n rpc` |
 
 use dyno_core::NodeId;
 use dyno_core::topology::Topology;
@@ -22,6 +23,7 @@ const GENERATION: &[u8] = b"generation";
 const TOPOLOGY: &[u8] = b"topology";
 const SWEEP_DUE: &[u8] = b"sweep_due";
 const WAS_MEMBER: &[u8] = b"was_member";
+const PEER_PREFIX: &[u8] = b"peer/";
 
 /// A little-endian u64 stored under `key` (`None` when absent or not 8
 /// bytes long).
@@ -117,6 +119,44 @@ pub fn was_member(store: &dyn Store) -> Result<bool, StoreError> {
     Ok(store.get(Keyspace::Meta, WAS_MEMBER)?.is_some())
 }
 
+/// Remembers the addresses last learnt for a peer, so that a restarted
+/// node can reach its peers before any of them gossips to it (a node
+/// started without seeds, the first of a cluster, would otherwise know no
+/// address until then).
+pub fn save_peer_addresses(
+    store: &dyn Store,
+    id: &NodeId,
+    http: &str,
+    rpc: &str,
+) -> Result<(), StoreError> {
+    let mut key = PEER_PREFIX.to_vec();
+    key.extend_from_slice(id.as_str().as_bytes());
+    store.put(Keyspace::Meta, &key, format!("{http}\n{rpc}").as_bytes())
+}
+
+/// Every peer's remembered addresses: `(id, http, rpc)`. Unreadable
+/// records are skipped (gossip relearns them).
+pub fn peer_addresses(store: &dyn Store) -> Result<Vec<(NodeId, String, String)>, StoreError> {
+    let mut end = PEER_PREFIX.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let mut out = Vec::new();
+    for (k, v) in store.scan(Keyspace::Meta, PEER_PREFIX, Some(&end), usize::MAX)? {
+        let id = std::str::from_utf8(&k[PEER_PREFIX.len()..])
+            .ok()
+            .and_then(|n| NodeId::new(n).ok());
+        let addrs = std::str::from_utf8(&v)
+            .ok()
+            .and_then(|s| s.split_once('\n'))
+            .map(|(h, r)| (h.to_owned(), r.to_owned()));
+        if let (Some(id), Some((http, rpc))) = (id, addrs) {
+            out.push((id, http, rpc));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +190,25 @@ mod tests {
         );
         clear_sweep_due(&store).expect("clear");
         assert!(!sweep_due(&store).expect("read"));
+    }
+
+    #[test]
+    fn peer_addresses_are_remembered_and_replaced() {
+        let store = MemoryStore::new();
+        let (a, b) = (NodeId::new("a").expect("id"), NodeId::new("b").expect("id"));
+        save_peer_addresses(&store, &a, "http://1", "http://2").expect("save");
+        save_peer_addresses(&store, &b, "http://3", "http://4").expect("save");
+        save_peer_addresses(&store, &a, "http://5", "http://6").expect("replace");
+        store
+            .put(Keyspace::Meta, b"peer/c", b"no separator")
+            .expect("junk");
+        assert_eq!(
+            peer_addresses(&store).expect("read"),
+            vec![
+                (a, "http://5".to_owned(), "http://6".to_owned()),
+                (b, "http://3".to_owned(), "http://4".to_owned()),
+            ]
+        );
     }
 
     #[test]
