@@ -41,6 +41,8 @@ struct Cli {
 /// One running in-process node.
 struct TestNode {
     url: String,
+    /// The internal RPC address, `http://host:port`.
+    rpc: String,
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<Result<(), dyno_node::NodeError>>,
     _dir: tempfile::TempDir,
@@ -102,12 +104,14 @@ async fn cluster_with(ids: &[&str], extra: &[&str]) -> Vec<TestNode> {
         argv.extend(extra.iter().map(|a| (*a).to_owned()));
         let config = Cli::try_parse_from(argv).expect("config").node;
         let url = format!("http://{}", addr(&listeners.http));
+        let rpc = format!("http://{}", addr(&listeners.rpc));
         let (tx, rx) = oneshot::channel::<()>();
         let done = tokio::spawn(dyno_node::run(config, listeners, async move {
             rx.await.ok();
         }));
         nodes.push(TestNode {
             url,
+            rpc,
             stop: Some(tx),
             done,
             _dir: dir,
@@ -1050,4 +1054,489 @@ async fn native_scan_pages_and_the_tenant_header() {
     for n in nodes {
         stop(n).await;
     }
+}
+
+/// SplitMix64, for the seeded fuzz cases below.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len())]
+    }
+
+    /// `bytes` mutated a few times: bits flipped, bytes inserted, removed,
+    /// or set to boundary values, a run duplicated, or the tail cut.
+    fn mutate(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        for _ in 0..1 + self.below(2) {
+            let at = self.below(b.len() + 1);
+            match self.below(12) {
+                0 if !b.is_empty() => {
+                    let i = at.min(b.len() - 1);
+                    b[i] ^= 1 << self.below(8);
+                }
+                1 => b.insert(at, self.next() as u8),
+                2 if at < b.len() => {
+                    b.remove(at);
+                }
+                3 if !b.is_empty() => {
+                    let i = at.min(b.len() - 1);
+                    b[i] = *self.pick(&[0u8, 0x7f, 0x80, 0xff]);
+                }
+                4 | 5 => {
+                    let v = self.next().to_le_bytes();
+                    b.splice(at..at, v.into_iter().take(1 + self.below(8)));
+                }
+                6 => {
+                    let run: Vec<u8> = b[at..].iter().take(1 + self.below(64)).copied().collect();
+                    for _ in 0..self.below(50) {
+                        b.splice(at..at, run.iter().copied());
+                    }
+                }
+                7 => b.truncate(at),
+                _ if !b.is_empty() => {
+                    let i = at.min(b.len() - 1);
+                    b[i] = b[i].wrapping_add(1 + self.below(3) as u8);
+                }
+                _ => {}
+            }
+        }
+        b
+    }
+}
+
+fn fuzz_seed(what: &str) -> (u64, usize) {
+    let seed = std::env::var("DYNO_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64 % 1_000_000)
+        });
+    let cases = std::env::var("DYNO_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    println!(
+        "{what}: seed {seed}, {cases} cases; replay: DYNO_FUZZ_SEED={seed} DYNO_FUZZ_CASES={cases} \
+         cargo test --workspace --test service {what} -- --nocapture"
+    );
+    (seed, cases)
+}
+
+/// Writes the value every fuzz test checks afterwards.
+async fn store_anchor(http: &reqwest::Client, url: &str) {
+    create_table(
+        http,
+        url,
+        "safe",
+        serde_json::json!({"n": 1, "r": 1, "w": 1}),
+    )
+    .await;
+    let resp = http
+        .put(format!("{url}/v1/tables/safe/items/anchor"))
+        .body("precious")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), 200);
+}
+
+/// The node still serves, and the anchor value is intact.
+async fn assert_unharmed(http: &reqwest::Client, url: &str) {
+    let (status, body) = json(
+        http.get(format!("{url}/v1/tables/safe/items/anchor"))
+            .send()
+            .await
+            .expect("the node still answers"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["values"],
+        serde_json::json!(["cHJlY2lvdXM="]),
+        "{body}"
+    );
+}
+
+/// Hostile HTTP input (mutated paths, queries, headers and bodies around
+/// valid requests, with and without the admin credential) never makes the
+/// node fail internally, drop the connection or change stored data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_http_input_is_refused_cleanly() {
+    let (seed, cases) = fuzz_seed("hostile_http_input_is_refused_cleanly");
+    let nodes = cluster(&["fz"]).await;
+    let url = nodes[0].url.clone();
+    let (http, anon) = (admin(), client(None));
+    store_anchor(&http, &url).await;
+    create_table(
+        &http,
+        &url,
+        "t",
+        serde_json::json!({"n": 1, "r": 1, "w": 1}),
+    )
+    .await;
+    let (_, ok) = json(
+        http.put(format!("{url}/v1/tables/t/items/k"))
+            .body("v")
+            .send()
+            .await
+            .expect("put"),
+    )
+    .await;
+    let context = ok["context"].as_str().expect("context").to_owned();
+    let paths = [
+        "/v1/tables/t/items/k",
+        "/v1/tables/t/items",
+        "/v1/tables/nope/items/k",
+        "/admin/v1/tables/t",
+        "/admin/v1/tables/t2",
+        "/admin/v1/tables/t/keys/k/replica",
+        "/admin/v1/tables/t/keys/k/preference-list",
+        "/admin/v1/tenants/acme/tables/t",
+        "/admin/v1/cluster",
+        "/admin/v1/repair",
+        "/admin/v1/hints",
+        "/admin/v1/storage",
+        "/admin/v1/faults/links",
+        "/",
+        "/metrics",
+    ];
+    let queries = [
+        "",
+        "?w=1",
+        "?r=1",
+        "?w=0",
+        "?r=99",
+        "?limit=5&after=AAAA",
+        "?bit=3",
+    ];
+    let bodies: Vec<Vec<u8>> = vec![
+        b"value".to_vec(),
+        br#"{"n":1,"r":1,"w":1,"conflict":"lww"}"#.to_vec(),
+        br#"{"node":"fz","zone":"z1"}"#.to_vec(),
+        br#"{"TableName":"t","Key":{"pk":{"S":"a"}}}"#.to_vec(),
+        br#"{"fz":{"drop":true}}"#.to_vec(),
+        vec![0xff; 3000],
+    ];
+    let headers = [
+        "x-dyno-context",
+        "if-match",
+        "if-none-match",
+        "x-dyno-tenant",
+        "content-type",
+        "x-amz-target",
+        "accept",
+    ];
+    let header_values = [
+        context.as_str(),
+        "*",
+        "acme",
+        "application/json",
+        "DynamoDB_20120810.GetItem",
+        "application/octet-stream",
+    ];
+    let mut rng = Rng(seed);
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for case in 0..cases {
+        let valid = *rng.pick(&paths);
+        let path = match rng.below(4) {
+            0 | 1 => valid.to_owned(),
+            2 => String::from_utf8_lossy(&rng.mutate(valid.as_bytes())).into_owned(),
+            // A hostile table or key name in a valid route.
+            _ => {
+                let name = rng_pick_bytes(&mut rng, &["k", "t", "acme", ""]);
+                let noise = String::from_utf8_lossy(&rng.mutate(name)).into_owned();
+                let seg = if rng.below(2) == 0 { "/k" } else { "/t" };
+                valid.replacen(seg, &format!("/{noise}"), 1)
+            }
+        };
+        let query = if rng.below(2) == 0 {
+            rng.pick(&queries).to_string()
+        } else {
+            let q = *rng.pick(&queries);
+            String::from_utf8_lossy(&rng.mutate(q.as_bytes())).into_owned()
+        };
+        // Anything a URL cannot carry is percent-encoded, as a client would.
+        let target: String = format!("{path}{query}")
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_graphic() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let target = if target.starts_with('/') {
+            target
+        } else {
+            format!("/{target}")
+        };
+        let method = rng
+            .pick(&[
+                reqwest::Method::GET,
+                reqwest::Method::PUT,
+                reqwest::Method::DELETE,
+                reqwest::Method::POST,
+                reqwest::Method::PATCH,
+            ])
+            .clone();
+        // Never a valid destructive admin call: those are not bad input.
+        if method != reqwest::Method::GET
+            && (target.starts_with("/admin/v1/catalog") || target.starts_with("/admin/v1/cluster/"))
+        {
+            continue;
+        }
+        let who = if rng.below(4) == 0 { &anon } else { &http };
+        let mut req = who.request(method.clone(), format!("{url}{target}"));
+        for _ in 0..rng.below(3) {
+            let name = *rng.pick(&headers);
+            let picked = *rng.pick(&header_values);
+            let value = rng.mutate(picked.as_bytes());
+            if let Ok(v) = reqwest::header::HeaderValue::from_bytes(&value) {
+                req = req.header(name, v);
+            }
+        }
+        if rng.below(2) == 0 {
+            let body = rng.pick(&bodies).clone();
+            req = req.body(rng.mutate(&body));
+        }
+        let resp = req.send().await.unwrap_or_else(|e| {
+            panic!("case {case}: {method} {target}: connection failed: {e} (seed {seed})")
+        });
+        let status = resp.status().as_u16();
+        *statuses.entry(status).or_default() += 1;
+        let body = resp.text().await.unwrap_or_default();
+        assert!(
+            status < 500 || status == 503,
+            "case {case}: {method} {target} answered {status}: {body} (seed {seed})"
+        );
+    }
+    println!("statuses: {statuses:?}");
+    assert_unharmed(&http, &url).await;
+}
+
+fn rng_pick_bytes<'a>(rng: &mut Rng, xs: &[&'a str]) -> &'a [u8] {
+    rng.pick(xs).as_bytes()
+}
+
+/// Decodes `bytes` as the message type of `_like`.
+fn decode_like<M: prost::Message + Default>(
+    _like: &M,
+    bytes: &[u8],
+) -> Result<M, prost::DecodeError> {
+    M::decode(bytes)
+}
+
+/// Mutated internal RPC messages (every call a peer can make, built from a
+/// valid message, encoded, mutated and decoded again) never crash the node
+/// or touch stored data; the node refuses what it cannot use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_internal_rpc_messages_are_refused_cleanly() {
+    use dyno_proto::internal as pb;
+    use dyno_proto::internal::replica_client::ReplicaClient;
+    use prost::Message;
+
+    let (seed, cases) = fuzz_seed("hostile_internal_rpc_messages_are_refused_cleanly");
+    let nodes = cluster(&["fz"]).await;
+    let url = nodes[0].url.clone();
+    let http = admin();
+    store_anchor(&http, &url).await;
+    let mut rpc = ReplicaClient::connect(nodes[0].rpc.clone())
+        .await
+        .expect("rpc");
+    let object = {
+        let (_, b) = json(
+            http.put(format!("{url}/v1/tables/safe/items/other"))
+                .body("x")
+                .send()
+                .await
+                .expect("put"),
+        )
+        .await;
+        assert!(b["context"].is_string());
+        let mut o = dyno_core::Object::new();
+        o.update(
+            dyno_core::Write {
+                context: &dyno_core::VersionVector::new(),
+                actor: dyno_core::ActorId(7),
+                value: Some(bytes::Bytes::from_static(b"fuzz")),
+                timestamp: dyno_core::Hlc(1 << 20),
+            },
+            dyno_core::ConflictMode::Siblings,
+            dyno_core::SiblingLimits::default(),
+        )
+        .expect("update");
+        dyno_core::codec::encode_object(&o)
+    };
+    let item_key = dyno_core::keys::encode_item_key("safe", b"other");
+    let mut rng = Rng(seed);
+    let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    macro_rules! fuzz_call {
+        ($method:ident, $msg:expr) => {{
+            let valid = $msg;
+            let bytes = rng.mutate(&valid.encode_to_vec());
+            match decode_like(&valid, &bytes) {
+                Ok(msg) => {
+                    let res = tokio::time::timeout(Duration::from_secs(10), rpc.$method(msg))
+                        .await
+                        .unwrap_or_else(|_| panic!("{} hangs (seed {seed})", stringify!($method)));
+                    let code = res.map_or_else(|s| format!("{:?}", s.code()), |_| "Ok".into());
+                    assert_ne!(code, "Unknown", "{} (seed {seed})", stringify!($method));
+                    *codes.entry(code).or_default() += 1;
+                }
+                Err(_) => *codes.entry("undecodable".into()).or_default() += 1,
+            }
+        }};
+    }
+    for _ in 0..cases {
+        match rng.below(13) {
+            0 => fuzz_call!(
+                put,
+                pb::ReplicaPutRequest {
+                    table: "t".into(),
+                    key: b"k".to_vec(),
+                    object: bytes::Bytes::from(object.clone()),
+                    hint_for: Some("fz".into()),
+                    conflict: 1,
+                }
+            ),
+            1 => fuzz_call!(
+                get,
+                pb::ReplicaGetRequest {
+                    table: "safe".into(),
+                    key: b"anchor".to_vec(),
+                    conflict: 0,
+                }
+            ),
+            2 => fuzz_call!(
+                coordinate_put,
+                pb::CoordinatePutRequest {
+                    table: "t".into(),
+                    key: b"k".to_vec(),
+                    value: Some(bytes::Bytes::from_static(b"v")),
+                    context: Some("AQA".into()),
+                    w: 1,
+                    if_match: None,
+                    if_none_match: true,
+                    hops: 1,
+                    timeout_ms: 500,
+                }
+            ),
+            3 => fuzz_call!(
+                replica_scan,
+                pb::ReplicaScanRequest {
+                    table: "safe".into(),
+                    start: vec![0; 8],
+                    end: Some(vec![0xff; 8]),
+                    limit: 10,
+                    reverse: true,
+                }
+            ),
+            4 => fuzz_call!(
+                gossip,
+                pb::GossipMessage {
+                    from: "fz".into(),
+                    nodes: vec![pb::NodeStateMsg {
+                        id: "fz".into(),
+                        generation: 1,
+                        heartbeat: 5,
+                        http: url.clone(),
+                        rpc: nodes[0].rpc.clone(),
+                        ..Default::default()
+                    }],
+                    topology: vec![1, 2, 3],
+                }
+            ),
+            5 => fuzz_call!(
+                merkle_roots,
+                pb::MerkleRootsRequest {
+                    n: 1,
+                    partitions: vec![0, 1, 1023],
+                }
+            ),
+            6 => fuzz_call!(
+                merkle_children,
+                pb::MerkleChildrenRequest {
+                    n: 1,
+                    partition: 3,
+                    level: 1,
+                    indices: vec![0, 5],
+                }
+            ),
+            7 => fuzz_call!(
+                key_digests,
+                pb::KeyDigestsRequest {
+                    n: 1,
+                    partition: 3,
+                    leaves: vec![pb::LeafRangeMsg { first: 0, last: 15 }],
+                    item_keys: vec![item_key.clone()],
+                }
+            ),
+            8 => fuzz_call!(
+                fetch_items,
+                pb::FetchItemsRequest {
+                    item_keys: vec![item_key.clone(), vec![]],
+                }
+            ),
+            9 => fuzz_call!(
+                push_items,
+                pb::ItemBatch {
+                    items: vec![pb::Item {
+                        item_key: dyno_core::keys::encode_item_key("t", b"k"),
+                        object: object.clone(),
+                        conflict: 0,
+                    }],
+                    next_key: None,
+                }
+            ),
+            10 => fuzz_call!(
+                drop_tombstones,
+                pb::DropTombstonesRequest {
+                    entries: vec![pb::KeyDigest {
+                        item_key: dyno_core::keys::encode_item_key("t", b"k"),
+                        digest: 7,
+                    }],
+                }
+            ),
+            11 => fuzz_call!(
+                stream_partition,
+                pb::StreamPartitionRequest {
+                    partition: 3,
+                    for_node: "fz".into(),
+                    epoch: 1,
+                    start_key: None,
+                    max_items: 10,
+                    max_bytes: 1 << 20,
+                }
+            ),
+            _ => fuzz_call!(
+                coordinate_rmw,
+                pb::CoordinateRmwRequest {
+                    table: "t".into(),
+                    key: b"k".to_vec(),
+                    kind: "ddb".into(),
+                    op: br#"{"kind":"Delete"}"#.to_vec(),
+                    hops: 1,
+                    timeout_ms: 500,
+                }
+            ),
+        }
+    }
+    println!("answers: {codes:?}");
+    assert_unharmed(&http, &url).await;
 }

@@ -435,6 +435,43 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any stored bytes at all: an error or a value, never a panic.
+        #[test]
+        fn arbitrary_stored_bytes_never_panic(
+            key in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..32),
+            stored in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let _ = unframe_value(&key, &stored);
+        }
+
+        /// Damage anywhere in a v2 frame (a changed byte, a cut or an
+        /// added tail) never yields the stored value under a false
+        /// pretence of health: the value read, if any, is the original.
+        #[test]
+        fn damaged_frames_never_read_as_another_value(
+            key in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..32),
+            value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            at in 0usize..300,
+            byte in proptest::prelude::any::<u8>(),
+            how in 0u8..3,
+        ) {
+            let mut framed = frame(&key, &value);
+            let at = at % framed.len();
+            match how {
+                0 => framed[at] = byte,
+                1 => framed.truncate(at),
+                _ => framed.insert(at, byte),
+            }
+            if let Ok(read) = unframe_value(&key, &framed) {
+                // Only a v1 reading of a frame whose format byte became 1
+                // escapes the checksum; it then carries the checksum bytes
+                // too, so it is never mistaken for the original.
+                proptest::prop_assert!(read == value.as_slice() || framed[0] == FORMAT_V1);
+            }
+        }
+    }
+
     #[test]
     fn v1_values_are_still_read_and_unknown_formats_are_refused() {
         assert_eq!(unframe_value(b"k", &[FORMAT_V1, 7, 8]), Ok(&[7u8, 8][..]));
