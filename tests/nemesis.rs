@@ -2,7 +2,9 @@
 //! processes on loopback, under a concurrent workload whose history is
 //! checked afterwards (`nemesis/history.rs`: no acknowledged write lost, no
 //! resurrection, no phantom values, concurrent siblings, and every replica
-//! of every key equal after healing).
+//! of every key equal after healing; on a last-writer-wins table, one value
+//! per key, never one an acknowledged write that began later should have
+//! replaced).
 //!
 //! Faults, one at a time, each held for 1 to 3 s: a partition of the nodes
 //! into two sides (dropped calls both ways, through the nodes'
@@ -38,6 +40,11 @@ const NODES: usize = 5;
 const HOT_KEYS: u64 = 4;
 const COLD_KEYS: u64 = 200;
 const CLIENTS: usize = 6;
+/// Keys of the last-writer-wins table `l`.
+const LWW_KEYS: u64 = 4;
+/// How far apart two writes must be for the later to carry the higher
+/// timestamp, allowing for the order in which clocks are read.
+const LWW_SLACK_MS: u64 = 20;
 
 /// SplitMix64: small, seedable, good enough for schedules.
 #[derive(Debug, Clone)]
@@ -89,9 +96,11 @@ fn outcome_of(status: StatusCode) -> Outcome {
 
 /// One client: reads, read-then-writes, blind and conditional puts, and
 /// deletes, on hot and cold keys, through any serving node.
+#[allow(clippy::too_many_arguments)]
 async fn client(
     id: usize,
     seed: u64,
+    began: Instant,
     http: reqwest::Client,
     urls: Vec<String>,
     serving: Serving,
@@ -111,18 +120,43 @@ async fn client(
             continue;
         }
         let url = &urls[up[rng.below(up.len() as u64) as usize]];
+        let ms = || began.elapsed().as_millis() as u64;
+        seq += 1;
+        if rng.chance(15) {
+            // A blind put to the last-writer-wins table.
+            let key = format!("lww{}", rng.below(LWW_KEYS));
+            let value = format!("c{id}-{seq}");
+            let sent = ms();
+            let outcome = match http
+                .put(format!("{url}/v1/tables/l/items/{key}"))
+                .body(value.clone())
+                .timeout(timeout)
+                .send()
+                .await
+            {
+                Ok(resp) => outcome_of(resp.status()),
+                Err(_) => Outcome::Unknown,
+            };
+            ops.push(Op {
+                key,
+                kind: OpKind::Put { value, saw: None },
+                outcome,
+                span: (sent, ms()),
+            });
+            continue;
+        }
         let key = if rng.chance(50) {
             format!("hot{}", rng.below(HOT_KEYS))
         } else {
             format!("cold{}", rng.below(COLD_KEYS))
         };
         let item = format!("{url}/v1/tables/t/items/{key}");
-        seq += 1;
         let value = format!("c{id}-{seq}");
         let choice = rng.below(100);
         // Every write but the blind ones reads first, for its context.
         let mut context: Option<(String, BTreeSet<String>)> = None;
         if choice < 65 {
+            let sent = ms();
             let read = http.get(&item).timeout(timeout).send().await;
             let Ok(resp) = read else { continue };
             let status = resp.status();
@@ -142,6 +176,7 @@ async fn client(
                     values: values.clone(),
                 },
                 outcome: Outcome::Ok,
+                span: (sent, ms()),
             });
             let ctx = body["context"].as_str().map(str::to_owned).or(ctx);
             match ctx {
@@ -197,11 +232,17 @@ async fn client(
                 http.put(&item).body(value.clone()),
             ),
         };
+        let sent = ms();
         let outcome = match req.timeout(timeout).send().await {
             Ok(resp) => outcome_of(resp.status()),
             Err(_) => Outcome::Unknown,
         };
-        ops.push(Op { key, kind, outcome });
+        ops.push(Op {
+            key,
+            kind,
+            outcome,
+            span: (sent, ms()),
+        });
     }
     ops
 }
@@ -344,9 +385,12 @@ async fn sees_all_up(c: &Cluster, i: usize) -> bool {
 }
 
 /// The values each primary replica of `key` holds, by node index.
-async fn replica_values(c: &Cluster, key: &str) -> Vec<BTreeSet<String>> {
+async fn replica_values(c: &Cluster, table: &str, key: &str) -> Vec<BTreeSet<String>> {
     let pl = c
-        .admin(0, &format!("/admin/v1/tables/t/keys/{key}/preference-list"))
+        .admin(
+            0,
+            &format!("/admin/v1/tables/{table}/keys/{key}/preference-list"),
+        )
         .await;
     let mut out = Vec::new();
     for n in pl["nodes"].as_array().into_iter().flatten() {
@@ -360,7 +404,12 @@ async fn replica_values(c: &Cluster, key: &str) -> Vec<BTreeSet<String>> {
         else {
             continue;
         };
-        out.push(c.local_values(i - 1, "t", key).await.into_iter().collect());
+        out.push(
+            c.local_values(i - 1, table, key)
+                .await
+                .into_iter()
+                .collect(),
+        );
     }
     out
 }
@@ -402,15 +451,19 @@ async fn a_random_schedule_of_faults_loses_no_acknowledged_write() {
     )
     .await;
     c.create_table("t", json!({"n": 3, "r": 2, "w": 2})).await;
+    c.create_table("l", json!({"n": 3, "r": 2, "w": 2, "conflict": "lww"}))
+        .await;
 
     let serving: Serving = Arc::new(Mutex::new(vec![true; NODES]));
     let stop = Arc::new(AtomicBool::new(false));
     let urls: Vec<String> = (0..NODES).map(|i| c.url(i)).collect();
+    let began = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| {
             tokio::spawn(client(
                 id,
                 seed,
+                began,
                 c.http.clone(),
                 urls.clone(),
                 Arc::clone(&serving),
@@ -464,7 +517,8 @@ async fn a_random_schedule_of_faults_loses_no_acknowledged_write() {
         let mut differing = Vec::new();
         finals.clear();
         for key in &keys {
-            let replicas = replica_values(&c, key).await;
+            let table = if key.starts_with("lww") { "l" } else { "t" };
+            let replicas = replica_values(&c, table, key).await;
             assert_eq!(replicas.len(), 3, "{key} has three primaries");
             if replicas.windows(2).any(|w| w[0] != w[1]) {
                 differing.push(key.clone());
@@ -501,7 +555,9 @@ async fn a_random_schedule_of_faults_loses_no_acknowledged_write() {
         converged.as_secs_f64(),
     );
     assert!(count(Outcome::Ok) > 100, "the workload made progress");
-    let violations: Vec<Violation> = history::check(&ops, &finals);
+    let (lww, dvv): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|o| o.key.starts_with("lww"));
+    let mut violations: Vec<Violation> = history::check(&dvv, &finals);
+    violations.extend(history::check_lww(&lww, &finals, LWW_SLACK_MS));
     assert!(
         violations.is_empty(),
         "seed {seed}: {} violations, first: {:?}",

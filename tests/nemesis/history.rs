@@ -17,6 +17,14 @@
 //! * **siblings are concurrent**: no final value superseded another final
 //!   value (with no phantoms, there are also never more siblings than
 //!   puts).
+//!
+//! Keys of last-writer-wins tables ([`check_lww`]) keep one value: the
+//! write with the highest hybrid timestamp. Clients cannot see timestamps,
+//! but on one machine the nodes' clocks agree, so a write acknowledged
+//! before another began carries the lower timestamp (hybrid clocks never
+//! run behind the wall clock). The checker: the final value is one that was
+//! written, and no acknowledged write began after it was acknowledged
+//! (give or take `slack_ms` for clock reading order).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -63,6 +71,8 @@ pub struct Op {
     pub kind: OpKind,
     /// What became of it.
     pub outcome: Outcome,
+    /// When it was sent and when its answer came, ms since the run began.
+    pub span: (u64, u64),
 }
 
 /// A broken rule.
@@ -74,6 +84,16 @@ pub enum Violation {
     Resurrected { key: String, value: String },
     /// A value nobody (possibly) wrote was found or read.
     Phantom { key: String, value: String },
+    /// A last-writer-wins key kept a value older than an acknowledged
+    /// write that began after it was acknowledged.
+    OlderWriterWon {
+        key: String,
+        kept: String,
+        newer: String,
+    },
+    /// A last-writer-wins key kept more than one value, or none after an
+    /// acknowledged put.
+    NotOneValue { key: String, values: usize },
     /// A final value superseded another final value.
     NotConcurrent {
         key: String,
@@ -151,6 +171,67 @@ pub fn check(history: &[Op], finals: &BTreeMap<String, BTreeSet<String>>) -> Vec
     out
 }
 
+/// Checks the keys of a last-writer-wins table (puts only) against their
+/// final values.
+pub fn check_lww(
+    history: &[Op],
+    finals: &BTreeMap<String, BTreeSet<String>>,
+    slack_ms: u64,
+) -> Vec<Violation> {
+    let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in history {
+        by_key.entry(op.key.as_str()).or_default().push(op);
+    }
+    let empty = BTreeSet::new();
+    let mut out = Vec::new();
+    for (key, ops) in by_key {
+        let fin = finals.get(key).unwrap_or(&empty);
+        let puts: Vec<(&str, &Op)> = ops
+            .iter()
+            .filter_map(|op| match &op.kind {
+                OpKind::Put { value, .. } => Some((value.as_str(), *op)),
+                _ => None,
+            })
+            .collect();
+        let acked = puts.iter().any(|(_, op)| op.outcome == Outcome::Ok);
+        if fin.len() > 1 || (acked && fin.is_empty()) {
+            out.push(Violation::NotOneValue {
+                key: key.to_owned(),
+                values: fin.len(),
+            });
+            continue;
+        }
+        let Some(kept) = fin.iter().next() else {
+            continue;
+        };
+        let Some((_, writer)) = puts
+            .iter()
+            .find(|(v, op)| *v == kept && op.outcome != Outcome::Failed)
+        else {
+            out.push(Violation::Phantom {
+                key: key.to_owned(),
+                value: kept.clone(),
+            });
+            continue;
+        };
+        // The kept write's timestamp is at most the wall clock when it was
+        // answered; a write sent later reads a later clock.
+        if writer.outcome == Outcome::Ok {
+            let newer = puts
+                .iter()
+                .find(|(_, op)| op.outcome == Outcome::Ok && op.span.0 > writer.span.1 + slack_ms);
+            if let Some((newer, _)) = newer {
+                out.push(Violation::OlderWriterWon {
+                    key: key.to_owned(),
+                    kept: kept.clone(),
+                    newer: (*newer).to_owned(),
+                });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +248,7 @@ mod tests {
                 saw: saw.map(set),
             },
             outcome,
+            span: (0, 0),
         }
     }
 
@@ -175,6 +257,7 @@ mod tests {
             key: "k".into(),
             kind: OpKind::Delete { saw: set(saw) },
             outcome,
+            span: (0, 0),
         }
     }
 
@@ -185,6 +268,7 @@ mod tests {
                 values: set(values),
             },
             outcome: Outcome::Ok,
+            span: (0, 0),
         }
     }
 
@@ -267,5 +351,55 @@ mod tests {
             older: "a".into(),
             newer: "b".into()
         }));
+    }
+
+    fn timed(value: &str, span: (u64, u64), outcome: Outcome) -> Op {
+        Op {
+            span,
+            ..put(value, None, outcome)
+        }
+    }
+
+    #[test]
+    fn last_writer_wins_keeps_a_write_no_later_write_followed() {
+        let h = vec![
+            timed("a", (0, 10), Outcome::Ok),
+            timed("b", (5, 20), Outcome::Ok),
+            timed("c", (100, 120), Outcome::Ok),
+            timed("d", (130, 140), Outcome::Unknown),
+        ];
+        // c or d (d may have happened, later) may win; a and b were
+        // followed by c.
+        assert_eq!(check_lww(&h, &finals(&["c"]), 5), vec![]);
+        assert_eq!(check_lww(&h, &finals(&["d"]), 5), vec![]);
+        assert_eq!(
+            check_lww(&h, &finals(&["b"]), 5),
+            vec![Violation::OlderWriterWon {
+                key: "k".into(),
+                kept: "b".into(),
+                newer: "c".into()
+            }]
+        );
+        assert_eq!(
+            check_lww(&h, &finals(&["c", "d"]), 5),
+            vec![Violation::NotOneValue {
+                key: "k".into(),
+                values: 2
+            }]
+        );
+        assert_eq!(
+            check_lww(&h, &finals(&[]), 5),
+            vec![Violation::NotOneValue {
+                key: "k".into(),
+                values: 0
+            }]
+        );
+        assert_eq!(
+            check_lww(&h, &finals(&["zz"]), 5),
+            vec![Violation::Phantom {
+                key: "k".into(),
+                value: "zz".into()
+            }]
+        );
     }
 }
