@@ -72,24 +72,6 @@ fn ids(c: &Cluster) -> Vec<String> {
     (0..c.len()).map(|i| c.id(i)).collect()
 }
 
-/// Starts a pass of anti-entropy on node `i` and waits for it to finish;
-/// returns its report.
-async fn repair(c: &Cluster, i: usize) -> Value {
-    let (s, b) = c.post(i, "/admin/v1/repair", json!({})).await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    let pass = b["pass"].as_u64().expect("pass id");
-    c.poll(
-        120,
-        || async move {
-            let st = c.admin(i, "/admin/v1/repair").await;
-            let done = st["last"]["id"].as_u64().is_some_and(|id| id >= pass);
-            done.then(|| st["last"].clone())
-        },
-        "the repair pass to finish",
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn gossip_converges_from_one_seed() {
     let opts = NodeOpts {
@@ -282,7 +264,7 @@ async fn anti_entropy_repairs_a_wiped_node_and_sends_only_differences() {
         "n3 starts empty"
     );
     let started = Instant::now();
-    let report = repair(&c, 2).await;
+    let report = c.repair(2).await;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "wiped node: repaired {} keys, received {} bytes, sent {} bytes in {secs:.2} s ({:.0} keys/s)",
@@ -321,7 +303,7 @@ async fn anti_entropy_repairs_a_wiped_node_and_sends_only_differences() {
     c.restart(2).await;
     c.wait_for(|| sees_all_up(&c, 2, &all), "n3 to see everyone")
         .await;
-    let report = repair(&c, 2).await;
+    let report = c.repair(2).await;
     let moved =
         report["bytes_sent"].as_u64().unwrap_or(0) + report["bytes_received"].as_u64().unwrap_or(0);
     println!(
@@ -365,7 +347,7 @@ async fn deleted_keys_stay_deleted_through_repair_and_tombstone_gc() {
     }
     // Let every replica have every write before n3 goes away.
     for i in 0..3 {
-        repair(&c, i).await;
+        c.repair(i).await;
     }
     c.kill(2);
     for k in 0..10 {
@@ -374,7 +356,7 @@ async fn deleted_keys_stay_deleted_through_repair_and_tombstone_gc() {
     // Past the grace period, but n3 (holding the old values) is down: no
     // tombstone may be collected.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let r = repair(&c, 0).await;
+    let r = c.repair(0).await;
     assert_eq!(
         r["tombstones_dropped"], 0,
         "collected while a replica was down: {r}"
@@ -393,7 +375,7 @@ async fn deleted_keys_stay_deleted_through_repair_and_tombstone_gc() {
     let mut dropped = 0;
     for round in 0..3 {
         for i in 0..3 {
-            let r = repair(&c, i).await;
+            let r = c.repair(i).await;
             dropped += r["tombstones_dropped"].as_u64().unwrap_or(0);
         }
         println!("round {round}: {dropped} tombstones collected so far");
@@ -422,7 +404,7 @@ async fn deleted_keys_stay_deleted_through_repair_and_tombstone_gc() {
     }
     // And nothing comes back on later passes.
     for i in 0..3 {
-        repair(&c, i).await;
+        c.repair(i).await;
     }
     for k in 0..10 {
         let (s, _) = c.get(2, "t", &format!("k{k}"), "?r=3").await;
@@ -944,7 +926,7 @@ async fn a_damaged_item_is_never_served_and_is_restored_from_other_replicas() {
     assert_eq!(damaged(&c, 2).await, Some(1), "counted once");
     // Read repair (the next reads find n3's copy absent) or anti-entropy
     // (n3's tree no longer counts it) restores it.
-    repair(&c, 2).await;
+    c.repair(2).await;
     c.wait_for(
         || async { c.local_values(2, "t", "k7").await == before },
         "n3's copy of k7 to be restored",
@@ -966,7 +948,7 @@ async fn a_damaged_item_is_never_served_and_is_restored_from_other_replicas() {
         "the scrub to find the damage to k8",
     )
     .await;
-    let report = repair(&c, 2).await;
+    let report = c.repair(2).await;
     println!("after the scrub found k8: repair {report}");
     assert!(report["keys_repaired"].as_u64() >= Some(1), "{report}");
     assert_eq!(c.local_values(2, "t", "k8").await, before, "k8 restored");
@@ -1025,4 +1007,50 @@ async fn a_restarted_first_node_reaches_its_peers_at_once() {
     let (s, b) = c.get(0, "t", "k", "?r=3").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(values(&b), vec!["v".to_owned()]);
+}
+
+/// A write forwarded to a coordinator that does not answer in time is not
+/// coordinated again elsewhere: the first coordinator may be merely paused
+/// and apply it when it wakes, and two applications would leave the value
+/// twice, under two dots (the late one coming back after the client had
+/// overwritten the first). Found by the nemesis test (seed 834426: a
+/// superseded value back as a sibling). The client is told the outcome is
+/// unknown instead, and the value is stored once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timed_out_forward_is_not_applied_twice() {
+    let c = Cluster::start(2, NodeOpts::default()).await;
+    c.create_table("t", json!({"n": 1, "r": 1, "w": 1})).await;
+    // A key whose only replica is n2, written through n1.
+    let mut key = String::new();
+    for i in 0..64 {
+        let k = format!("k{i}");
+        let pl = c
+            .admin(0, &format!("/admin/v1/tables/t/keys/{k}/preference-list"))
+            .await;
+        if pl["nodes"][0]["id"] == "n2" {
+            key = k;
+            break;
+        }
+    }
+    assert!(!key.is_empty(), "one of 64 keys belongs to n2");
+    c.freeze(1, true);
+    let (s, b) = c.put(0, "t", &key, b"once", &[]).await;
+    c.freeze(1, false);
+    println!("write forwarded to a frozen coordinator: {s} {b}");
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert_eq!(b["error"]["code"], "QuorumNotMet", "{b}");
+    // The thawed n2 applies it; nothing else does.
+    c.wait_for(
+        || async { !c.local_values(1, "t", &key).await.is_empty() },
+        "n2 to apply the write it received while frozen",
+    )
+    .await;
+    c.wait_for(
+        || async { c.hint_backlog("n2").await == 0 },
+        "no hint left for n2",
+    )
+    .await;
+    let (s, b) = c.get(0, "t", &key, "").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(values(&b), vec!["once".to_owned()], "stored once: {b}");
 }

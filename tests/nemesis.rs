@@ -355,25 +355,6 @@ async fn strike(
     }
 }
 
-/// Runs an anti-entropy pass on node `i` and waits for it to finish.
-async fn repair(c: &Cluster, i: usize) {
-    let (s, b) = c.post(i, "/admin/v1/repair", json!({})).await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    let pass = b["pass"].as_u64().expect("pass");
-    c.poll(
-        120,
-        || async move {
-            let st = c.admin(i, "/admin/v1/repair").await;
-            st["last"]["id"]
-                .as_u64()
-                .is_some_and(|id| id >= pass)
-                .then_some(Value::Null)
-        },
-        "a repair pass",
-    )
-    .await;
-}
-
 /// True when node `i` sees every node up.
 async fn sees_all_up(c: &Cluster, i: usize) -> bool {
     let view = c.admin(i, "/admin/v1/cluster").await;
@@ -512,7 +493,7 @@ async fn a_random_schedule_of_faults_loses_no_acknowledged_write() {
     loop {
         rounds += 1;
         for i in 0..NODES {
-            repair(&c, i).await;
+            c.repair(i).await;
         }
         let mut differing = Vec::new();
         finals.clear();
@@ -558,6 +539,29 @@ async fn a_random_schedule_of_faults_loses_no_acknowledged_write() {
     let (lww, dvv): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|o| o.key.starts_with("lww"));
     let mut violations: Vec<Violation> = history::check(&dvv, &finals);
     violations.extend(history::check_lww(&lww, &finals, LWW_SLACK_MS));
+    // On failure, the history of the first keys that broke a rule and
+    // what each of their replicas holds now.
+    for v in violations.iter().take(3) {
+        let key = match v {
+            Violation::Lost { key, .. }
+            | Violation::Resurrected { key, .. }
+            | Violation::Phantom { key, .. }
+            | Violation::OlderWriterWon { key, .. }
+            | Violation::NotOneValue { key, .. }
+            | Violation::NotConcurrent { key, .. } => key.clone(),
+        };
+        println!("--- {v:?}");
+        for op in dvv.iter().chain(&lww).filter(|o| o.key == key) {
+            println!("  {:?} {:?} {:?}", op.span, op.outcome, op.kind);
+        }
+        let table = if key.starts_with("lww") { "l" } else { "t" };
+        for i in 0..NODES {
+            let r = c
+                .admin(i, &format!("/admin/v1/tables/{table}/keys/{key}/replica"))
+                .await;
+            println!("  n{}: {r}", i + 1);
+        }
+    }
     assert!(
         violations.is_empty(),
         "seed {seed}: {} violations, first: {:?}",

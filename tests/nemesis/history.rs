@@ -102,13 +102,19 @@ pub enum Violation {
     },
 }
 
-/// Checks `history` against the values every replica holds after healing
-/// (`finals`, by key; a key missing from it holds nothing live).
-pub fn check(history: &[Op], finals: &BTreeMap<String, BTreeSet<String>>) -> Vec<Violation> {
+/// The operations of each key, in history order.
+fn by_key(history: &[Op]) -> BTreeMap<&str, Vec<&Op>> {
     let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
     for op in history {
         by_key.entry(op.key.as_str()).or_default().push(op);
     }
+    by_key
+}
+
+/// Checks `history` against the values every replica holds after healing
+/// (`finals`, by key; a key missing from it holds nothing live).
+pub fn check(history: &[Op], finals: &BTreeMap<String, BTreeSet<String>>) -> Vec<Violation> {
+    let by_key = by_key(history);
     let empty = BTreeSet::new();
     let mut out = Vec::new();
     for (key, ops) in by_key {
@@ -178,10 +184,7 @@ pub fn check_lww(
     finals: &BTreeMap<String, BTreeSet<String>>,
     slack_ms: u64,
 ) -> Vec<Violation> {
-    let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
-    for op in history {
-        by_key.entry(op.key.as_str()).or_default().push(op);
-    }
+    let by_key = by_key(history);
     let empty = BTreeSet::new();
     let mut out = Vec::new();
     for (key, ops) in by_key {

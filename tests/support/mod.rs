@@ -457,6 +457,26 @@ impl Cluster {
         self.wait_healthy(i).await;
     }
 
+    /// Starts a pass of anti-entropy on node `i` and waits for it to
+    /// finish; returns its report.
+    pub async fn repair(&self, i: usize) -> Value {
+        let (s, b) = self
+            .post(i, "/admin/v1/repair", serde_json::json!({}))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let pass = b["pass"].as_u64().expect("pass id");
+        self.poll(
+            120,
+            || async move {
+                let st = self.admin(i, "/admin/v1/repair").await;
+                let done = st["last"]["id"].as_u64().is_some_and(|id| id >= pass);
+                done.then(|| st["last"].clone())
+            },
+            "the repair pass to finish",
+        )
+        .await
+    }
+
     /// Polls `cond` every 50 ms until it holds, for up to 30 s.
     pub async fn wait_for<F, Fut>(&self, mut cond: F, what: &str)
     where

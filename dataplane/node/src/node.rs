@@ -594,7 +594,21 @@ impl Node {
                 // nothing, so another replica may coordinate.
                 Ok(Err(e)) if e.code == ErrorCode::TableNotFound => tried.push(target),
                 Ok(result) => return result,
-                Err(_) => tried.push(target),
+                // Never delivered: another primary may coordinate.
+                Err(ReplicaFailure::Unreachable) => tried.push(target),
+                // Perhaps delivered (a paused or slow coordinator applies it
+                // when it wakes): coordinating it again elsewhere would
+                // apply it twice, under two dots, and the late copy would
+                // come back as a sibling after the client had overwritten
+                // the first (found by the nemesis test).
+                Err(why) => {
+                    return Err(ServiceError::new(
+                        ErrorCode::QuorumNotMet,
+                        format!(
+                            "the key's coordinator {target} did not answer ({why:?}); the write may or may not have been applied"
+                        ),
+                    ));
+                }
             }
         }
     }
