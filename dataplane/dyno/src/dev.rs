@@ -658,13 +658,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
     }
     println!("cluster.json: {}", file.display());
+    // Catch Ctrl-C before saying so: a signal between the two would kill
+    // the process before it stops its children.
+    let stop = crate::stop_signal_installed();
     println!("press Ctrl-C to stop");
 
     // Wait for Ctrl-C/SIGTERM, and report processes that exit on their own.
     let mut watch = tokio::time::interval(Duration::from_millis(500));
     let mut reported = vec![false; children.len()];
     let mut cp_reported = false;
-    let stop = crate::stop_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {

@@ -78,6 +78,32 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Like [`stop_signal`], but the handlers are in place when this returns
+/// (call it inside the runtime): a Ctrl-C that arrives before the future
+/// is first polled still stops the process cleanly instead of killing it.
+/// `dyno dev` uses it before it says "press Ctrl-C".
+pub fn stop_signal_installed() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                _ => stop_signal().await,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    stop_signal()
+}
+
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 pub async fn stop_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
