@@ -393,15 +393,7 @@ async fn read_repair_fixes_a_stale_replica() {
         "read repair of n3",
     )
     .await;
-    let m = c
-        .http
-        .get(format!("{}/metrics", c.url(0)))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let m = c.metrics(0).await;
     assert!(
         m.lines()
             .any(|l| l.starts_with("dyno_read_repairs_total") && !l.ends_with(" 0")),

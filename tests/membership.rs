@@ -210,25 +210,11 @@ async fn hung_node_is_suspected_by_phi_alone() {
         .await;
 }
 
-fn aae_args() -> Vec<String> {
-    [
-        "--aae-interval-secs",
-        "0",
-        "--aae-partitions-per-sec",
-        "5000",
-        "--aae-keys-per-sec",
-        "100000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn anti_entropy_repairs_a_wiped_node_and_sends_only_differences() {
     let opts = NodeOpts {
         hint_max_bytes: Some(0),
-        extra: aae_args(),
+        extra: support::fast_aae_args(),
         ..NodeOpts::default()
     };
     let mut c = Cluster::start(3, opts).await;
@@ -332,7 +318,7 @@ async fn anti_entropy_repairs_a_wiped_node_and_sends_only_differences() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deleted_keys_stay_deleted_through_repair_and_tombstone_gc() {
-    let mut extra = aae_args();
+    let mut extra = support::fast_aae_args();
     extra.extend(["--tombstone-grace-secs", "2", "--hint-max-age-secs", "1"].map(String::from));
     let opts = NodeOpts {
         hint_max_bytes: Some(0),
@@ -442,7 +428,7 @@ async fn join_and_decommission_under_write_load_lose_nothing() {
     let mut c = Cluster::start(
         3,
         NodeOpts {
-            extra: aae_args(),
+            extra: support::fast_aae_args(),
             ..NodeOpts::default()
         },
     )
@@ -875,7 +861,7 @@ async fn damaged(c: &Cluster, i: usize) -> Option<u64> {
 /// scrub and repaired the same way.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_damaged_item_is_never_served_and_is_restored_from_other_replicas() {
-    let mut extra = aae_args();
+    let mut extra = support::fast_aae_args();
     extra.extend(
         ["--fault-injection", "--scrub-interval-secs", "1"]
             .iter()
@@ -953,15 +939,7 @@ async fn a_damaged_item_is_never_served_and_is_restored_from_other_replicas() {
     assert!(report["keys_repaired"].as_u64() >= Some(1), "{report}");
     assert_eq!(c.local_values(2, "t", "k8").await, before, "k8 restored");
 
-    let metrics = c
-        .http
-        .get(format!("{}/metrics", c.url(2)))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = c.metrics(2).await;
     assert!(
         metrics.contains("dyno_damaged_items_total 2"),
         "{}",

@@ -407,22 +407,17 @@ async fn a_random_schedule_of_faults_loses_no_acknowledged_write() {
         "nemesis seed {seed}, {secs} s of faults. Replay the schedule: \
          DYNO_NEMESIS_SEED={seed} DYNO_NEMESIS_SECS={secs} cargo test -p dyno --test nemesis -- --nocapture"
     );
-    let extra: Vec<String> = [
+    let mut extra: Vec<String> = [
         "--fault-injection",
         "--request-timeout-ms",
         "5000",
         "--gossip-interval-ms",
         "250",
-        "--aae-interval-secs",
-        "0",
-        "--aae-partitions-per-sec",
-        "5000",
-        "--aae-keys-per-sec",
-        "100000",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    extra.extend(support::fast_aae_args());
     let mut c = Cluster::start(
         NODES,
         NodeOpts {

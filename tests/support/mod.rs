@@ -65,6 +65,22 @@ fn node_argv(dir: &std::path::Path, id: &str, opts: &NodeOpts) -> Vec<String> {
     argv
 }
 
+/// Node flags for anti-entropy on request only, with its budget lifted, so
+/// that a test's repair pass finishes at once.
+pub fn fast_aae_args() -> Vec<String> {
+    [
+        "--aae-interval-secs",
+        "0",
+        "--aae-partitions-per-sec",
+        "5000",
+        "--aae-keys-per-sec",
+        "100000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// Options for every node of a test cluster.
 #[derive(Debug, Clone, Default)]
 pub struct NodeOpts {
@@ -455,6 +471,18 @@ impl Cluster {
     pub async fn restart(&mut self, i: usize) {
         self.spawn(i);
         self.wait_healthy(i).await;
+    }
+
+    /// Node `i`'s Prometheus exposition.
+    pub async fn metrics(&self, i: usize) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url(i)))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
     }
 
     /// Starts a pass of anti-entropy on node `i` and waits for it to

@@ -601,14 +601,7 @@ impl Node {
                 // apply it twice, under two dots, and the late copy would
                 // come back as a sibling after the client had overwritten
                 // the first (found by the nemesis test).
-                Err(why) => {
-                    return Err(ServiceError::new(
-                        ErrorCode::QuorumNotMet,
-                        format!(
-                            "the key's coordinator {target} did not answer ({why:?}); the write may or may not have been applied"
-                        ),
-                    ));
-                }
+                Err(why) => return Err(unanswered_forward(&target, why)),
             }
         }
     }
@@ -861,4 +854,16 @@ impl Node {
             }
         }
     }
+}
+/// The answer to a client whose write was forwarded to a coordinator that
+/// did not answer: it may have applied the write (a paused or slow node
+/// applies it when it wakes), so the write is not coordinated again
+/// elsewhere, which could apply it twice under two dots.
+pub(crate) fn unanswered_forward(target: &NodeId, why: ReplicaFailure) -> ServiceError {
+    ServiceError::new(
+        ErrorCode::QuorumNotMet,
+        format!(
+            "the key's coordinator {target} did not answer ({why:?}); the write may or may not have been applied"
+        ),
+    )
 }

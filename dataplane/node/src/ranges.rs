@@ -111,14 +111,7 @@ impl Node {
                 // Never delivered: another primary may coordinate.
                 Err(ReplicaFailure::Unreachable) => tried.push(target),
                 // Perhaps applied: retrying elsewhere could apply it twice.
-                Err(why) => {
-                    return Err(ServiceError::new(
-                        ErrorCode::QuorumNotMet,
-                        format!(
-                            "the key's coordinator {target} did not answer ({why:?}); the write may or may not have been applied"
-                        ),
-                    ));
-                }
+                Err(why) => return Err(crate::node::unanswered_forward(&target, why)),
             }
         }
     }
