@@ -401,7 +401,7 @@ impl Kubelet {
             ports,
             procs: BTreeMap::new(),
             starts: 0,
-            http: reqwest::Client::builder()
+            http: dyno_tls::http_client_builder()
                 .timeout(Duration::from_secs(2))
                 .build()
                 .expect("client"),

@@ -61,7 +61,13 @@ async fn browser() -> (Driver, Client) {
         eventually(20, "chromedriver to answer", || {
             let url = url.clone();
             async move {
-                let r = reqwest::get(format!("{url}/status")).await.ok()?;
+                let r = dyno_tls::http_client_builder()
+                    .build()
+                    .ok()?
+                    .get(format!("{url}/status"))
+                    .send()
+                    .await
+                    .ok()?;
                 r.status().is_success().then_some(())
             }
         })
@@ -256,7 +262,9 @@ async fn a_tenant_in_a_real_browser() {
 
     // Write an item through the data plane with that key, twice without a
     // context: two siblings (once the key has reached the nodes).
-    let http = reqwest::Client::new();
+    let http = dyno_tls::http_client_builder()
+        .build()
+        .expect("an HTTP client");
     let node = env.nodes[0].url.clone();
     let put = |value: &'static str| {
         let (http, node, token) = (http.clone(), node.clone(), token.clone());

@@ -89,7 +89,7 @@ impl Browser {
     fn new(base: &str) -> Browser {
         Browser {
             base: base.to_owned(),
-            http: reqwest::Client::builder()
+            http: dyno_tls::http_client_builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("client"),
@@ -341,7 +341,11 @@ async fn sign_in_sign_out_and_forms_need_their_token() {
     assert!(!tenants.has("forged-tenant"));
 
     // Security headers: nothing loads from elsewhere.
-    let resp = reqwest::get(format!("{}/login", cp.url))
+    let resp = dyno_tls::http_client_builder()
+        .build()
+        .expect("client")
+        .get(format!("{}/login", cp.url))
+        .send()
         .await
         .expect("get");
     let csp = resp.headers()["content-security-policy"]

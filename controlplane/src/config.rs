@@ -55,4 +55,29 @@ pub struct ControlPlaneConfig {
     /// The file holding that admin's password.
     #[arg(long)]
     pub bootstrap_admin_password_file: Option<PathBuf>,
+    /// The control plane's certificate chain (PEM). With --tls-key and
+    /// --tls-ca: the API and the console are served over HTTPS, and calls
+    /// to the nodes verify them against --tls-ca and present this
+    /// certificate (mutual TLS). Reloaded when the files change.
+    #[arg(long, env = "DYNO_CP_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) for --tls-cert.
+    #[arg(long, env = "DYNO_CP_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA certificate(s) (PEM) the nodes' certificates chain to.
+    #[arg(long, env = "DYNO_CP_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl ControlPlaneConfig {
+    /// The TLS files, when TLS is on.
+    pub fn tls_files(&self) -> anyhow::Result<Option<dyno_tls::TlsFiles>> {
+        dyno_tls::TlsFiles::from_options(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_ca.as_deref(),
+            ["--tls-cert", "--tls-key", "--tls-ca"],
+        )
+        .map_err(anyhow::Error::msg)
+    }
 }

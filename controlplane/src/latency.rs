@@ -584,10 +584,8 @@ async fn round(state: &AppState, http: &reqwest::Client) -> Vec<Reading> {
 /// Collects every `interval` until `stop`.
 pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let interval = state.metrics_interval();
-    let http = match reqwest::Client::builder()
-        .timeout(interval.max(Duration::from_secs(2)))
-        .build()
-    {
+    let timeout = interval.max(Duration::from_secs(2));
+    let http = match state.http_with(std::sync::Arc::new(move |b| b.timeout(timeout))) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the latency collector's HTTP client");
@@ -602,7 +600,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let readings = round(&state, &http).await;
+        let readings = round(&state, &http.get()).await;
         let now = tokio::time::Instant::now();
         state.latency().record(readings, now - previous, Utc::now());
         previous = now;

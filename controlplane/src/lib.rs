@@ -61,33 +61,36 @@ struct Inner {
     master: KeyMaster,
     login_failures_per_minute: u32,
     wake: Notify,
-    http: reqwest::Client,
+    http: dyno_tls::ReloadingClient,
+    tls: Option<Arc<dyno_tls::Tls>>,
     public_data_url: Option<String>,
     latency: latency::Latency,
     metrics_interval: Duration,
 }
 
 impl AppState {
-    /// State over a pool.
+    /// State over a pool; calls to the nodes over TLS with `tls`.
     pub fn new(
         db: PgPool,
         sessions: Sessions,
         master: KeyMaster,
         login_failures_per_minute: u32,
-    ) -> AppState {
-        AppState {
+        tls: Option<Arc<dyno_tls::Tls>>,
+    ) -> anyhow::Result<AppState> {
+        Ok(AppState {
             inner: Arc::new(Inner {
                 db,
                 sessions,
                 master,
                 login_failures_per_minute,
                 wake: Notify::new(),
-                http: reqwest::Client::new(),
+                http: dyno_tls::ReloadingClient::new(tls.clone(), Arc::new(|b| b))?,
+                tls,
                 public_data_url: None,
                 latency: latency::Latency::default(),
                 metrics_interval: Duration::from_secs(5),
             }),
-        }
+        })
     }
 
     /// The database.
@@ -136,9 +139,19 @@ impl AppState {
         self.inner.public_data_url.as_deref()
     }
 
-    /// The client for calls to data-plane clusters.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.inner.http
+    /// The client for calls to data-plane clusters (HTTPS with this
+    /// process's certificate when TLS is on).
+    pub fn http(&self) -> reqwest::Client {
+        self.inner.http.get()
+    }
+
+    /// A client for calls to data-plane clusters, configured by `configure`
+    /// (a background task's own timeouts), renewed with the certificate.
+    pub fn http_with(
+        &self,
+        configure: dyno_tls::Configure,
+    ) -> Result<dyno_tls::ReloadingClient, dyno_tls::TlsError> {
+        dyno_tls::ReloadingClient::new(self.inner.tls.clone(), configure)
     }
 
     /// Tells this replica's reconciler to run a pass now (others poll).
@@ -473,9 +486,24 @@ pub async fn run(
             Err(e) => return Err(e.into()),
         }
     }
-    let state = AppState::new(db, sessions, master, config.login_failures_per_minute)
-        .with_public_data_url(config.public_data_url.clone())
-        .with_metrics_interval(Duration::from_secs(config.metrics_interval_secs));
+    let tls = config.tls_files()?.map(dyno_tls::Tls::load).transpose()?;
+    if tls.is_none()
+        && let Some(exposed) = dyno_tls::plaintext_exposure(&[config.listen])
+    {
+        tracing::warn!(
+            addr = %exposed,
+            "SERVING PLAINTEXT ON A NON-LOOPBACK ADDRESS: passwords, sessions and API keys travel unencrypted. Give --tls-cert, --tls-key and --tls-ca (or terminate TLS in front)"
+        );
+    }
+    let state = AppState::new(
+        db,
+        sessions,
+        master,
+        config.login_failures_per_minute,
+        tls.clone(),
+    )?
+    .with_public_data_url(config.public_data_url.clone())
+    .with_metrics_interval(Duration::from_secs(config.metrics_interval_secs));
     bootstrap(&config, &state).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Aborted if this future is dropped, so that a replica that dies
@@ -496,11 +524,23 @@ pub async fn run(
         shutdown.await;
         stop_tx.send_replace(true);
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            http_stop.changed().await.ok();
-        })
-        .await?;
+    let http_stop = async move {
+        http_stop.changed().await.ok();
+    };
+    match tls {
+        Some(tls) => {
+            let listener =
+                dyno_tls::TlsListener::new(listener, tls, dyno_tls::ClientAuth::Optional)?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(http_stop)
+                .await?
+        }
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(http_stop)
+                .await?
+        }
+    }
     (&mut reconciler.0).await.ok();
     (&mut collector.0).await.ok();
     tracing::info!("dyno control plane stopped");

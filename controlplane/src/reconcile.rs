@@ -311,7 +311,7 @@ pub async fn pass(state: &AppState, http: &reqwest::Client) -> anyhow::Result<bo
 /// connection fails or at shutdown.
 async fn lead(
     state: &AppState,
-    http: &reqwest::Client,
+    http: &dyno_tls::ReloadingClient,
     interval: Duration,
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<bool> {
@@ -328,7 +328,7 @@ async fn lead(
     loop {
         // The lock lives as long as this connection: check it each pass.
         conn.ping().await?;
-        if let Err(e) = pass(state, http).await {
+        if let Err(e) = pass(state, &http.get()).await {
             tracing::warn!(error = %e, "reconciliation pass failed; retrying");
         }
         tokio::select! {
@@ -349,10 +349,7 @@ async fn lead(
 /// The reconciler task: competes for the lock, reconciles while it holds
 /// it, and stops at shutdown.
 pub async fn run(state: AppState, interval: Duration, mut stop: watch::Receiver<bool>) {
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-    {
+    let http = match state.http_with(std::sync::Arc::new(|b| b.timeout(Duration::from_secs(5)))) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the reconciler's HTTP client");

@@ -86,7 +86,7 @@ pub struct DataPlane {
 impl DataPlane {
     /// A client that authenticates with `token`.
     pub fn new(token: String) -> DataPlane {
-        let http = reqwest::Client::builder()
+        let http = dyno_tls::http_client_builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
             .build()

@@ -60,7 +60,7 @@ pub struct Registrar {
 impl Registrar {
     /// A registrar for `cp`.
     pub fn new(cp: ControlPlane) -> Registrar {
-        let http = reqwest::Client::builder()
+        let http = dyno_tls::http_client_builder()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();

@@ -208,7 +208,7 @@ pub fn client_with_token(token: Option<&str>) -> reqwest::Client {
             format!("Bearer {t}").parse().expect("header"),
         );
     }
-    reqwest::Client::builder()
+    dyno_tls::http_client_builder()
         .default_headers(headers)
         .timeout(Duration::from_secs(10))
         .build()

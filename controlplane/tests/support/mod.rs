@@ -85,7 +85,7 @@ impl Env {
             db_url,
             nodes: Vec::new(),
             dir,
-            http: reqwest::Client::builder()
+            http: dyno_tls::http_client_builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("client"),

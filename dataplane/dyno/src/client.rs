@@ -18,6 +18,11 @@ pub struct Target {
     /// $DYNO_ADMIN_TOKEN, else the dev cluster's admin credential.
     #[arg(long)]
     token_file: Option<std::path::PathBuf>,
+    /// The CA certificate (PEM) to verify an `https://` node against.
+    /// Default: $DYNO_CA_FILE, else the dev cluster's .dyno/dev/tls/ca.pem
+    /// when it has one.
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -40,7 +45,8 @@ impl Target {
         timeout: std::time::Duration,
     ) -> anyhow::Result<reqwest::Client> {
         let token = crate::creds::token(self.token_file.as_deref(), admin)?;
-        crate::creds::client(token.as_deref(), timeout)
+        let ca = crate::creds::ca_file(self.ca_file.as_deref());
+        crate::creds::client(token.as_deref(), timeout, ca.as_deref())
     }
 }
 

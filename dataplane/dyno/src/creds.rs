@@ -61,8 +61,25 @@ pub fn token(file: Option<&Path>, admin: bool) -> anyhow::Result<Option<String>>
     }
 }
 
-/// An HTTP client that sends `token` as a bearer token with every request.
-pub fn client(token: Option<&str>, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+/// The CA certificate to trust for `https://` URLs: `flag`
+/// (`--ca-file`), else `$DYNO_CA_FILE`, else the dev cluster's
+/// (`.dyno/dev/tls/ca.pem`) when it has one.
+pub fn ca_file(flag: Option<&Path>) -> Option<PathBuf> {
+    flag.map(Path::to_owned)
+        .or_else(|| env("DYNO_CA_FILE").map(PathBuf::from))
+        .or_else(|| {
+            let dev = Path::new(".dyno/dev/tls").join(dyno_tls::dev::CA_FILE);
+            dev.exists().then_some(dev)
+        })
+}
+
+/// An HTTP client that sends `token` as a bearer token with every request,
+/// and trusts the CA certificate in `ca` (only) for `https://` URLs.
+pub fn client(
+    token: Option<&str>,
+    timeout: Duration,
+    ca: Option<&Path>,
+) -> anyhow::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token {
         let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
@@ -70,10 +87,11 @@ pub fn client(token: Option<&str>, timeout: Duration) -> anyhow::Result<reqwest:
         v.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, v);
     }
-    Ok(reqwest::Client::builder()
-        .default_headers(headers)
-        .timeout(timeout)
-        .build()?)
+    let mut builder = dyno_tls::http_client_builder();
+    if let Some(ca) = ca {
+        builder = builder.tls_backend_preconfigured(dyno_tls::client_trusting(ca)?);
+    }
+    Ok(builder.default_headers(headers).timeout(timeout).build()?)
 }
 
 /// `bytes` random bytes as hex.

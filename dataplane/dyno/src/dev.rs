@@ -30,6 +30,14 @@ pub struct DevArgs {
     /// 0 picks free ports.
     #[arg(long, default_value_t = 7000)]
     base_port: u16,
+    /// Serve everything over TLS (first run only; later runs keep what the
+    /// first chose): makes a local CA and a certificate per process in
+    /// DIR/tls/ (the CA certificate, to give to clients, is DIR/tls/ca.pem),
+    /// serves HTTPS and gRPC over TLS, mutual TLS between the nodes and
+    /// from the control plane to them. `dyno get|put|cluster` find the CA
+    /// by themselves; `curl --cacert DIR/tls/ca.pem`.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// `dyno dev` subcommands.
@@ -86,6 +94,15 @@ pub struct ClusterFile {
     /// The demo tenant's user and API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demo: Option<crate::devcp::Demo>,
+    /// The CA certificate every process's certificate chains to, when the
+    /// cluster serves TLS (`dyno dev --tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// The dev cluster's CA directory.
+fn tls_dir(dir: &Path) -> PathBuf {
+    dir.join("tls")
 }
 
 /// The dev cluster's secrets, in `DIR/secrets/` (outside every node's data
@@ -196,7 +213,14 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// A node of the dev cluster on 127.0.0.1, with `extra` arguments after
 /// its id, data directory and addresses.
-fn dev_node(exe: &str, dir: &Path, id: String, http: u16, rpc: u16, extra: Vec<String>) -> DevNode {
+fn dev_node(
+    exe: &str,
+    dir: &Path,
+    id: String,
+    (http, rpc): (u16, u16),
+    extra: Vec<String>,
+    ca: Option<&dyno_tls::dev::DevCa>,
+) -> anyhow::Result<DevNode> {
     let mut argv = vec![
         exe.to_owned(),
         "node".into(),
@@ -210,15 +234,23 @@ fn dev_node(exe: &str, dir: &Path, id: String, http: u16, rpc: u16, extra: Vec<S
         format!("127.0.0.1:{rpc}"),
     ];
     argv.extend(extra);
-    DevNode {
+    let tls = ca.map(|ca| ca.issue(&id, &[])).transpose()?;
+    argv.extend(tls.iter().flat_map(dyno_tls::TlsFiles::to_args));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    Ok(DevNode {
+        http: format!("{scheme}://127.0.0.1:{http}"),
         id,
-        http: format!("http://127.0.0.1:{http}"),
         pid: 0,
         argv,
-    }
+    })
 }
 
-fn plan(args: &DevArgs, exe: &str, dir: &Path) -> anyhow::Result<Vec<DevNode>> {
+fn plan(
+    args: &DevArgs,
+    exe: &str,
+    dir: &Path,
+    ca: Option<&dyno_tls::dev::DevCa>,
+) -> anyhow::Result<Vec<DevNode>> {
     let n = usize::from(args.nodes);
     let mut ports = Vec::with_capacity(n);
     for i in 0..n as u16 {
@@ -237,17 +269,17 @@ fn plan(args: &DevArgs, exe: &str, dir: &Path) -> anyhow::Result<Vec<DevNode>> {
         .enumerate()
         .map(|(i, (h, r))| format!("n{}=127.0.0.1:{h},127.0.0.1:{r}", i + 1))
         .collect();
-    Ok(ports
+    ports
         .iter()
         .enumerate()
-        .map(|(i, &(h, r))| {
+        .map(|(i, &ports)| {
             let members = members
                 .iter()
                 .flat_map(|m| ["--member".to_owned(), m.clone()])
                 .collect();
-            dev_node(exe, dir, format!("n{}", i + 1), h, r, members)
+            dev_node(exe, dir, format!("n{}", i + 1), ports, members, ca)
         })
-        .collect())
+        .collect()
 }
 
 /// Starts a node process logging to `DIR/ID.log`. An attached node dies
@@ -381,14 +413,29 @@ async fn add_node(args: AddNodeArgs) -> anyhow::Result<()> {
     let (h, r) = (free_port()?, free_port()?);
     let exe = std::env::current_exe()?.display().to_string();
     let secrets = ensure_secrets(&dir)?;
-    let mut node = dev_node(&exe, &dir, id.clone(), h, r, vec!["--seed".into(), seed]);
+    let ca = match &cluster.tls_ca {
+        Some(_) => Some(dyno_tls::dev::DevCa::open(&tls_dir(&dir))?),
+        None => None,
+    };
+    let mut node = dev_node(
+        &exe,
+        &dir,
+        id.clone(),
+        (h, r),
+        vec!["--seed".into(), seed],
+        ca.as_ref(),
+    )?;
     node.argv = with_controlplane(
         with_credentials(node.argv, &secrets),
         cluster.controlplane.as_deref(),
     );
     let mut child = spawn(&node, &dir, true)?;
     node.pid = child.id().unwrap_or(0);
-    let http = crate::creds::client(Some(&secrets.admin_token), Duration::from_secs(5))?;
+    let http = crate::creds::client(
+        Some(&secrets.admin_token),
+        Duration::from_secs(5),
+        cluster.tls_ca.as_deref(),
+    )?;
     wait_healthy(&http, &node, &mut child, &dir).await?;
     println!(
         "started {id} at {} (pid {}, log {})",
@@ -502,6 +549,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // TLS is chosen by the first run; a later run keeps that choice.
+    let ca = match &previous {
+        Some(c) if args.tls && c.tls_ca.is_none() => bail!(
+            "the cluster in {} was made without TLS; --tls applies to a new cluster (stop it and remove the directory, or give another --data-dir)",
+            dir.display()
+        ),
+        Some(c) => match c.tls_ca {
+            Some(_) => Some(dyno_tls::dev::DevCa::open(&tls_dir(&dir))?),
+            None => None,
+        },
+        None if args.tls => Some(dyno_tls::dev::DevCa::create(&tls_dir(&dir))?),
+        None => None,
+    };
+    let tls_ca = ca.as_ref().map(|c| c.ca_file());
     let mut nodes = match &previous {
         Some(c) => {
             println!(
@@ -513,11 +574,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
         None => {
             println!(
-                "starting a {}-node cluster in {}",
+                "starting a {}-node cluster in {}{}",
                 args.nodes,
-                dir.display()
+                dir.display(),
+                if args.tls { ", over TLS" } else { "" }
             );
-            plan(&args, &exe, &dir)?
+            plan(&args, &exe, &dir, ca.as_ref())?
         }
     };
 
@@ -533,11 +595,23 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                     .checked_add(80)
                     .context("--base-port too high")?
             };
-            crate::devcp::controlplane_argv(&exe, &dir, port, db_url.as_deref(), &node_urls)
+            let tls = ca
+                .as_ref()
+                .map(|c| c.issue("controlplane", &[]))
+                .transpose()?;
+            crate::devcp::controlplane_argv(
+                &exe,
+                &dir,
+                port,
+                db_url.as_deref(),
+                &node_urls,
+                tls.as_ref(),
+            )
         }
     };
     let cp_url = format!(
-        "http://{}",
+        "{}://{}",
+        if tls_ca.is_some() { "https" } else { "http" },
         arg_after(&cp_argv, "--listen").context("no --listen in the control plane's argv")?
     );
     let mut children = Vec::with_capacity(nodes.len());
@@ -550,7 +624,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         node.pid = child.id().unwrap_or(0);
         children.push((node.clone(), child));
     }
-    let client = crate::creds::client(Some(&secrets.admin_token), Duration::from_secs(10))?;
+    let client = crate::creds::client(
+        Some(&secrets.admin_token),
+        Duration::from_secs(10),
+        tls_ca.as_deref(),
+    )?;
     let mut cp_child = None;
     let started = async {
         for (node, child) in children.iter_mut() {
@@ -593,6 +671,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 password: secrets.admin_password.clone(),
             }),
             demo: Some(demo.clone()),
+            tls_ca: tls_ca.clone(),
         })?,
     )?;
     let demo_token_file = dir.join("secrets").join("demo-token");
@@ -634,17 +713,28 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         demo_password_file.display(),
         demo.key_id
     );
+    if let Some(ca) = &tls_ca {
+        println!(
+            "TLS: every URL is https, signed by the local CA {} (curl --cacert {}; browsers warn until you trust it)",
+            ca.display(),
+            ca.display()
+        );
+    }
+    let cacert = tls_ca
+        .as_ref()
+        .map(|c| format!("--cacert {} ", c.display()))
+        .unwrap_or_default();
     if let Some(first) = nodes.first() {
         let auth = format!(
             "-H \"Authorization: Bearer $(cat {})\"",
             demo_token_file.display()
         );
         println!(
-            "try:  curl {auth} -X PUT --data hello {}/v1/tables/demo/items/greeting",
+            "try:  curl {cacert}{auth} -X PUT --data hello {}/v1/tables/demo/items/greeting",
             first.http
         );
         println!(
-            "      curl {auth} {}/v1/tables/demo/items/greeting",
+            "      curl {cacert}{auth} {}/v1/tables/demo/items/greeting",
             first.http
         );
         println!("      dyno get demo greeting");
@@ -652,8 +742,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             "DynamoDB API (AWS SDKs and CLI): export AWS_SHARED_CREDENTIALS_FILE={} AWS_PROFILE=dyno-demo",
             aws_file.display()
         );
+        let ca_bundle = tls_ca
+            .as_ref()
+            .map(|c| format!(" AWS_CA_BUNDLE={}", c.display()))
+            .unwrap_or_default();
         println!(
-            "      aws dynamodb list-tables --endpoint-url {}",
+            "      {}aws dynamodb list-tables --endpoint-url {}",
+            if ca_bundle.is_empty() {
+                String::new()
+            } else {
+                format!("env{ca_bundle} ")
+            },
             first.http
         );
     }

@@ -92,6 +92,7 @@ pub fn controlplane_argv(
     port: u16,
     db_url: Option<&str>,
     node_urls: &[String],
+    tls: Option<&dyno_tls::TlsFiles>,
 ) -> Vec<String> {
     let secrets = dir.join("secrets");
     let p = |n: &str| secrets.join(n).display().to_string();
@@ -116,6 +117,7 @@ pub fn controlplane_argv(
     if let Some(u) = db_url {
         argv.extend(["--database-url".into(), u.to_owned()]);
     }
+    argv.extend(tls.iter().flat_map(|f| f.to_args()));
     argv
 }
 

@@ -278,9 +278,34 @@ pub struct NodeConfig {
     /// runs only; never in production.
     #[arg(long)]
     pub fault_injection: bool,
+    /// This node's certificate chain (PEM). With --tls-key and --tls-ca it
+    /// turns on TLS: HTTPS and gRPC over TLS on the client port, mutual TLS
+    /// on the node-to-node port (peers must present a certificate signed by
+    /// --tls-ca, and this node presents its own). The files are read again
+    /// when they change (checked at most once a second).
+    #[arg(long, env = "DYNO_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM), for --tls-cert.
+    #[arg(long, env = "DYNO_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate(s) (PEM): peers, the control plane
+    /// and clients that present a certificate must chain to it.
+    #[arg(long, env = "DYNO_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl NodeConfig {
+    /// The TLS files, when TLS is on.
+    pub fn tls_files(&self) -> Result<Option<dyno_tls::TlsFiles>, ConfigError> {
+        dyno_tls::TlsFiles::from_options(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_ca.as_deref(),
+            ["--tls-cert", "--tls-key", "--tls-ca"],
+        )
+        .map_err(ConfigError::Invalid)
+    }
+
     /// Checks the configuration and returns this node's id.
     pub fn validate(&self) -> Result<NodeId, ConfigError> {
         let me = NodeId::new(&self.id).map_err(|e| ConfigError::Invalid(format!("--id: {e}")))?;
@@ -306,6 +331,7 @@ impl NodeConfig {
                 "--insecure-no-auth contradicts --admin-token-file; give one".into(),
             ));
         }
+        self.tls_files()?;
         if !(self.phi_threshold > 0.0 && self.phi_threshold.is_finite()) {
             return Err(ConfigError::Invalid(
                 "--phi-threshold must be a positive number".into(),

@@ -180,6 +180,7 @@ pub fn router(service: Service) -> Router {
         .route("/admin/v1/repair", get(repair_status).post(repair_start))
         .route("/admin/v1/workers", get(workers))
         .route("/admin/v1/storage", get(storage))
+        .route("/admin/v1/tls", get(tls))
         .route("/admin/v1/faults/links", put(set_link_faults))
         .route(
             "/admin/v1/faults/tables/{table}/keys/{key}/damage",
@@ -657,6 +658,10 @@ async fn workers(State(service): State<Service>) -> Json<serde_json::Value> {
 
 async fn storage(State(service): State<Service>) -> Json<crate::service::StorageView> {
     Json(service.storage())
+}
+
+async fn tls(State(service): State<Service>) -> Json<crate::service::TlsView> {
+    Json(service.tls())
 }
 
 async fn set_link_faults(

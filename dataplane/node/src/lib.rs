@@ -104,6 +104,9 @@ pub enum NodeError {
     /// The RPC server failed.
     #[error("internal RPC server: {0}")]
     Rpc(#[from] tonic::transport::Error),
+    /// The TLS material cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] dyno_tls::TlsError),
 }
 
 /// The sockets a node serves on, bound by the caller (so that a test can
@@ -180,6 +183,31 @@ impl Listeners {
     }
 }
 
+/// Serves the internal RPC on `incoming` until `stop` changes.
+async fn serve_rpc<I, IO, IE>(
+    server: tonic::transport::server::Router,
+    incoming: I,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    server
+        .serve_with_incoming_shutdown(incoming, async move {
+            // Err: the sender is gone, which also means stop.
+            stop.changed().await.ok();
+        })
+        .await
+}
+
 /// How long background workers get to stop at shutdown.
 const WORKER_SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -206,6 +234,16 @@ pub async fn run(
     } else if config.key_master_file.is_none() {
         tracing::warn!(
             "no --key-master-file: API keys cannot be checked, only the admin credential is accepted"
+        );
+    }
+    let tls = config.tls_files()?.map(dyno_tls::Tls::load).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none()
+        && let Some(exposed) = dyno_tls::plaintext_exposure(&[http_addr, rpc_addr])
+    {
+        tracing::warn!(
+            addresses = %exposed,
+            "SERVING PLAINTEXT ON A NON-LOOPBACK ADDRESS: API keys, the admin credential and data travel unencrypted, and any host that reaches the node-to-node port can act as a peer. Give --tls-cert, --tls-key and --tls-ca (or terminate TLS in front and keep the node-to-node port private)"
         );
     }
     let store: Arc<dyn Store> = Arc::new(RocksStore::open(&rocks)?);
@@ -245,8 +283,8 @@ pub async fn run(
                 (
                     m.id.clone(),
                     Addresses {
-                        http: format!("http://{http}"),
-                        rpc: format!("http://{rpc}"),
+                        http: format!("{scheme}://{http}"),
+                        rpc: format!("{scheme}://{rpc}"),
                     },
                 )
             })
@@ -254,12 +292,19 @@ pub async fn run(
         .collect();
     let generation = meta::next_generation(store.as_ref())?;
     let advertise = Addresses {
-        http: format!("http://{}", config.advertise_http_addr.unwrap_or(http_addr)),
-        rpc: format!("http://{}", config.advertise_rpc_addr.unwrap_or(rpc_addr)),
+        http: format!(
+            "{scheme}://{}",
+            config.advertise_http_addr.unwrap_or(http_addr)
+        ),
+        rpc: format!(
+            "{scheme}://{}",
+            config.advertise_rpc_addr.unwrap_or(rpc_addr)
+        ),
     };
     let mut connector: Arc<dyn peer::Connector> = Arc::new(peer::TonicConnector {
         timeout: config.replica_timeout(),
         pipe: config.replica_transport == config::ReplicaTransport::Pipe,
+        tls: tls.clone(),
     });
     let faults = config.fault_injection.then(|| {
         tracing::warn!("fault injection is on (--fault-injection): /admin/v1/faults can partition and damage this node; never use it in production");
@@ -363,6 +408,8 @@ pub async fn run(
         credentials,
         metrics_require_token: config.metrics_require_token,
         controlplane_url: config.controlplane_url.clone(),
+        controlplane_client: dyno_tls::ReloadingClient::new(tls.clone(), Arc::new(|b| b))?,
+        tls: tls.clone(),
         scrubbed,
         faults,
     });
@@ -373,19 +420,32 @@ pub async fn run(
     )
     .max_decoding_message_size(16 << 20)
     .max_encoding_message_size(16 << 20);
-    let mut rpc_stop = stop_rx.clone();
-    // Small request/response exchanges: without TCP_NODELAY, Nagle's
-    // algorithm and delayed ACKs add ~40 ms stalls to replica RPCs.
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(listeners.rpc).with_nodelay(Some(true));
-    let rpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(rpc_service)
-            .serve_with_incoming_shutdown(incoming, async move {
-                // Err: the sender is gone, which also means stop.
-                rpc_stop.changed().await.ok();
-            }),
-    );
+    let rpc_stop = stop_rx.clone();
+    let rpc_server = tonic::transport::Server::builder().add_service(rpc_service);
+    let rpc_task = match &tls {
+        // Mutual TLS: only holders of a certificate of the cluster's CA are
+        // peers.
+        Some(tls) => tokio::spawn(serve_rpc(
+            rpc_server,
+            dyno_tls::TlsListener::new(
+                listeners.rpc,
+                Arc::clone(tls),
+                dyno_tls::ClientAuth::Required,
+            )
+            .map_err(|source| NodeError::Io {
+                what: "serving the RPC port".into(),
+                source,
+            })?,
+            rpc_stop,
+        )),
+        // Small request/response exchanges: without TCP_NODELAY, Nagle's
+        // algorithm and delayed ACKs add ~40 ms stalls to replica RPCs.
+        None => tokio::spawn(serve_rpc(
+            rpc_server,
+            tonic::transport::server::TcpIncoming::from(listeners.rpc).with_nodelay(Some(true)),
+            rpc_stop,
+        )),
+    };
 
     tracing::info!(node = %me, generation, epoch = node.cluster().topology().epoch, http = %http_addr, rpc = %rpc_addr, "dyno node started");
     let mut http_stop = stop_rx.clone();
@@ -393,17 +453,37 @@ pub async fn run(
         shutdown.await;
         stop_tx.send_replace(true);
     });
-    use axum::serve::ListenerExt;
-    let http = listeners.http.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    let router = http::router(service);
+    let http_stop = async move {
+        http_stop.changed().await.ok();
+    };
+    let served = match tls {
+        // Clients may present a certificate (the control plane does); it
+        // must then chain to the cluster's CA. Applications authenticate
+        // with their API keys.
+        Some(tls) => {
+            let listener =
+                dyno_tls::TlsListener::new(listeners.http, tls, dyno_tls::ClientAuth::Optional)
+                    .map_err(|source| NodeError::Io {
+                        what: "serving the HTTP port".into(),
+                        source,
+                    })?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(http_stop)
+                .await
         }
-    });
-    let served = axum::serve(http, http::router(service))
-        .with_graceful_shutdown(async move {
-            http_stop.changed().await.ok();
-        })
-        .await;
+        None => {
+            use axum::serve::ListenerExt;
+            let listener = listeners.http.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+            });
+            axum::serve(listener, router)
+                .with_graceful_shutdown(http_stop)
+                .await
+        }
+    };
     let report = workers.shutdown(WORKER_SHUTDOWN_DEADLINE).await;
     tracing::info!(stopped = ?report.stopped, aborted = ?report.aborted, "workers stopped");
     served.map_err(|source| NodeError::Io {

@@ -67,18 +67,28 @@ pub trait Connector: Send + Sync + fmt::Debug {
     fn connect(&self, rpc_url: &str) -> Arc<dyn PeerClient>;
 }
 
-/// The production connector: tonic over HTTP/2, with a per-call timeout.
-#[derive(Debug, Clone, Copy)]
+/// The production connector: tonic over HTTP/2, with a per-call timeout;
+/// over mutual TLS when the node has TLS material.
+#[derive(Debug, Clone)]
 pub struct TonicConnector {
     /// The timeout of each call.
     pub timeout: Duration,
     /// Replica puts and gets on the pipe (true) or as unary calls.
     pub pipe: bool,
+    /// This node's TLS material: peers are reached over TLS (whatever the
+    /// scheme of their address), must present a certificate of the
+    /// cluster's CA, and are shown this node's.
+    pub tls: Option<Arc<dyno_tls::Tls>>,
 }
 
 impl Connector for TonicConnector {
     fn connect(&self, rpc_url: &str) -> Arc<dyn PeerClient> {
-        Arc::new(TonicPeer::new(rpc_url, self.timeout, self.pipe))
+        Arc::new(TonicPeer::new(
+            rpc_url,
+            self.timeout,
+            self.pipe,
+            self.tls.clone(),
+        ))
     }
 }
 
@@ -93,16 +103,28 @@ pub struct TonicPeer {
 
 impl TonicPeer {
     /// A lazily connecting client for `rpc_url`; replica puts and gets go
-    /// on the pipe when `pipe` is set, else as unary calls. A malformed URL
-    /// gives a client whose every call fails as unreachable.
-    pub fn new(rpc_url: &str, timeout: Duration, pipe: bool) -> TonicPeer {
+    /// on the pipe when `pipe` is set, else as unary calls; over TLS with
+    /// `tls`. A malformed URL gives a client whose every call fails as
+    /// unreachable.
+    pub fn new(
+        rpc_url: &str,
+        timeout: Duration,
+        pipe: bool,
+        tls: Option<Arc<dyno_tls::Tls>>,
+    ) -> TonicPeer {
         let channel = Endpoint::from_shared(rpc_url.to_owned())
             .map(|e| {
-                e.connect_timeout(Duration::from_millis(500))
+                let e = e
+                    .connect_timeout(Duration::from_millis(500))
                     .timeout(timeout)
-                    .tcp_nodelay(true)
+                    .tcp_nodelay(true);
+                match &tls {
+                    Some(tls) => {
+                        e.connect_with_connector_lazy(dyno_tls::TlsConnector::new(Arc::clone(tls)))
+                    }
+                    None => e.connect_lazy(),
+                }
             })
-            .map(|e| e.connect_lazy())
             .unwrap_or_else(|_| Endpoint::from_static("http://127.0.0.1:1").connect_lazy());
         let client = ReplicaClient::new(channel)
             .max_decoding_message_size(64 << 20)

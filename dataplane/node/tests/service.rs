@@ -21,7 +21,7 @@ fn client(token: Option<&str>) -> reqwest::Client {
             format!("Bearer {t}").parse().expect("header"),
         );
     }
-    reqwest::Client::builder()
+    dyno_tls::http_client_builder()
         .default_headers(headers)
         .build()
         .expect("client")
@@ -71,6 +71,12 @@ async fn cluster(ids: &[&str]) -> Vec<TestNode> {
 
 /// Like [`cluster`], with more `dyno node` arguments for every node.
 async fn cluster_with(ids: &[&str], extra: &[&str]) -> Vec<TestNode> {
+    cluster_each(ids, |_| extra.iter().map(|a| (*a).to_owned()).collect()).await
+}
+
+/// Like [`cluster`], with more `dyno node` arguments for each node (by
+/// id); URLs are `https://` when the arguments turn TLS on.
+async fn cluster_each(ids: &[&str], extra: impl Fn(&str) -> Vec<String>) -> Vec<TestNode> {
     let mut bound = Vec::new();
     for _ in ids {
         bound.push(bind().await);
@@ -101,10 +107,15 @@ async fn cluster_with(ids: &[&str], extra: &[&str]) -> Vec<TestNode> {
         for m in &members {
             argv.extend(["--member".into(), m.clone()]);
         }
-        argv.extend(extra.iter().map(|a| (*a).to_owned()));
+        argv.extend(extra(id));
+        let scheme = if argv.iter().any(|a| a == "--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
         let config = Cli::try_parse_from(argv).expect("config").node;
-        let url = format!("http://{}", addr(&listeners.http));
-        let rpc = format!("http://{}", addr(&listeners.rpc));
+        let url = format!("{scheme}://{}", addr(&listeners.http));
+        let rpc = format!("{scheme}://{}", addr(&listeners.rpc));
         let (tx, rx) = oneshot::channel::<()>();
         let done = tokio::spawn(dyno_node::run(config, listeners, async move {
             rx.await.ok();
@@ -355,17 +366,184 @@ async fn forwarded_errors_keep_their_code_and_message() {
 /// W=2 and R=2 need both nodes, so each call must cross.
 #[tokio::test]
 async fn replica_calls_cross_between_nodes() {
-    replica_calls_cross(cluster(&["p1", "p2"]).await).await;
+    replica_calls_cross(cluster(&["p1", "p2"]).await, admin()).await;
 }
 
 /// The same over the unary transport (`--replica-transport unary`).
 #[tokio::test]
 async fn replica_calls_cross_between_nodes_over_unary_calls() {
-    replica_calls_cross(cluster_with(&["p1", "p2"], &["--replica-transport", "unary"]).await).await;
+    replica_calls_cross(
+        cluster_with(&["p1", "p2"], &["--replica-transport", "unary"]).await,
+        admin(),
+    )
+    .await;
 }
 
-async fn replica_calls_cross(nodes: Vec<TestNode>) {
-    let http = admin();
+/// `--tls-cert/--tls-key/--tls-ca` for node `id`, with a certificate
+/// issued by `ca`.
+fn tls_args(ca: &dyno_tls::dev::DevCa, id: &str) -> Vec<String> {
+    ca.issue(id, &[]).expect("issue").to_args()
+}
+
+/// An admin client that trusts only the CA in `ca_file`.
+fn admin_trusting(ca_file: &std::path::Path) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {ADMIN_TOKEN}").parse().expect("header"),
+    );
+    dyno_tls::http_client_builder()
+        .tls_backend_preconfigured(dyno_tls::client_trusting(ca_file).expect("ca"))
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// Over TLS (HTTPS to the nodes, mutual TLS between them, both replica
+/// transports): replicas cross; a peer without a certificate of the
+/// cluster's CA is refused; a client verifies the nodes; a renewed
+/// certificate is taken without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_speak_mutual_tls_and_refuse_strangers() {
+    use dyno_node::peer::{PeerClient, TonicPeer};
+    use dyno_proto::internal as pb;
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = dyno_tls::dev::DevCa::create(&dir.path().join("ca")).expect("ca");
+    let https = admin_trusting(&ca.ca_file());
+    for transport in ["pipe", "unary"] {
+        let nodes = cluster_each(&["t1", "t2"], |id| {
+            let mut a = tls_args(&ca, id);
+            a.extend(["--replica-transport".into(), transport.into()]);
+            a
+        })
+        .await;
+        assert!(nodes[0].url.starts_with("https://"));
+        replica_calls_cross(nodes, https.clone()).await;
+    }
+
+    let nodes = cluster_each(&["t1"], |id| tls_args(&ca, id)).await;
+    let (url, rpc) = (nodes[0].url.clone(), nodes[0].rpc.clone());
+    let (_, view) = json(
+        https
+            .get(format!("{url}/admin/v1/tls"))
+            .send()
+            .await
+            .expect("tls"),
+    )
+    .await;
+    assert_eq!(view["enabled"], true, "{view}");
+    assert_eq!(view["handshake_failures"], 0, "{view}");
+    let gossip = || pb::GossipMessage::default();
+    let timeout = Duration::from_secs(2);
+
+    // A peer of the cluster (certificate from the CA) is answered.
+    let member = dyno_tls::Tls::load(ca.issue("t9", &[]).expect("issue")).expect("load");
+    let peer = TonicPeer::new(&rpc, timeout, false, Some(member));
+    assert!(peer.gossip(gossip()).await.is_ok(), "a member was refused");
+
+    // A rogue peer trusts the cluster's CA, but its own certificate is
+    // another CA's: the node refuses it.
+    let foreign =
+        dyno_tls::dev::DevCa::create_named(&dir.path().join("foreign"), "Another CA").expect("ca");
+    let issued = foreign.issue("rogue", &[]).expect("issue");
+    let rogue = dyno_tls::Tls::load(dyno_tls::TlsFiles {
+        ca: ca.ca_file(),
+        ..issued
+    })
+    .expect("load");
+    let peer = TonicPeer::new(&rpc, timeout, false, Some(rogue));
+    let refused = peer
+        .gossip(gossip())
+        .await
+        .expect_err("a rogue peer was answered");
+    // A plaintext peer is refused too.
+    let plain = TonicPeer::new(&rpc.replacen("https", "http", 1), timeout, false, None);
+    plain
+        .gossip(gossip())
+        .await
+        .expect_err("a plaintext peer was answered");
+    let failures = eventually(10, "the refusals to be counted", || {
+        let (https, url) = (&https, &url);
+        async move {
+            let (_, v) = json(https.get(format!("{url}/admin/v1/tls")).send().await.ok()?).await;
+            let n = v["handshake_failures"].as_u64()?;
+            (n >= 2).then_some(n)
+        }
+    })
+    .await;
+    println!("refused: {refused}; handshake failures counted: {failures}");
+
+    // A client that trusts another CA does not trust the node.
+    let stranger = admin_trusting(&foreign.ca_file());
+    let err = stranger
+        .get(format!("{url}/admin/v1/health"))
+        .send()
+        .await
+        .expect_err("the node was trusted by a client of another CA");
+    assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+
+    // The public gRPC API is served on the client port over TLS too.
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .expect("url")
+        .connect_with_connector_lazy(dyno_tls::TlsConnector::new(
+            dyno_tls::Tls::load(ca.issue("grpc-client", &[]).expect("issue")).expect("load"),
+        ));
+    let bearer: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {ADMIN_TOKEN}").parse().expect("metadata");
+    let mut grpc = dyno_proto::public::dyno_client::DynoClient::with_interceptor(
+        channel,
+        move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        },
+    );
+    let e = grpc
+        .get(dyno_proto::public::GetRequest {
+            table: "nope".into(),
+            key: b"k".to_vec(),
+            r: None,
+        })
+        .await
+        .expect_err("no such table");
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+
+    // The certificate is renewed in place: new connections get it
+    // without a restart (the node looks at its files at most once a
+    // second, on a handshake).
+    ca.issue("t1", &[]).expect("renew");
+    eventually(10, "the renewed certificate to be taken", || {
+        let url = url.clone();
+        let ca_file = ca.ca_file();
+        async move {
+            // A new client: a new connection, so a new handshake.
+            let (_, v) = json(
+                admin_trusting(&ca_file)
+                    .get(format!("{url}/admin/v1/tls"))
+                    .send()
+                    .await
+                    .ok()?,
+            )
+            .await;
+            (v["reloads"] == 1 && v["generation"] == 1).then_some(())
+        }
+    })
+    .await;
+    let (status, _) = json(
+        https
+            .get(format!("{url}/admin/v1/health"))
+            .send()
+            .await
+            .expect("health"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for node in nodes {
+        stop(node).await;
+    }
+}
+
+async fn replica_calls_cross(nodes: Vec<TestNode>, http: reqwest::Client) {
     create_table(
         &http,
         &nodes[0].url,

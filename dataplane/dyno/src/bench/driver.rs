@@ -650,7 +650,7 @@ pub fn authed_http(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
 
 /// An HTTP client pool sized for `clients` concurrent requests.
 pub fn http_pool(clients: usize) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+    Ok(dyno_tls::http_client_builder()
         .pool_max_idle_per_host(clients.max(1))
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))

@@ -567,6 +567,29 @@ impl Service {
         }
     }
 
+    /// Whether this node serves TLS, from which files, and what its
+    /// certificate reloads and handshakes have done.
+    pub fn tls(&self) -> TlsView {
+        match &self.inner.tls {
+            None => TlsView::default(),
+            Some(tls) => {
+                let status = tls.status();
+                let files = tls.files();
+                TlsView {
+                    enabled: true,
+                    cert: Some(files.cert.display().to_string()),
+                    key: Some(files.key.display().to_string()),
+                    ca: Some(files.ca.display().to_string()),
+                    generation: tls.generation(),
+                    reloads: status.reloads,
+                    reload_failures: status.reload_failures,
+                    last_error: status.last_error,
+                    handshake_failures: status.handshake_failures,
+                }
+            }
+        }
+    }
+
     fn faults(&self) -> Result<&Arc<crate::faults::Faults>, ServiceError> {
         self.inner.faults.as_ref().ok_or_else(|| {
             ServiceError::new(
@@ -631,6 +654,31 @@ pub struct StorageView {
     pub damaged: crate::replica::Damaged,
     /// The scrub's progress.
     pub scrub: crate::scrub::ScrubReport,
+}
+
+/// `GET /admin/v1/tls`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TlsView {
+    /// Whether the node serves TLS (mutual TLS between nodes).
+    pub enabled: bool,
+    /// The certificate file.
+    pub cert: Option<String>,
+    /// The private key file.
+    pub key: Option<String>,
+    /// The CA file peers' certificates must chain to.
+    pub ca: Option<String>,
+    /// Bumped at every reload taken into use.
+    pub generation: u64,
+    /// Reloads taken into use since start-up.
+    pub reloads: u64,
+    /// Changed files that could not be used (the previous certificate
+    /// stayed).
+    pub reload_failures: u64,
+    /// Why the last of those failed.
+    pub last_error: Option<String>,
+    /// Handshakes refused (a peer without a certificate of the CA, a
+    /// client speaking plain HTTP) or timed out.
+    pub handshake_failures: u64,
 }
 
 /// The distinct (N, R, W) among `tables`, with their table counts.

@@ -38,7 +38,7 @@ use crate::worker::Workers;
 
 pub use admin::{
     ClusterView, HandoffView, HealthView, HintBacklogView, LocalReplicaView, NodeView,
-    PreferenceListView, RingView, StorageView, TableSpec,
+    PreferenceListView, RingView, StorageView, TableSpec, TlsView,
 };
 pub use ddb::{
     DdbFailure, DdbOutcome, DdbRmw, ItemPage, MAX_PAGE_BYTES, PageSpec, QueryRange, SortCond,
@@ -110,6 +110,11 @@ pub struct ServiceParts {
     pub metrics_require_token: bool,
     /// The control plane, for the DynamoDB API's table changes.
     pub controlplane_url: Option<String>,
+    /// The client for calls to the control plane (HTTPS with this node's
+    /// certificate when TLS is on).
+    pub controlplane_client: dyno_tls::ReloadingClient,
+    /// This node's TLS material, when TLS is on (for its status).
+    pub tls: Option<Arc<dyno_tls::Tls>>,
     /// What the scrub has done.
     pub scrubbed: Arc<crate::scrub::Scrubbed>,
     /// The fault-injection switches, when `--fault-injection` is on.
@@ -129,8 +134,6 @@ struct Inner {
     /// When each API key was last used here (seconds since the epoch,
     /// refreshed at most once a minute per key), for the control plane.
     key_usage: std::sync::RwLock<std::collections::HashMap<String, u64>>,
-    /// The client for calls to the control plane.
-    http: reqwest::Client,
 }
 
 impl std::ops::Deref for Inner {
@@ -148,7 +151,6 @@ impl Service {
                 parts,
                 throttle: crate::throttle::Throttle::new(),
                 key_usage: Default::default(),
-                http: reqwest::Client::new(),
             }),
         }
     }
@@ -254,11 +256,11 @@ impl Service {
     }
 
     /// The control plane's URL and a client for it, if one is configured.
-    pub fn controlplane(&self) -> Option<(&str, &reqwest::Client)> {
+    pub fn controlplane(&self) -> Option<(&str, reqwest::Client)> {
         self.inner
             .controlplane_url
             .as_deref()
-            .map(|u| (u, &self.inner.http))
+            .map(|u| (u, self.inner.controlplane_client.get()))
     }
 
     /// How many nodes the ring has.
