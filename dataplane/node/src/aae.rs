@@ -194,7 +194,10 @@ impl Worker for AntiEntropy {
                 None => std::future::pending().await,
             }
         };
+        // Biased (here and in every select of the node): the first ready
+        // branch wins, so that a simulation replays a seed exactly.
         self.trigger = Some(tokio::select! {
+            biased;
             _ = self.repair.wake.notified() => "request",
             _ = sleep => "schedule",
         });
@@ -502,7 +505,7 @@ async fn exchange(
     let theirs = remote_digests(node, client.as_ref(), peer, request).await?;
     let (nn, ll) = (Arc::clone(node), leaves.clone());
     let ours: BTreeMap<Vec<u8>, u64> =
-        tokio::task::spawn_blocking(move || digests_in_leaves(&nn, n, p, &ll))
+        crate::sys::blocking(move || digests_in_leaves(&nn, n, p, &ll))
             .await
             .map_err(|e| e.to_string())??
             .into_iter()
@@ -569,7 +572,7 @@ async fn repair_keys(
     let (nn, keys_owned) = (Arc::clone(node), keys.to_vec());
     let theirs_digests = theirs.clone();
     let (merged_local, push) =
-        tokio::task::spawn_blocking(move || -> Result<(u64, Vec<pb::Item>), String> {
+        crate::sys::blocking(move || -> Result<(u64, Vec<pb::Item>), String> {
             let mut changed = 0u64;
             for item in &fetched {
                 let Ok(obj) = decode_object(&item.object) else {
@@ -646,7 +649,7 @@ async fn collect_tombstones(
     let (first, last) = node.replica().trees.partition_range(p);
     let nn = Arc::clone(node);
     let candidates: Vec<(Vec<u8>, u64)> =
-        tokio::task::spawn_blocking(move || -> Result<Vec<(Vec<u8>, u64)>, String> {
+        crate::sys::blocking(move || -> Result<Vec<(Vec<u8>, u64)>, String> {
             let mut out = Vec::new();
             nn.replica()
                 .scan_each(first, last, |k, v| {
@@ -712,7 +715,7 @@ async fn collect_tombstones(
             .map_err(|s| rpc_err(node, peer, s))?;
     }
     let nn = Arc::clone(node);
-    let dropped = tokio::task::spawn_blocking(move || {
+    let dropped = crate::sys::blocking(move || {
         agreed
             .iter()
             .filter(|(k, d)| nn.replica().remove_item(k, Some(**d)).unwrap_or(false))

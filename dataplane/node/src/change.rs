@@ -301,7 +301,7 @@ async fn adopt_unmoved(node: &Arc<Node>, t: Topology) -> Result<Began, ServiceEr
 /// (an fsync under `--durability sync`).
 async fn offer(node: &Arc<Node>, t: Topology) -> Result<(), ServiceError> {
     let n = Arc::clone(node);
-    tokio::task::spawn_blocking(move || n.cluster().offer_topology(t))
+    crate::sys::blocking(move || n.cluster().offer_topology(t))
         .await
         .map_err(ServiceError::internal)??;
     Ok(())

@@ -17,13 +17,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dyno_core::coordinator::ReplicaFailure;
 use dyno_core::membership::{Addresses, Load};
 use dyno_core::topology::{HandoffProgress, Topology};
 use dyno_core::{Membership, NodeId, NodeState, NodeStatus, PhiConfig, PhiDetector};
 use dyno_storage::{Store, StoreError};
+use tokio::time::Instant;
 
 use crate::meta;
 use crate::peer::{Connector, PeerClient};

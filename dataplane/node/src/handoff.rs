@@ -106,6 +106,7 @@ impl Worker for HandoffWorker {
 
     async fn wait_for_work(&mut self) {
         tokio::select! {
+            biased;
             _ = self.changed.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
@@ -236,7 +237,7 @@ async fn pull(
                 let count = batch.items.len() as u64;
                 let nn = Arc::clone(node);
                 let items = batch.items;
-                tokio::task::spawn_blocking(move || -> Result<(), String> {
+                crate::sys::blocking(move || -> Result<(), String> {
                     for item in items {
                         let obj = decode_object(&item.object).map_err(|e| e.to_string())?;
                         let mode = crate::wire::item_mode(nn.catalog(), &item);
@@ -339,7 +340,7 @@ async fn drop_moved(node: &Arc<Node>, now: &Topology) -> Result<(u64, bool), Str
         let (first, last) = trees.partition_range(p);
         let nn = Arc::clone(node);
         let (ring, me, unknown) = (ring.clone(), node.me().clone(), Arc::clone(&unknown));
-        dropped += tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        dropped += crate::sys::blocking(move || -> Result<u64, String> {
             let mut count = 0;
             nn.replica()
                 .scan_each(first, last, |k, _| {

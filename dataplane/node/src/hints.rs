@@ -85,7 +85,7 @@ async fn replay_once(node: &Arc<Node>, policy: HintPolicy) -> Result<(), WorkerE
         }
         let (replica, t) = (Arc::clone(node.replica()), target.clone());
         let limit = policy.per_sec.max(1) as usize;
-        let hints = tokio::task::spawn_blocking(move || replica.hints_for(&t, limit))
+        let hints = crate::sys::blocking(move || replica.hints_for(&t, limit))
             .await
             .map_err(WorkerError::new)?
             .map_err(WorkerError::new)?;
@@ -112,7 +112,7 @@ async fn replay_once(node: &Arc<Node>, policy: HintPolicy) -> Result<(), WorkerE
                 break; // the target went away again; retry next tick
             }
             let (replica, t) = (Arc::clone(node.replica()), target.clone());
-            let removed = tokio::task::spawn_blocking(move || replica.remove_hint(&t, &hint))
+            let removed = crate::sys::blocking(move || replica.remove_hint(&t, &hint))
                 .await
                 .map_err(WorkerError::new)?
                 .map_err(WorkerError::new)?;

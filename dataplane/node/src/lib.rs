@@ -183,50 +183,50 @@ impl Listeners {
     }
 }
 
-/// Serves the internal RPC on `incoming` until `stop` changes.
-async fn serve_rpc<I, IO, IE>(
-    server: tonic::transport::server::Router,
-    incoming: I,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), tonic::transport::Error>
-where
-    I: tokio_stream::Stream<Item = Result<IO, IE>>,
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
-    IO::ConnectInfo: Clone + Send + Sync + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    server
-        .serve_with_incoming_shutdown(incoming, async move {
-            // Err: the sender is gone, which also means stop.
-            stop.changed().await.ok();
-        })
-        .await
+/// What a node takes from outside: its store, how it reaches its peers,
+/// and what it tells them about itself. `run` gives it RocksDB, tonic and
+/// the listeners' addresses; a simulation gives it the in-memory store and
+/// its own network.
+#[derive(Debug)]
+pub struct Edges {
+    /// The node's storage.
+    pub store: Arc<dyn Store>,
+    /// How it reaches peers (wrapped in fault injection when that is on).
+    pub connector: Arc<dyn peer::Connector>,
+    /// The addresses it gossips for itself.
+    pub advertise: Addresses,
+    /// `http` or `https`: the scheme of the pinned members' addresses.
+    pub scheme: &'static str,
+    /// Its TLS material, when TLS is on.
+    pub tls: Option<Arc<dyno_tls::Tls>>,
 }
 
-/// How long background workers get to stop at shutdown.
-const WORKER_SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+/// A node assembled and working (its workers started), not yet serving:
+/// the front-ends wrap `service`.
+#[derive(Debug)]
+pub struct Assembled {
+    /// The typed service every front-end adapts.
+    pub service: service::Service,
+    /// Its background workers (stop them with `shutdown`).
+    pub workers: Arc<worker::Workers>,
+    /// Its store.
+    pub store: Arc<dyn Store>,
+}
 
-/// Runs a node on `listeners` until `shutdown` completes: opens its store,
-/// starts its workers and serves. At shutdown the servers stop taking
-/// requests, the workers stop (within a deadline), and the store is synced.
-pub async fn run(
-    config: NodeConfig,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), NodeError> {
+/// Builds a node on `edges`: catalog, membership and ring, replica,
+/// coordinator and the service, and starts its workers (on the current
+/// tokio runtime).
+pub fn assemble(config: &NodeConfig, edges: Edges) -> Result<Assembled, NodeError> {
     let me = config.validate()?;
-    let (http_addr, rpc_addr) = listeners.addrs()?;
-    let mut rocks = RocksConfig::new(&config.data_dir);
-    rocks.durability = match config.durability {
-        config::DurabilityArg::Sync => Durability::Sync,
-        config::DurabilityArg::Periodic => Durability::default(),
-    };
-    let credentials = auth::Credentials::from_config(&config)?;
+    let Edges {
+        store,
+        connector,
+        advertise,
+        scheme,
+        tls,
+    } = edges;
+    let mut connector = connector;
+    let credentials = auth::Credentials::from_config(config)?;
     if !credentials.required() {
         tracing::warn!(
             "serving WITHOUT AUTHENTICATION (--insecure-no-auth): anyone who can reach this node can read, write and administer it"
@@ -236,17 +236,6 @@ pub async fn run(
             "no --key-master-file: API keys cannot be checked, only the admin credential is accepted"
         );
     }
-    let tls = config.tls_files()?.map(dyno_tls::Tls::load).transpose()?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    if tls.is_none()
-        && let Some(exposed) = dyno_tls::plaintext_exposure(&[http_addr, rpc_addr])
-    {
-        tracing::warn!(
-            addresses = %exposed,
-            "SERVING PLAINTEXT ON A NON-LOOPBACK ADDRESS: API keys, the admin credential and data travel unencrypted, and any host that reaches the node-to-node port can act as a peer. Give --tls-cert, --tls-key and --tls-ca (or terminate TLS in front and keep the node-to-node port private)"
-        );
-    }
-    let store: Arc<dyn Store> = Arc::new(RocksStore::open(&rocks)?);
     let catalog = Arc::new(catalog::Catalog::load(Arc::clone(&store))?);
 
     // The first ring: the --member list (every node must build the same
@@ -291,21 +280,7 @@ pub async fn run(
         })
         .collect();
     let generation = meta::next_generation(store.as_ref())?;
-    let advertise = Addresses {
-        http: format!(
-            "{scheme}://{}",
-            config.advertise_http_addr.unwrap_or(http_addr)
-        ),
-        rpc: format!(
-            "{scheme}://{}",
-            config.advertise_rpc_addr.unwrap_or(rpc_addr)
-        ),
-    };
-    let mut connector: Arc<dyn peer::Connector> = Arc::new(peer::TonicConnector {
-        timeout: config.replica_timeout(),
-        pipe: config.replica_transport == config::ReplicaTransport::Pipe,
-        tls: tls.clone(),
-    });
+    tracing::info!(node = %me, generation, "assembling the node");
     let faults = config.fault_injection.then(|| {
         tracing::warn!("fault injection is on (--fault-injection): /admin/v1/faults can partition and damage this node; never use it in production");
         let faults = Arc::new(faults::Faults::default());
@@ -414,6 +389,97 @@ pub async fn run(
         faults,
     });
 
+    Ok(Assembled {
+        service,
+        workers,
+        store,
+    })
+}
+
+/// Serves the internal RPC on `incoming` until `stop` changes.
+async fn serve_rpc<I, IO, IE>(
+    server: tonic::transport::server::Router,
+    incoming: I,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    server
+        .serve_with_incoming_shutdown(incoming, async move {
+            // Err: the sender is gone, which also means stop.
+            stop.changed().await.ok();
+        })
+        .await
+}
+
+/// How long background workers get to stop at shutdown.
+const WORKER_SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs a node on `listeners` until `shutdown` completes: opens its store,
+/// starts its workers and serves. At shutdown the servers stop taking
+/// requests, the workers stop (within a deadline), and the store is synced.
+pub async fn run(
+    config: NodeConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let me = config.validate()?;
+    let (http_addr, rpc_addr) = listeners.addrs()?;
+    let mut rocks = RocksConfig::new(&config.data_dir);
+    rocks.durability = match config.durability {
+        config::DurabilityArg::Sync => Durability::Sync,
+        config::DurabilityArg::Periodic => Durability::default(),
+    };
+    let tls = config.tls_files()?.map(dyno_tls::Tls::load).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none()
+        && let Some(exposed) = dyno_tls::plaintext_exposure(&[http_addr, rpc_addr])
+    {
+        tracing::warn!(
+            addresses = %exposed,
+            "SERVING PLAINTEXT ON A NON-LOOPBACK ADDRESS: API keys, the admin credential and data travel unencrypted, and any host that reaches the node-to-node port can act as a peer. Give --tls-cert, --tls-key and --tls-ca (or terminate TLS in front and keep the node-to-node port private)"
+        );
+    }
+    let store: Arc<dyn Store> = Arc::new(RocksStore::open(&rocks)?);
+    let advertise = Addresses {
+        http: format!(
+            "{scheme}://{}",
+            config.advertise_http_addr.unwrap_or(http_addr)
+        ),
+        rpc: format!(
+            "{scheme}://{}",
+            config.advertise_rpc_addr.unwrap_or(rpc_addr)
+        ),
+    };
+    let connector: Arc<dyn peer::Connector> = Arc::new(peer::TonicConnector {
+        timeout: config.replica_timeout(),
+        pipe: config.replica_transport == config::ReplicaTransport::Pipe,
+        tls: tls.clone(),
+    });
+    let Assembled {
+        service,
+        workers,
+        store,
+    } = assemble(
+        &config,
+        Edges {
+            store,
+            connector,
+            advertise,
+            scheme,
+            tls: tls.clone(),
+        },
+    )?;
+    let node = Arc::clone(service.node());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let rpc_service = dyno_proto::internal::replica_server::ReplicaServer::new(
         rpc::RpcService::new(service.clone(), stop_rx.clone()),
@@ -447,7 +513,7 @@ pub async fn run(
         )),
     };
 
-    tracing::info!(node = %me, generation, epoch = node.cluster().topology().epoch, http = %http_addr, rpc = %rpc_addr, "dyno node started");
+    tracing::info!(node = %me, epoch = node.cluster().topology().epoch, http = %http_addr, rpc = %rpc_addr, "dyno node started");
     let mut http_stop = stop_rx.clone();
     tokio::spawn(async move {
         shutdown.await;

@@ -185,7 +185,7 @@ impl Node {
         if self.inline_io {
             Ok(f())
         } else {
-            tokio::task::spawn_blocking(f)
+            crate::sys::blocking(f)
                 .await
                 .map_err(|e| ServiceError::internal(format!("storage task failed: {e}")))
         }
@@ -202,7 +202,7 @@ impl Node {
     where
         E: std::fmt::Display + Send + 'static,
     {
-        match tokio::task::spawn_blocking(f).await {
+        match crate::sys::blocking(f).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, what, "background storage write failed");

@@ -274,7 +274,7 @@ impl Node {
     ) -> Result<TablePage, ReplicaFailure> {
         if from == self.me() {
             let (r, q) = (Arc::clone(self.replica()), req.clone());
-            return tokio::task::spawn_blocking(move || {
+            return crate::sys::blocking(move || {
                 r.scan_table(&q.table, &q.start, q.end.as_deref(), q.limit, q.reverse)
             })
             .await

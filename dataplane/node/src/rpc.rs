@@ -239,7 +239,7 @@ impl ReplicaRpc for RpcService {
         let req = request.into_inner();
         let replica = Arc::clone(self.node.replica());
         let limit = (req.limit as usize).clamp(1, MAX_SCAN_ENTRIES);
-        let page = tokio::task::spawn_blocking(move || {
+        let page = crate::sys::blocking(move || {
             replica.scan_table(
                 &req.table,
                 &req.start,
@@ -270,7 +270,7 @@ impl ReplicaRpc for RpcService {
         request: Request<pb::Catalog>,
     ) -> Result<Response<pb::Catalog>, Status> {
         let (catalog, incoming) = (Arc::clone(self.node.catalog()), request.into_inner());
-        tokio::task::spawn_blocking(move || {
+        crate::sys::blocking(move || {
             catalog_from_pb(&incoming)
                 .into_iter()
                 .try_for_each(|entry| catalog.merge_record(entry).map(|_| ()))
@@ -337,7 +337,7 @@ impl ReplicaRpc for RpcService {
     ) -> Result<Response<pb::KeyDigestsResponse>, Status> {
         let req = request.into_inner();
         let node = Arc::clone(&self.node);
-        let entries = tokio::task::spawn_blocking(move || {
+        let entries = crate::sys::blocking(move || {
             if req.item_keys.is_empty() {
                 let leaves: Vec<(u32, u32)> =
                     req.leaves.iter().map(|l| (l.first, l.last)).collect();
@@ -365,7 +365,7 @@ impl ReplicaRpc for RpcService {
     ) -> Result<Response<pb::ItemBatch>, Status> {
         let req = request.into_inner();
         let node = Arc::clone(&self.node);
-        let items = tokio::task::spawn_blocking(move || {
+        let items = crate::sys::blocking(move || {
             node.replica().fetch_raw(&req.item_keys).map(|found| {
                 found
                     .into_iter()
@@ -395,7 +395,7 @@ impl ReplicaRpc for RpcService {
     ) -> Result<Response<pb::PushItemsResponse>, Status> {
         let req = request.into_inner();
         let node = Arc::clone(&self.node);
-        let changed = tokio::task::spawn_blocking(move || -> Result<u32, Status> {
+        let changed = crate::sys::blocking(move || -> Result<u32, Status> {
             let mut changed = 0;
             for item in &req.items {
                 dyno_core::keys::decode_item_key(&item.item_key)
@@ -424,7 +424,7 @@ impl ReplicaRpc for RpcService {
     ) -> Result<Response<pb::DropTombstonesResponse>, Status> {
         let req = request.into_inner();
         let node = Arc::clone(&self.node);
-        let dropped = tokio::task::spawn_blocking(move || -> Result<u32, Status> {
+        let dropped = crate::sys::blocking(move || -> Result<u32, Status> {
             let mut dropped = 0;
             for e in &req.entries {
                 // Only a tombstone is ever removed this way, and only at the
@@ -459,7 +459,7 @@ impl ReplicaRpc for RpcService {
     ) -> Result<Response<pb::ItemBatch>, Status> {
         let req = request.into_inner();
         let node = Arc::clone(&self.node);
-        let batch = tokio::task::spawn_blocking(move || crate::handoff::stream_page(&node, &req))
+        let batch = crate::sys::blocking(move || crate::handoff::stream_page(&node, &req))
             .await
             .map_err(internal)??;
         Ok(Response::new(batch))

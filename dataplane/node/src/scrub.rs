@@ -91,11 +91,10 @@ impl Worker for Scrub {
         // A failed step keeps the cursor: the back-off retries the page.
         self.cursor = Some((keyspace, start.clone()));
         let replica = Arc::clone(self.node.replica());
-        let (read, next) =
-            tokio::task::spawn_blocking(move || replica.scrub_page(keyspace, &start, PAGE))
-                .await
-                .map_err(WorkerError::new)?
-                .map_err(WorkerError::new)?;
+        let (read, next) = crate::sys::blocking(move || replica.scrub_page(keyspace, &start, PAGE))
+            .await
+            .map_err(WorkerError::new)?
+            .map_err(WorkerError::new)?;
         self.report.update(|r| r.records_this_pass += read as u64);
         self.cursor = match (next, keyspace) {
             (Some(k), ks) => Some((ks, k)),

@@ -78,7 +78,7 @@ impl Worker for TtlReaper {
                         start.clone(),
                         end.clone(),
                     );
-                    let page = tokio::task::spawn_blocking(move || {
+                    let page = crate::sys::blocking(move || {
                         r.scan_table(&name, &s, e.as_deref(), 500, false)
                     })
                     .await

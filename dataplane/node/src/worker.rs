@@ -156,6 +156,7 @@ impl Workers {
                 }
                 me.update(name, |i| i.running = true);
                 let res = tokio::select! {
+                    biased;
                     _ = stop.changed() => break,
                     res = w.work() => res,
                 };
@@ -193,6 +194,7 @@ impl Workers {
                     (WorkerState::Done, _) => break,
                     (_, Some(pause)) => {
                         tokio::select! {
+                            biased;
                             _ = stop.changed() => break,
                             _ = tokio::time::sleep(pause) => {}
                         }
@@ -200,6 +202,7 @@ impl Workers {
                     (WorkerState::Busy, None) => tokio::task::yield_now().await,
                     (WorkerState::Idle, None) => {
                         tokio::select! {
+                            biased;
                             _ = stop.changed() => break,
                             _ = w.wait_for_work() => {}
                         }

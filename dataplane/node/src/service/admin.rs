@@ -310,7 +310,7 @@ impl Service {
         }
         let node = &self.inner.node;
         let catalog = Arc::clone(node.catalog());
-        let changed = tokio::task::spawn_blocking(move || {
+        let changed = crate::sys::blocking(move || {
             records.into_iter().try_fold(0usize, |n, r| {
                 catalog.merge_record(r).map(|c| n + usize::from(c))
             })
@@ -385,7 +385,7 @@ impl Service {
         super::items::check_key(key)?;
         let entry = self.admin_table(ctx, table)?;
         let (replica, t, k) = (Arc::clone(node.replica()), entry.name.clone(), key.to_vec());
-        let object = tokio::task::spawn_blocking(move || replica.get_item(&t, &k))
+        let object = crate::sys::blocking(move || replica.get_item(&t, &k))
             .await
             .map_err(ServiceError::internal)??;
         Ok(LocalReplicaView {
@@ -639,7 +639,7 @@ impl Service {
         let entry = self.admin_table(ctx, table)?;
         let replica = Arc::clone(self.inner.node.replica());
         let (t, k) = (entry.name.clone(), key.to_vec());
-        let damaged = tokio::task::spawn_blocking(move || replica.damage_item(&t, &k, bit))
+        let damaged = crate::sys::blocking(move || replica.damage_item(&t, &k, bit))
             .await
             .map_err(ServiceError::internal)??;
         tracing::warn!(table, damaged, "fault injection: stored item damaged");
