@@ -560,7 +560,8 @@ pub async fn run(
         Ok(res) => res?,
         Err(e) => tracing::error!(error = %e, "RPC server task failed"),
     }
-    store.sync()?;
+    // Nothing writes any more: the next start may keep this actor id.
+    meta::mark_clean_shutdown(store.as_ref())?;
     tracing::info!(node = %me, "dyno node stopped");
     Ok(())
 }

@@ -261,14 +261,14 @@ fn decode_hint(hint_key: &[u8], raw: &[u8]) -> Result<(ConflictMode, u64, Object
 }
 
 impl Replica {
-    /// Opens the replica layer; loads or creates this data directory's
-    /// actor id, and counts the hint backlog.
+    /// Opens the replica layer: takes the actor id for this start (see
+    /// `meta::actor_for_start`), and counts the hint backlog.
     pub fn open(
         store: Arc<dyn Store>,
         hint_cap: u64,
         trees: Arc<Trees>,
     ) -> Result<Replica, ReplicaError> {
-        let actor = ActorId(crate::meta::actor(store.as_ref())?);
+        let actor = ActorId(crate::meta::actor_for_start(store.as_ref())?);
         let replica = Replica {
             store,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
