@@ -984,7 +984,9 @@ async fn ring_settled(sim: &Sim, within_ms: u64) -> bool {
         let settled = sim.up().into_iter().all(|i| {
             sim.running(i)
                 .and_then(|(r, _)| r.service.cluster_view().ok())
-                .is_some_and(|v| v.change.is_none() && v.ring.next_members.is_none())
+                .is_some_and(|v| {
+                    v.change.is_none() && v.ring.next_members.is_none() && !v.drop_pending
+                })
         });
         if settled {
             return true;
@@ -1127,6 +1129,22 @@ fn run_seed_with(seed: u64, tracing: bool, forget: Option<&'static str>) -> Repo
         let settled = ring_settled(&sim, CONVERGE_MS).await;
         if !settled {
             sim.net.trace("the ring change did not settle".into());
+            if tracing {
+                for i in sim.up() {
+                    if let Some(v) = sim.running(i).and_then(|(r, _)| r.service.cluster_view().ok()) {
+                        println!(
+                            "n{}: epoch {} members {:?} next {:?} change {:?} drop_pending {} handoff {:?}",
+                            i + 1,
+                            v.ring.epoch,
+                            v.ring.members,
+                            v.ring.next_members,
+                            v.change,
+                            v.drop_pending,
+                            v.handoff
+                        );
+                    }
+                }
+            }
         }
         let mut round = 0u64;
         while settled && now_ms(began) - healed < CONVERGE_MS {
@@ -1358,6 +1376,21 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
     (16, "dots reused after a power loss (Lost)"),
     (136, "dots reused after a power loss (Lost)"),
     (158, "dots reused after a power loss (Lost)"),
+    // Found by this simulation: after a ring change commits, a node that
+    // no longer replicates a partition dropped its items, though the new
+    // replica had copied the partition from another current replica that
+    // missed (or lost) some writes. Fixed by handing the items to the
+    // partition's replicas before dropping them (handoff::hand_back).
+    (2278, "moved items dropped without being handed on (Lost)"),
+    (2988, "moved items dropped without being handed on (Lost)"),
+    // Found by this simulation: under a partition, each side's change
+    // leader began a different change at the same epoch; the tie-break
+    // picked one everywhere, but handoff progress (counted by epoch) for
+    // the other kept it from ever committing. Fixed by beginning a change
+    // only with a majority of the ring in sight (change::begin_here).
+    (2178, "two ring changes begun at one epoch (never settles)"),
+    (2965, "two ring changes begun at one epoch (never settles)"),
+    (4631, "two ring changes begun at one epoch (never settles)"),
 ];
 
 #[test]

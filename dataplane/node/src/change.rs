@@ -217,6 +217,27 @@ pub async fn begin_here(
         }));
     }
     validate(node, &topology, action, &id, zone.as_deref())?;
+    // Only with a majority of the ring in sight: the leader is whoever
+    // sees itself first among the members that are up, so the two sides of
+    // a partition could each begin a different change at the same epoch;
+    // the tie-break then picks one, but progress reported for the other
+    // (counted by epoch) kept the winner from committing (found by the
+    // deterministic simulation). At most one side holds a majority.
+    let members = topology.current.members();
+    let reachable = members
+        .iter()
+        .filter(|m| &m.id == node.me() || node.is_up(&m.id))
+        .count();
+    if reachable * 2 <= members.len() {
+        return Err(ServiceError::new(
+            ErrorCode::NodeDown,
+            format!(
+                "only {reachable} of the ring's {} members are reachable from {}, which begins ring changes; a change needs a majority of them up",
+                members.len(),
+                node.me()
+            ),
+        ));
+    }
     if action == Action::SetZone {
         let zone = zone.ok_or_else(|| {
             ServiceError::new(ErrorCode::InvalidRequest, "give the zone to place")

@@ -330,43 +330,126 @@ async fn drop_moved(node: &Arc<Node>, now: &Topology) -> Result<(u64, bool), Str
     let ring = &now.current;
     let smallest = node.catalog().replication_factors().first().copied();
     let n_min = (smallest.unwrap_or(1) as usize).clamp(1, ring.members().len().max(1));
-    let trees = &node.replica().trees;
     let mut dropped = 0u64;
-    let unknown = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut unknown = 0u64;
     for p in 0..ring.partition_count() as u32 {
         if is_replica(ring, PartitionId(p), n_min, node.me()) {
             continue;
         }
-        let (first, last) = trees.partition_range(p);
-        let nn = Arc::clone(node);
-        let (ring, me, unknown) = (ring.clone(), node.me().clone(), Arc::clone(&unknown));
-        dropped += crate::sys::blocking(move || -> Result<u64, String> {
-            let mut count = 0;
-            nn.replica()
-                .scan_each(first, last, |k, _| {
-                    let Ok(ik) = decode_item_key(k) else {
-                        return Ok(true);
+        let (first, last) = node.replica().trees.partition_range(p);
+        let mut start: Option<Vec<u8>> = None;
+        loop {
+            // One page of the partition: the items this node no longer
+            // replicates, with their tables' N.
+            let (nn, ring_c, me) = (Arc::clone(node), ring.clone(), node.me().clone());
+            let from = start.take();
+            let (moved, next, unknown_here) = crate::sys::blocking(move || {
+                let page = nn
+                    .replica()
+                    .scan_positions(first, last, from.as_deref(), 256, 4 << 20)
+                    .map_err(|e| e.to_string())?;
+                let mut moved = Vec::new();
+                let mut unknown = 0u64;
+                for (k, v) in page.items {
+                    let Ok(ik) = decode_item_key(&k) else {
+                        continue;
                     };
                     let Some(cfg) = nn.catalog().get(ik.table) else {
-                        unknown.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        return Ok(true);
+                        unknown += 1;
+                        continue;
                     };
-                    if !is_replica(&ring, PartitionId(p), cfg.n as usize, &me)
-                        && nn.replica().remove_item(k, None)?
-                    {
-                        count += 1;
+                    if !is_replica(&ring_c, PartitionId(p), cfg.n as usize, &me) {
+                        moved.push((k, v, cfg.n as usize, cfg.mode()));
                     }
-                    Ok::<_, crate::replica::ReplicaError>(true)
+                }
+                Ok::<_, String>((moved, page.next, unknown))
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            unknown += unknown_here;
+            if !moved.is_empty() {
+                hand_back(node, ring, PartitionId(p), &moved).await?;
+                let nn = Arc::clone(node);
+                dropped += crate::sys::blocking(move || -> Result<u64, String> {
+                    let mut count = 0;
+                    for (k, v, _, _) in moved {
+                        // Only the version handed back: a write that came
+                        // in since stays until the next sweep hands it on.
+                        let digest = decode_object(&v).map_err(|e| e.to_string())?.digest();
+                        if nn
+                            .replica()
+                            .remove_item(&k, Some(digest))
+                            .map_err(|e| e.to_string())?
+                        {
+                            count += 1;
+                        }
+                    }
+                    Ok(count)
                 })
-                .map_err(|e| e.to_string())?;
-            Ok(count)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+                .await
+                .map_err(|e| e.to_string())??;
+            }
+            match next {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
     }
     node.metrics().handoff_items_dropped.inc_by(dropped);
-    Ok((
-        dropped,
-        unknown.load(std::sync::atomic::Ordering::Relaxed) == 0,
-    ))
+    Ok((dropped, unknown == 0))
+}
+
+/// Hands items of partition `p` this node no longer replicates to the
+/// partition's replicas before they are dropped here: the ring change's
+/// transfer copied the partition from one current replica, and a write
+/// that only this one held (the others missed it, or lost it to a power
+/// loss) would otherwise be gone with the drop (found by the
+/// deterministic simulation). Each item goes to every primary of its
+/// table's preference list that is up; at least one must take it, or the
+/// sweep fails and is tried again.
+async fn hand_back(
+    node: &Arc<Node>,
+    ring: &dyno_core::Ring,
+    p: PartitionId,
+    moved: &[(Vec<u8>, Vec<u8>, usize, dyno_core::ConflictMode)],
+) -> Result<(), String> {
+    let mut by_n: std::collections::BTreeMap<usize, Vec<pb::Item>> = Default::default();
+    for (k, v, n, mode) in moved {
+        by_n.entry(*n).or_default().push(pb::Item {
+            item_key: k.clone(),
+            object: v.clone(),
+            conflict: crate::wire::mode_to_pb(*mode),
+        });
+    }
+    for (n, items) in by_n {
+        let pl = ring.preference_list(p, n);
+        let mut taken = false;
+        let mut last_err = String::from("no replica of the partition is up");
+        for member in pl.primaries() {
+            if &member.id == node.me() || !node.is_up(&member.id) {
+                continue;
+            }
+            let Some(peer) = node.cluster().peer(&member.id) else {
+                continue;
+            };
+            match peer
+                .client()
+                .push_items(pb::ItemBatch {
+                    items: items.clone(),
+                    next_key: None,
+                })
+                .await
+            {
+                Ok(_) => taken = true,
+                Err(e) => last_err = format!("{}: {}", member.id, e.message()),
+            }
+        }
+        if !taken {
+            return Err(format!(
+                "handing partition {} back before dropping it: {last_err}",
+                p.0
+            ));
+        }
+    }
+    Ok(())
 }
