@@ -826,6 +826,23 @@ async fn dyno_dev_tls_serves_everything_over_https() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Without the CA it says what to give, before trying.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dyno"))
+        .args(["get", "demo", "greeting", "--url", &urls[1]])
+        .current_dir(dir.path())
+        .env_remove("DYNO_CA_FILE")
+        .env(
+            "DYNO_TOKEN",
+            cluster["demo"]["token"].as_str().expect("token"),
+        )
+        .output()
+        .expect("dyno get");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--ca-file"),
+        "{stderr}"
+    );
+
     // A restart keeps TLS without being asked again.
     ctrl_c(&mut dev).await;
     let mut dev = start_dev_args(dir.path(), 2, &[]).await;

@@ -46,6 +46,12 @@ impl Target {
     ) -> anyhow::Result<reqwest::Client> {
         let token = crate::creds::token(self.token_file.as_deref(), admin)?;
         let ca = crate::creds::ca_file(self.ca_file.as_deref());
+        let base = self.base();
+        if ca.is_none() && base.starts_with("https://") {
+            bail!(
+                "{base} is served over TLS, and only the cluster's own CA is trusted: give its certificate with --ca-file or $DYNO_CA_FILE (a dev cluster's is DIR/tls/ca.pem)"
+            );
+        }
         crate::creds::client(token.as_deref(), timeout, ca.as_deref())
     }
 }
