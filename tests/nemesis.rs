@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use history::{Op, OpKind, Outcome, Violation};
+use history::{Op, OpKind, Outcome, Rng, Violation};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{Cluster, NodeOpts};
@@ -45,28 +45,6 @@ const LWW_KEYS: u64 = 4;
 /// How far apart two writes must be for the later to carry the higher
 /// timestamp, allowing for the order in which clocks are read.
 const LWW_SLACK_MS: u64 = 20;
-
-/// SplitMix64: small, seedable, good enough for schedules.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())

@@ -46,7 +46,7 @@ use dyno_node::{NodeConfig, sys};
 use dyno_proto::internal as pb;
 use dyno_proto::internal::replica_server::Replica as ReplicaRpc;
 use dyno_storage::{Entry, Keyspace, MemoryStore, Store, StoreError, WriteBatch};
-use history::{Op, OpKind, Outcome, Violation};
+use history::{Op, OpKind, Outcome, Rng, Violation};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
@@ -65,26 +65,6 @@ const CONVERGE_MS: u64 = 60_000;
 /// Largest clock skew a node gets, either way.
 const MAX_SKEW_MS: i64 = 50;
 const REPLICA_TIMEOUT_MS: u64 = 400;
-
-/// SplitMix64: the run's randomness.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// Virtual ms since the run began.
 fn now_ms(began: tokio::time::Instant) -> u64 {

@@ -1,6 +1,6 @@
 //! A workload's history and the checkers run on it, free of I/O, so that
-//! the nemesis test here and the deterministic simulation later apply the
-//! same rules.
+//! the nemesis test and the deterministic simulation (`tests/simulate.rs`)
+//! apply the same rules; and the seeded generator both draw from.
 //!
 //! Every written value is unique, so a value names the write that made it.
 //! A write that carried a context records what the read behind that
@@ -27,6 +27,32 @@
 //! (give or take `slack_ms` for clock reading order).
 
 use std::collections::{BTreeMap, BTreeSet};
+
+/// SplitMix64: small, seedable, good enough for schedules and workloads
+/// (the nemesis test's and the simulation's).
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
 
 /// What became of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
