@@ -696,6 +696,21 @@ async fn dyno_dev_with_one_node_makes_a_one_replica_demo_table() {
     ctrl_c(&mut dev).await;
 }
 
+/// The platform admin of a `dyno dev` cluster (`cluster.json`) signs in to
+/// the control plane at `cp` and gets a session token.
+async fn admin_signs_in(http: &reqwest::Client, cp: &str, cluster: &Value) {
+    let login: Value = http
+        .post(format!("{cp}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": cluster["admin"]["email"], "password": cluster["admin"]["password"]}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    assert!(login["token"].as_str().is_some(), "{login}");
+}
+
 /// `dyno dev --tls`: every process serves TLS with certificates of a local
 /// CA (DIR/tls/ca.pem), the nodes and the control plane reach each other
 /// over mutual TLS, clients verify them, and a restart keeps TLS.
@@ -730,21 +745,7 @@ async fn dyno_dev_tls_serves_everything_over_https() {
         "{urls:?} {cp}"
     );
 
-    let trusting = |token: Option<&str>| {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(t) = token {
-            headers.insert(
-                reqwest::header::AUTHORIZATION,
-                format!("Bearer {t}").parse().expect("header"),
-            );
-        }
-        dyno_tls::http_client_builder()
-            .tls_backend_preconfigured(dyno_tls::client_trusting(&ca).expect("ca"))
-            .default_headers(headers)
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .expect("client")
-    };
+    let trusting = |token: Option<&str>| support::client_trusting(token, &ca);
     // The demo key writes through one node and reads through the other
     // with R=2: the replicas talk over mutual TLS. (The demo table and key
     // came from the control plane, which reached the nodes the same way.)
@@ -779,16 +780,7 @@ async fn dyno_dev_tls_serves_everything_over_https() {
         assert_eq!(tls["enabled"], true, "{tls}");
     }
     // The console and the API over HTTPS.
-    let login: Value = trusting(None)
-        .post(format!("{cp}/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": cluster["admin"]["email"], "password": cluster["admin"]["password"]}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    assert!(login["token"].as_str().is_some(), "{login}");
+    admin_signs_in(&trusting(None), &cp, &cluster).await;
 
     // A client that does not trust the CA, and one speaking plain HTTP,
     // get nothing.
@@ -919,16 +911,7 @@ async fn dyno_dev_starts_stops_and_restarts_with_data() {
     }
     let cp = cluster["controlplane"].as_str().expect("controlplane url");
     assert!(alive(cluster["controlplane_pid"].as_u64().expect("cp pid")));
-    let login: Value = dyno_tls::http_client_builder().build().expect("an HTTP client")
-        .post(format!("{cp}/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": cluster["admin"]["email"], "password": cluster["admin"]["password"]}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    assert!(login["token"].as_str().is_some(), "{login}");
+    admin_signs_in(&support::client_with_token(None), cp, &cluster).await;
     let http = support::client_with_token(Some(demo_key));
     let nodes = cluster["nodes"].as_array().expect("nodes").clone();
     assert_eq!(nodes.len(), 3);

@@ -282,10 +282,19 @@ impl std::fmt::Debug for Net {
     }
 }
 
-/// What becomes of one message.
-enum Fate {
-    Deliver(u64),
-    Drop,
+/// What becomes of a request.
+enum Sent {
+    /// It arrives after `delay` ms at `target` (named `to_name`, its clock
+    /// off by `skew` ms).
+    Delivered {
+        delay: u64,
+        target: Running,
+        skew: i64,
+        to_name: String,
+    },
+    /// It is lost: the caller times out.
+    Dropped,
+    /// Nobody listens there: the connection is refused.
     Refused,
 }
 
@@ -304,37 +313,42 @@ impl Net {
     }
 
     /// The fate of a request from `from` to the node at `to`.
-    fn request_fate(&self, from: &str, to: &str) -> (Fate, Option<(Running, i64)>) {
+    fn request_fate(&self, from: &str, to: &str) -> Sent {
         let mut s = self.lock();
         let Some(slot) = s.slots.get(to) else {
-            return (Fate::Refused, None);
+            return Sent::Refused;
         };
-        let (to_name, target, skew) = (slot.name.clone(), slot.running.clone(), slot.skew_ms);
-        if target.is_none() {
-            return (Fate::Refused, None);
-        }
-        if s.cut.contains(&(from.to_owned(), to_name)) {
-            return (Fate::Drop, None);
+        let Some(target) = slot.running.clone() else {
+            return Sent::Refused;
+        };
+        let (to_name, skew) = (slot.name.clone(), slot.skew_ms);
+        if s.cut.contains(&(from.to_owned(), to_name.clone())) {
+            return Sent::Dropped;
         }
         let loss = s.loss;
         if s.rng.chance(loss) {
-            return (Fate::Drop, None);
+            return Sent::Dropped;
         }
-        let delay = 1 + s.rng.below(4);
-        (Fate::Deliver(delay), target.map(|t| (t, skew)))
+        Sent::Delivered {
+            delay: 1 + s.rng.below(4),
+            target,
+            skew,
+            to_name,
+        }
     }
 
-    /// The fate of the reply from `to` (by name) back to `from`.
-    fn reply_fate(&self, from: &str, to_name: &str) -> Fate {
+    /// The delay of the reply from `to_name` back to `from`, or `None` when
+    /// it is lost.
+    fn reply_delay(&self, from: &str, to_name: &str) -> Option<u64> {
         let mut s = self.lock();
         if s.cut.contains(&(to_name.to_owned(), from.to_owned())) {
-            return Fate::Drop;
+            return None;
         }
         let loss = s.loss;
         if s.rng.chance(loss) {
-            return Fate::Drop;
+            return None;
         }
-        Fate::Deliver(1 + s.rng.below(4))
+        Some(1 + s.rng.below(4))
     }
 
     fn alive(&self, name: &str, incarnation: u64) -> bool {
@@ -342,10 +356,6 @@ impl Net {
             .slots
             .values()
             .any(|s| s.name == name && s.incarnation == incarnation && s.running.is_some())
-    }
-
-    fn name_of(&self, url: &str) -> Option<String> {
-        self.lock().slots.get(url).map(|s| s.name.clone())
     }
 }
 
@@ -405,14 +415,18 @@ impl SimPeer {
                 tokio::time::sleep_until(started + timeout).await;
                 Err::<Resp, Status>(Status::deadline_exceeded("simulated timeout"))
             };
-            let (fate, target) = net.request_fate(&from, &to);
-            let (delay, (target, skew)) = match (fate, target) {
-                (Fate::Deliver(d), Some(t)) => (d, t),
-                (Fate::Refused, _) | (Fate::Deliver(_), None) => {
+            let (delay, target, skew, to_name) = match net.request_fate(&from, &to) {
+                Sent::Delivered {
+                    delay,
+                    target,
+                    skew,
+                    to_name,
+                } => (delay, target, skew, to_name),
+                Sent::Refused => {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     return Err(Status::unavailable("connection refused (simulated)"));
                 }
-                (Fate::Drop, _) => return timed_out().await,
+                Sent::Dropped => return timed_out().await,
             };
             tokio::time::sleep(Duration::from_millis(delay)).await;
             let mut dead = target.dead.clone();
@@ -431,16 +445,15 @@ impl SimPeer {
                     Err(_) => return Err(Status::deadline_exceeded("simulated timeout")),
                 },
             };
-            let to_name = net.name_of(&to).unwrap_or_default();
-            match net.reply_fate(&from, &to_name) {
-                Fate::Deliver(d) => {
+            match net.reply_delay(&from, &to_name) {
+                Some(d) => {
                     tokio::time::sleep(Duration::from_millis(d)).await;
                     if started.elapsed() > timeout {
                         return Err(Status::deadline_exceeded("simulated timeout"));
                     }
                     reply.map(Response::into_inner)
                 }
-                _ => timed_out().await,
+                None => timed_out().await,
             }
         })
     }
@@ -572,7 +585,7 @@ impl Sim {
             sim.net.lock().slots.insert(
                 rpc_url(i),
                 Slot {
-                    name: format!("n{}", i + 1),
+                    name: Sim::name(i),
                     incarnation: 0,
                     running: None,
                     skew_ms: 0,
@@ -620,7 +633,6 @@ impl Sim {
                     http: http_url(i),
                     rpc: rpc_url(i),
                 },
-                scheme: "http",
                 tls: None,
             },
         )

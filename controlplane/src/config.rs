@@ -76,7 +76,6 @@ impl ControlPlaneConfig {
             self.tls_cert.as_deref(),
             self.tls_key.as_deref(),
             self.tls_ca.as_deref(),
-            ["--tls-cert", "--tls-key", "--tls-ca"],
         )
         .map_err(anyhow::Error::msg)
     }

@@ -201,6 +201,19 @@ fn write_secrets(dir: &std::path::Path) {
 
 /// A client that sends `token` as a bearer token.
 pub fn client_with_token(token: Option<&str>) -> reqwest::Client {
+    client_builder(token).build().expect("client")
+}
+
+/// Like [`client_with_token`], for `https://` URLs: trusts only the CA
+/// certificate in `ca`.
+pub fn client_trusting(token: Option<&str>, ca: &std::path::Path) -> reqwest::Client {
+    client_builder(token)
+        .tls_backend_preconfigured(dyno_tls::client_trusting(ca).expect("ca"))
+        .build()
+        .expect("client")
+}
+
+fn client_builder(token: Option<&str>) -> reqwest::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token {
         headers.insert(
@@ -211,8 +224,6 @@ pub fn client_with_token(token: Option<&str>) -> reqwest::Client {
     dyno_tls::http_client_builder()
         .default_headers(headers)
         .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
 }
 
 /// A running test cluster. Dropping it kills every node.

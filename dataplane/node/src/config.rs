@@ -301,7 +301,6 @@ impl NodeConfig {
             self.tls_cert.as_deref(),
             self.tls_key.as_deref(),
             self.tls_ca.as_deref(),
-            ["--tls-cert", "--tls-key", "--tls-ca"],
         )
         .map_err(ConfigError::Invalid)
     }

@@ -195,8 +195,6 @@ pub struct Edges {
     pub connector: Arc<dyn peer::Connector>,
     /// The addresses it gossips for itself.
     pub advertise: Addresses,
-    /// `http` or `https`: the scheme of the pinned members' addresses.
-    pub scheme: &'static str,
     /// Its TLS material, when TLS is on.
     pub tls: Option<Arc<dyno_tls::Tls>>,
 }
@@ -222,9 +220,10 @@ pub fn assemble(config: &NodeConfig, edges: Edges) -> Result<Assembled, NodeErro
         store,
         connector,
         advertise,
-        scheme,
         tls,
     } = edges;
+    // The scheme of the pinned members' addresses.
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let mut connector = connector;
     let credentials = auth::Credentials::from_config(config)?;
     if !credentials.required() {
@@ -475,7 +474,6 @@ pub async fn run(
             store,
             connector,
             advertise,
-            scheme,
             tls: tls.clone(),
         },
     )?;

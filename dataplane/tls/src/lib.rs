@@ -75,6 +75,10 @@ pub enum TlsError {
     Generate(String),
 }
 
+/// The command-line flags that name a process's TLS files, in the order
+/// certificate, key, CA (the same for `dyno node` and `dyno controlplane`).
+pub const FLAGS: [&str; 3] = ["--tls-cert", "--tls-key", "--tls-ca"];
+
 /// Where a process's TLS material is: its certificate chain, its private
 /// key, and the CA certificate(s) it trusts for its peers, all PEM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,24 +96,23 @@ impl TlsFiles {
     /// (`--tls-cert`, `--tls-key`, `--tls-ca`: the same for `dyno node`
     /// and `dyno controlplane`).
     pub fn to_args(&self) -> Vec<String> {
+        let [cert, key, ca] = FLAGS.map(str::to_owned);
         vec![
-            "--tls-cert".into(),
+            cert,
             self.cert.display().to_string(),
-            "--tls-key".into(),
+            key,
             self.key.display().to_string(),
-            "--tls-ca".into(),
+            ca,
             self.ca.display().to_string(),
         ]
     }
 
     /// The three paths, or `None` when none is given; an error naming the
-    /// missing flags when only some are (`names` are the flags' names, in
-    /// the order cert, key, CA).
+    /// missing flags ([`FLAGS`]) when only some are.
     pub fn from_options(
         cert: Option<&Path>,
         key: Option<&Path>,
         ca: Option<&Path>,
-        names: [&str; 3],
     ) -> Result<Option<TlsFiles>, String> {
         match (cert, key, ca) {
             (None, None, None) => Ok(None),
@@ -121,15 +124,15 @@ impl TlsFiles {
             (cert, key, ca) => {
                 let missing: Vec<&str> = [cert.is_none(), key.is_none(), ca.is_none()]
                     .iter()
-                    .zip(names)
+                    .zip(FLAGS)
                     .filter(|(m, _)| **m)
                     .map(|(_, n)| n)
                     .collect();
                 Err(format!(
                     "TLS needs {}, {} and {} together; missing {}",
-                    names[0],
-                    names[1],
-                    names[2],
+                    FLAGS[0],
+                    FLAGS[1],
+                    FLAGS[2],
                     missing.join(", ")
                 ))
             }
@@ -154,6 +157,7 @@ pub enum ClientAuth {
 type Stamp = [(Option<SystemTime>, u64); 3];
 
 /// The configurations made from one reading of the files.
+#[derive(Clone)]
 struct Configs {
     stamp: Stamp,
     mutual: Arc<ServerConfig>,
@@ -260,7 +264,7 @@ impl Tls {
             Err(e) => {
                 // Remember the stamp of what failed, so that it is reported
                 // once per change rather than on every handshake.
-                let mut failed = Configs::clone_of(&self.read_current());
+                let mut failed = Configs::clone(&self.read_current());
                 failed.stamp = stamp;
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(failed);
                 self.with_status(|s| {
@@ -299,17 +303,6 @@ impl Tls {
 
     fn handshake_failed(&self) {
         self.with_status(|s| s.handshake_failures += 1);
-    }
-}
-
-impl Configs {
-    fn clone_of(c: &Configs) -> Configs {
-        Configs {
-            stamp: c.stamp,
-            mutual: Arc::clone(&c.mutual),
-            optional: Arc::clone(&c.optional),
-            client: Arc::clone(&c.client),
-        }
     }
 }
 
@@ -766,7 +759,7 @@ impl ReloadingClient {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tls) = &self.tls {
             // Looks at the files when a check is due.
-            drop(tls.client_config());
+            tls.configs();
             let generation = tls.generation();
             if generation != current.0 {
                 match Self::build(Some(tls), &self.configure) {

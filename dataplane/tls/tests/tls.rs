@@ -239,15 +239,13 @@ async fn a_renewed_certificate_is_used_without_a_restart_and_a_broken_one_is_not
 #[test]
 fn missing_flags_are_named() {
     use std::path::Path;
-    let names = ["--tls-cert", "--tls-key", "--tls-ca"];
-    assert_eq!(TlsFiles::from_options(None, None, None, names), Ok(None));
-    let err = TlsFiles::from_options(Some(Path::new("c")), None, None, names).expect_err("partial");
+    assert_eq!(TlsFiles::from_options(None, None, None), Ok(None));
+    let err = TlsFiles::from_options(Some(Path::new("c")), None, None).expect_err("partial");
     assert!(err.ends_with("missing --tls-key, --tls-ca"), "{err}");
     let all = TlsFiles::from_options(
         Some(Path::new("c")),
         Some(Path::new("k")),
         Some(Path::new("a")),
-        names,
     )
     .expect("all")
     .expect("some");
