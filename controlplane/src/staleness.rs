@@ -96,11 +96,17 @@ pub fn measured(rtt: &ClusterRtt) -> Measured {
         };
         for (r, replica) in ids.iter().enumerate() {
             let get = |op: &str| dist(peers.get(&(replica.clone(), op.to_owned())));
-            let one = Rtt {
-                write: get("write"),
-                read: get("read"),
-            };
-            if one.write.count() > 0 && one.read.count() > 0 {
+            let write = get("write");
+            let mut read = get("read");
+            // A read asks the coordinator's own copy first, so a pair may
+            // have no remote reads at all (R = 1 where every node holds
+            // every key): its writes' round trips stand in, a replica read
+            // costing about what a replica write does.
+            if read.count() == 0 {
+                read = write.clone();
+            }
+            let one = Rtt { write, read };
+            if one.write.count() > 0 {
                 pooled.write.merge(&one.write);
                 pooled.read.merge(&one.read);
                 pairs[c * nodes + r] = Some(one);
@@ -283,6 +289,23 @@ mod tests {
             c[0].points.windows(2).all(|p| p[0].1 <= p[1].1),
             "never decreasing"
         );
+    }
+
+    #[test]
+    fn a_pair_without_remote_reads_uses_its_writes() {
+        // Reads ask their own copy first: at R = 1 no read crosses the
+        // network, and only writes are measured.
+        let mut rtt: ClusterRtt = HashMap::new();
+        let writes = vec![(0.004, 0), (0.008, 50), (f64::INFINITY, 50)];
+        for node in ["a", "b"] {
+            let peer = if node == "a" { "b" } else { "a" };
+            let mut peers = HashMap::new();
+            peers.insert((peer.to_owned(), "write".to_owned()), writes.clone());
+            rtt.insert(node.to_owned(), peers);
+        }
+        let m = measured(&rtt);
+        assert_eq!(m.pooled.write.count(), 100);
+        assert_eq!(m.pooled.read, m.pooled.write);
     }
 
     #[test]

@@ -227,63 +227,116 @@ impl WriteCoordinator {
     }
 }
 
-/// Chooses the nodes a read asks: the primaries believed up, then up
-/// fallbacks (which may hold hints) until at least `r` nodes are asked.
-pub fn read_targets(
+/// The nodes a read may ask, best first.
+///
+/// A read asks only R replicas, not all N as in the Dynamo paper: on a
+/// cluster where every node is a replica, asking N costs every read N − R
+/// extra replica reads (a third of a 3-node cluster's work at R = 2) for
+/// the sake of repairing replicas that anti-entropy repairs anyway. The
+/// others are *spares*: asked when an asked one fails, or when it is slow
+/// (the driver calls [`ReadCoordinator::on_slow`] after a delay derived from
+/// the replicas' round trips), so one slow or dead replica costs a read a
+/// short delay, not its timeout. R + W > N still holds: any R distinct
+/// primaries overlap every W of them.
+///
+/// Order: `me` first when it is a primary (its read costs no network), the
+/// other primaries believed up, then fallbacks believed up (they hold hints
+/// for the primaries believed down, at most one per such primary), and last
+/// the primaries believed down (a node in back-off may well be back).
+pub fn read_candidates(
     pl: &PreferenceList<'_>,
-    r: usize,
+    me: &NodeId,
     is_up: impl Fn(&NodeId) -> bool,
 ) -> Vec<NodeId> {
-    let mut out: Vec<NodeId> = pl
-        .primaries()
+    let primaries = pl.primaries();
+    let (up, down): (Vec<&NodeId>, Vec<&NodeId>) = primaries
         .iter()
-        .map(|m| m.id.clone())
-        .filter(|id| is_up(id))
-        .collect();
-    for f in pl.fallbacks() {
-        if out.len() >= r {
-            break;
-        }
-        if is_up(&f.id) {
-            out.push(f.id.clone());
-        }
-    }
+        .map(|m| &m.id)
+        .partition(|id| *id == me || is_up(id));
+    let mut out: Vec<NodeId> = Vec::with_capacity(primaries.len() + down.len());
+    out.extend(up.iter().filter(|id| **id == me).map(|id| (*id).clone()));
+    out.extend(up.iter().filter(|id| **id != me).map(|id| (*id).clone()));
+    out.extend(
+        pl.fallbacks()
+            .iter()
+            .map(|m| m.id.clone())
+            .filter(|id| is_up(id))
+            .take(down.len()),
+    );
+    out.extend(down.into_iter().cloned());
     out
 }
 
-/// Collects read replies until R of them have arrived.
+/// Which replicas a read has asked and how they answered: asks R of its
+/// candidates, a spare for each one that fails or is slow, and counts
+/// replies until R have arrived. [`ReadCoordinator`] adds the replies'
+/// states; range reads keep their pages themselves.
 #[derive(Debug, Clone)]
-pub struct ReadCoordinator {
+pub struct ReadPlan {
     tracker: QuorumTracker,
-    replies: Vec<(NodeId, Option<Object>)>,
-    mode: ConflictMode,
+    spares: VecDeque<NodeId>,
 }
 
-impl ReadCoordinator {
-    /// A read of `targets` needing `r` replies.
-    pub fn new(targets: &[NodeId], r: usize, mode: ConflictMode) -> Self {
+impl ReadPlan {
+    /// Starts a read needing `r` replies from `candidates` (best first, as
+    /// [`read_candidates`] orders them). Returns the plan and the nodes to
+    /// ask now: the first `r` candidates (fewer when there are fewer; the
+    /// outcome is then [`QuorumOutcome::Failed`]).
+    pub fn start(candidates: Vec<NodeId>, r: usize) -> (Self, Vec<NodeId>) {
+        let mut spares: VecDeque<NodeId> = candidates.into();
+        let ask: Vec<NodeId> = spares.drain(..r.min(spares.len())).collect();
         let mut tracker = QuorumTracker::new(r);
-        for t in targets {
+        for t in &ask {
             tracker.add_target(t.clone(), false);
         }
-        ReadCoordinator {
-            tracker,
-            replies: Vec::new(),
-            mode,
-        }
+        (ReadPlan { tracker, spares }, ask)
     }
 
-    /// A replica answered with its state (`None`: it has nothing).
-    pub fn on_reply(&mut self, from: &NodeId, state: Option<Object>) -> QuorumOutcome {
-        if self.tracker.outstanding().any(|n| n == from) {
-            self.replies.push((from.clone(), state));
-        }
+    /// True when `node` was asked and has not answered yet.
+    pub fn is_outstanding(&self, node: &NodeId) -> bool {
+        self.tracker.outstanding().any(|n| n == node)
+    }
+
+    /// `from` answered.
+    pub fn on_reply(&mut self, from: &NodeId) -> QuorumOutcome {
         self.tracker.ack(from)
     }
 
-    /// A replica failed or timed out.
-    pub fn on_failure(&mut self, from: &NodeId) -> QuorumOutcome {
-        self.tracker.fail(from)
+    /// `from` failed or timed out. Returns the spare to ask in its place
+    /// when the read still needs one.
+    pub fn on_failure(&mut self, from: &NodeId) -> (QuorumOutcome, Option<NodeId>) {
+        self.tracker.fail(from);
+        let short =
+            self.tracker.acks() + self.tracker.outstanding().count() < self.tracker.required();
+        // Not short: decided already, or an earlier spare (a slow
+        // replica's) covers the failure.
+        let spare = if short { self.ask_spare() } else { None };
+        (self.tracker.outcome(), spare)
+    }
+
+    /// The replicas asked are slow to answer: returns one more to ask,
+    /// while the read is undecided and a spare is left.
+    pub fn on_slow(&mut self) -> Option<NodeId> {
+        if self.tracker.outcome() != QuorumOutcome::Pending {
+            return None;
+        }
+        self.ask_spare()
+    }
+
+    fn ask_spare(&mut self) -> Option<NodeId> {
+        let next = self.spares.pop_front()?;
+        self.tracker.add_target(next.clone(), false);
+        Some(next)
+    }
+
+    /// True while a spare is left to ask.
+    pub fn has_spares(&self) -> bool {
+        !self.spares.is_empty()
+    }
+
+    /// The spare a slow or failed replica would bring in next.
+    pub fn next_spare(&self) -> Option<&NodeId> {
+        self.spares.front()
     }
 
     /// Where the read stands.
@@ -291,9 +344,70 @@ impl ReadCoordinator {
         self.tracker.outcome()
     }
 
-    /// True when every target has answered or failed.
+    /// True when every node asked has answered or failed.
     pub fn all_answered(&self) -> bool {
         self.tracker.outstanding().next().is_none()
+    }
+}
+
+/// Coordinates one read of a key: a [`ReadPlan`] and the states the
+/// replicas answered with.
+#[derive(Debug, Clone)]
+pub struct ReadCoordinator {
+    plan: ReadPlan,
+    replies: Vec<(NodeId, Option<Object>)>,
+    mode: ConflictMode,
+}
+
+impl ReadCoordinator {
+    /// Starts a read needing `r` replies from `candidates` (see
+    /// [`ReadPlan::start`]). Returns the machine and the nodes to ask now.
+    pub fn start(candidates: Vec<NodeId>, r: usize, mode: ConflictMode) -> (Self, Vec<NodeId>) {
+        let (plan, ask) = ReadPlan::start(candidates, r);
+        let rc = ReadCoordinator {
+            plan,
+            replies: Vec::new(),
+            mode,
+        };
+        (rc, ask)
+    }
+
+    /// A replica answered with its state (`None`: it has nothing).
+    pub fn on_reply(&mut self, from: &NodeId, state: Option<Object>) -> QuorumOutcome {
+        if self.plan.is_outstanding(from) {
+            self.replies.push((from.clone(), state));
+        }
+        self.plan.on_reply(from)
+    }
+
+    /// See [`ReadPlan::on_failure`].
+    pub fn on_failure(&mut self, from: &NodeId) -> (QuorumOutcome, Option<NodeId>) {
+        self.plan.on_failure(from)
+    }
+
+    /// See [`ReadPlan::on_slow`].
+    pub fn on_slow(&mut self) -> Option<NodeId> {
+        self.plan.on_slow()
+    }
+
+    /// True while a spare is left to ask.
+    pub fn has_spares(&self) -> bool {
+        self.plan.has_spares()
+    }
+
+    /// See [`ReadPlan::next_spare`].
+    pub fn next_spare(&self) -> Option<&NodeId> {
+        self.plan.next_spare()
+    }
+
+    /// Where the read stands.
+    pub fn outcome(&self) -> QuorumOutcome {
+        self.plan.outcome()
+    }
+
+    /// True when every node asked has answered or failed.
+    pub fn all_answered(&self) -> bool {
+        self.plan.all_answered()
     }
 
     /// Replies so far.
@@ -558,26 +672,34 @@ mod tests {
     }
 
     #[test]
-    fn read_targets_add_fallbacks_only_when_primaries_are_down() {
+    fn read_candidates_put_me_first_and_fallbacks_only_for_down_primaries() {
         let r = ring(5);
         let pl = r.preference_list(crate::PartitionId(4), 3);
-        assert_eq!(read_targets(&pl, 2, |_| true).len(), 3);
-        let (a, b) = (pl.primaries()[0].id.clone(), pl.primaries()[1].id.clone());
-        let t = read_targets(&pl, 2, |n| n != &a && n != &b);
+        let p: Vec<NodeId> = pl.primaries().iter().map(|m| m.id.clone()).collect();
+        let f: Vec<NodeId> = pl.fallbacks().iter().map(|m| m.id.clone()).collect();
+        // All up, asked from the second primary: itself first, no fallback.
         assert_eq!(
-            t,
-            vec![pl.primaries()[2].id.clone(), pl.fallbacks()[0].id.clone()]
+            read_candidates(&pl, &p[1], |_| true),
+            vec![p[1].clone(), p[0].clone(), p[2].clone()]
+        );
+        // From outside the preference list: primaries in order.
+        assert_eq!(read_candidates(&pl, &f[1], |_| true), p);
+        // Two primaries down: the one up, one fallback per down primary,
+        // then the down primaries as a last resort.
+        let c = read_candidates(&pl, &f[1], |n| n != &p[0] && n != &p[1]);
+        assert_eq!(
+            c,
+            vec![
+                p[2].clone(),
+                f[0].clone(),
+                f[1].clone(),
+                p[0].clone(),
+                p[1].clone()
+            ]
         );
     }
 
-    #[test]
-    fn read_coordinator_meets_r_and_names_stale_replicas() {
-        let (a, b, c) = (id("a"), id("b"), id("c"));
-        let mut rc = ReadCoordinator::new(
-            &[a.clone(), b.clone(), c.clone()],
-            2,
-            ConflictMode::Siblings,
-        );
+    fn one_value() -> Object {
         let mut o = Object::new();
         let blind = VersionVector::new();
         let w = Write {
@@ -588,13 +710,82 @@ mod tests {
         };
         o.update(w, ConflictMode::Siblings, SiblingLimits::default())
             .expect("ok");
-        assert_eq!(rc.on_reply(&a, Some(o.clone())), QuorumOutcome::Pending);
+        o
+    }
+
+    #[test]
+    fn read_coordinator_asks_r_meets_r_and_names_stale_replicas() {
+        let (a, b, c) = (id("a"), id("b"), id("c"));
+        let (mut rc, ask) = ReadCoordinator::start(
+            vec![a.clone(), b.clone(), c.clone()],
+            2,
+            ConflictMode::Siblings,
+        );
+        assert_eq!(ask, vec![a.clone(), b.clone()]);
+        assert_eq!(rc.next_spare(), Some(&c));
+        assert_eq!(rc.on_reply(&a, Some(one_value())), QuorumOutcome::Pending);
         assert_eq!(rc.on_reply(&b, None), QuorumOutcome::Met);
         assert_eq!(rc.result().stale, vec![b.clone()]);
-        assert!(!rc.all_answered());
-        assert_eq!(rc.on_failure(&c), QuorumOutcome::Met);
         assert!(rc.all_answered());
+        assert_eq!(rc.on_slow(), None, "a decided read asks nobody more");
+        // A reply from a node never asked is ignored.
+        rc.on_reply(&c, Some(one_value()));
         assert_eq!(rc.replies(), 2);
+    }
+
+    #[test]
+    fn a_failed_replica_is_replaced_by_a_spare_until_none_is_left() {
+        let (a, b, c) = (id("a"), id("b"), id("c"));
+        let (mut rc, ask) = ReadCoordinator::start(
+            vec![a.clone(), b.clone(), c.clone()],
+            2,
+            ConflictMode::Siblings,
+        );
+        assert_eq!(ask.len(), 2);
+        assert_eq!(rc.on_failure(&b), (QuorumOutcome::Pending, Some(c.clone())));
+        assert!(!rc.has_spares());
+        assert_eq!(rc.on_failure(&c), (QuorumOutcome::Failed, None));
+        assert_eq!(rc.on_reply(&a, None), QuorumOutcome::Failed);
+    }
+
+    #[test]
+    fn a_slow_replica_brings_in_a_spare_and_the_first_two_answers_win() {
+        let (a, b, c) = (id("a"), id("b"), id("c"));
+        let (mut rc, _) = ReadCoordinator::start(
+            vec![a.clone(), b.clone(), c.clone()],
+            2,
+            ConflictMode::Siblings,
+        );
+        assert_eq!(rc.on_reply(&a, Some(one_value())), QuorumOutcome::Pending);
+        assert_eq!(rc.on_slow(), Some(c.clone()));
+        assert_eq!(rc.on_slow(), None, "no spare left");
+        assert_eq!(rc.on_reply(&c, Some(one_value())), QuorumOutcome::Met);
+        assert!(!rc.all_answered(), "b is still out");
+        // b fails late: the read is decided, no spare is wanted.
+        assert_eq!(rc.on_failure(&b), (QuorumOutcome::Met, None));
+        assert!(rc.all_answered());
+        assert!(rc.result().stale.is_empty());
+    }
+
+    #[test]
+    fn a_failure_covered_by_a_speculative_spare_asks_nobody_more() {
+        let (a, b, c, d) = (id("a"), id("b"), id("c"), id("d"));
+        let (mut rc, _) = ReadCoordinator::start(
+            vec![a.clone(), b.clone(), c.clone(), d.clone()],
+            2,
+            ConflictMode::Siblings,
+        );
+        assert_eq!(rc.on_slow(), Some(c.clone()));
+        // a, b, c asked for two replies: b failing leaves a and c.
+        assert_eq!(rc.on_failure(&b), (QuorumOutcome::Pending, None));
+        assert!(rc.has_spares());
+    }
+
+    #[test]
+    fn too_few_candidates_fail_at_once() {
+        let (rc, ask) = ReadCoordinator::start(vec![id("a")], 2, ConflictMode::Siblings);
+        assert_eq!(ask.len(), 1);
+        assert_eq!(rc.outcome(), QuorumOutcome::Failed);
     }
 
     #[test]

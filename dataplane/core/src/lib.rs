@@ -56,6 +56,7 @@ pub mod planner;
 pub mod quorum;
 pub mod reconcile;
 pub mod ring;
+pub mod rtt;
 pub mod sigv4;
 pub mod topology;
 pub mod version;

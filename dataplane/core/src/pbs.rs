@@ -8,12 +8,13 @@
 //! **The model (WARS).** A write goes to all N replicas; replica i applies
 //! it `W_i` after it was sent and its acknowledgement takes `A_i` back; the
 //! write is acknowledged when the W-th acknowledgement arrives, at
-//! `C = W-th smallest (W_i + A_i)`. A read issued at `C + t` goes to all N
-//! replicas, reaches replica i `R_i` later and its answer takes `S_i`
-//! back; the coordinator uses the first R answers (by `R_i + S_i`). The
-//! read is consistent when one of those replicas had applied the write by
-//! the time the read reached it: `W_i <= C + t + R_i`. So each trial has a
-//! threshold `t* = max(0, min over the R first answers of (W_i - R_i - C))`
+//! `C = W-th smallest (W_i + A_i)`. A read issued at `C + t` goes to R
+//! replicas (the read coordinator's own copy when it holds one, then the
+//! others in preference order, as the node asks them), reaches replica i
+//! `R_i` later and its answer takes `S_i` back. The read is consistent
+//! when one of those replicas had applied the write by the time the read
+//! reached it: `W_i <= C + t + R_i`. So each trial has a threshold
+//! `t* = max(0, min over the R replicas asked of (W_i - R_i - C))`
 //! and the probability at `t` is the fraction of trials with `t* <= t`:
 //! one set of trials gives the whole curve.
 //!
@@ -25,8 +26,9 @@
 //! a write coordinator, a read coordinator (clients spread requests over
 //! the nodes, so the two are independent) and N distinct replicas at
 //! random among the measured nodes, as placement spreads keys over them. Sloppy quorums (hinted
-//! handoff during failures) and anti-entropy are not modelled: the figures
-//! describe a healthy cluster.
+//! handoff during failures), spares a read asks when a replica is slow,
+//! and anti-entropy are not modelled: the figures describe a healthy
+//! cluster.
 //!
 //! With R + W > N every trial is consistent at t = 0 (the read and write
 //! quorums overlap), which the tests check.
@@ -220,6 +222,7 @@ pub fn thresholds(
     let mut wi = vec![0.0; n];
     let mut acks = vec![0.0; n];
     let mut reads: Vec<(f64, f64)> = vec![(0.0, 0.0); n];
+    let mut asked: Vec<usize> = Vec::with_capacity(r);
     for _ in 0..trials {
         // Coordinators of the write and of the read, and N distinct
         // replicas (a partial shuffle).
@@ -241,9 +244,13 @@ pub fn thresholds(
         let mut sorted = acks.clone();
         sorted.sort_by(f64::total_cmp);
         let commit = sorted[w - 1];
-        let mut by_answer: Vec<usize> = (0..n).collect();
-        by_answer.sort_by(|a, b| reads[*a].1.total_cmp(&reads[*b].1));
-        let t = by_answer[..r]
+        // The read asks R replicas: the read coordinator's own copy when
+        // it holds one, then the others in preference order.
+        let own = (0..n).find(|&i| order[i % nodes] % m.nodes.max(1) == cr % m.nodes.max(1));
+        asked.clear();
+        asked.extend(own);
+        asked.extend((0..n).filter(|&i| Some(i) != own).take(r - asked.len()));
+        let t = asked
             .iter()
             .map(|&i| wi[i] - reads[i].0 - commit)
             .fold(f64::INFINITY, f64::min)

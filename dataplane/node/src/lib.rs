@@ -38,6 +38,7 @@ pub mod catalog_sync;
 pub mod change;
 pub mod cluster;
 pub mod config;
+pub mod durable;
 pub mod dynamo;
 pub mod error;
 pub mod faults;
@@ -323,7 +324,7 @@ pub fn assemble(config: &NodeConfig, edges: Edges) -> Result<Assembled, NodeErro
         replica,
         catalog,
         timeout: config.replica_timeout(),
-        inline_io: config.durability == config::DurabilityArg::Periodic,
+        sync_writes: config.durability == config::DurabilityArg::Sync,
     }));
     node.set_rmw_handler(Arc::new(service::DdbRmw::new(Arc::clone(node.catalog()))));
 

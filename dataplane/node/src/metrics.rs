@@ -97,6 +97,8 @@ pub struct Metrics {
     pub hints_dropped: Family<TargetLabels, Counter>,
     /// Read repairs sent.
     pub read_repairs: Counter,
+    /// Reads that asked a spare replica because the ones asked were slow.
+    pub speculative_reads: Counter,
     /// Anti-entropy: keys compared with a peer.
     pub aae_keys_compared: Counter,
     /// Anti-entropy: keys that differed and were repaired (either side).
@@ -186,6 +188,10 @@ impl Metrics {
             registry.register(name, help, c.clone());
             c
         };
+        let speculative_reads = counter(
+            "speculative_reads",
+            "Reads that asked a spare replica because the replicas asked were slower than their usual round trip",
+        );
         let aae_keys_compared = counter(
             "aae_keys_compared",
             "Keys compared with a peer by anti-entropy",
@@ -261,6 +267,7 @@ impl Metrics {
             hints_delivered,
             hints_dropped,
             read_repairs,
+            speculative_reads,
         }
     }
 

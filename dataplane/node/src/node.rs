@@ -5,9 +5,10 @@
 //! (`choose_coordinator`). The coordinator applies the write locally (under
 //! the key's lock, so each write gets a unique dot), sends the new state to
 //! the other targets of the `WriteCoordinator`, replaces unreachable ones as
-//! the machine says, and answers after W acks. A GET asks the read targets,
-//! answers after R replies, and keeps listening for the remaining replies
-//! to repair stale replicas in the background.
+//! the machine says, and answers after W acks. A GET asks R replicas (this
+//! node's own first), brings in a spare for each that fails or is slower
+//! than its usual round trip, answers after R replies, and repairs stale
+//! replicas among those that answered in the background.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +18,10 @@ use dyno_core::codec::{decode_object, encode_object};
 use dyno_core::context::{MAX_CONTEXT_ENTRIES, encode_context};
 use dyno_core::coordinator::{
     Condition, Coordinator, ReadCoordinator, ReplicaFailure, WriteCoordinator, WriteEffect,
-    check_condition, choose_coordinator, read_targets,
+    check_condition, choose_coordinator, read_candidates,
 };
 use dyno_core::hash::key_position;
+use dyno_core::rtt::RttEstimate;
 use dyno_core::{ConflictMode, NodeId, Object, QuorumOutcome, VersionVector};
 use dyno_proto::internal as pb;
 use tokio::sync::mpsc;
@@ -27,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::catalog::{Catalog, TableConfig};
 use crate::cluster::Cluster;
+use crate::durable::GroupCommit;
 use crate::error::{ErrorCode, ServiceError};
 use crate::metrics::{Metrics, RpcLabels};
 use crate::replica::Replica;
@@ -57,9 +60,14 @@ pub struct Node {
     catalog: Arc<Catalog>,
     metrics: Metrics,
     timeout: Duration,
-    inline_io: bool,
+    /// With `--durability sync`: writes are acknowledged once an fsync
+    /// shared with concurrent writers covered them.
+    group: Option<Arc<GroupCommit>>,
     key_locks: crate::rmw::KeyLocks,
     rmw: std::sync::OnceLock<Arc<dyn crate::rmw::RmwHandler>>,
+    /// Smoothed round trips of replica calls, per peer: when a read asks
+    /// a spare.
+    rtt: std::sync::Mutex<std::collections::HashMap<NodeId, RttEstimate>>,
 }
 
 /// What a [`Node`] is built from.
@@ -75,8 +83,9 @@ pub struct NodeParts {
     pub catalog: Arc<Catalog>,
     /// Per-replica timeout.
     pub timeout: Duration,
-    /// Run point storage operations on the async threads (see `point_io`).
-    pub inline_io: bool,
+    /// Acknowledge writes only once they are on disk (`--durability
+    /// sync`), through a group commit.
+    pub sync_writes: bool,
 }
 
 /// How many times a write may be forwarded between nodes.
@@ -109,6 +118,10 @@ pub struct PutResult {
 impl Node {
     /// Assembles a node from its parts.
     pub fn new(p: NodeParts) -> Node {
+        let group = p.sync_writes.then(|| {
+            let r = Arc::clone(&p.replica);
+            GroupCommit::new(move || r.sync().map_err(|e| e.to_string()))
+        });
         Node {
             me: p.me,
             cluster: p.cluster,
@@ -116,9 +129,10 @@ impl Node {
             catalog: p.catalog,
             metrics: Metrics::new(),
             timeout: p.timeout,
-            inline_io: p.inline_io,
+            group,
             key_locks: crate::rmw::KeyLocks::default(),
             rmw: std::sync::OnceLock::new(),
+            rtt: std::sync::Mutex::default(),
         }
     }
 
@@ -170,24 +184,22 @@ impl Node {
 }
 
 impl Node {
-    /// Runs one point storage operation (a key's read, or its
-    /// read-modify-write). With periodic durability these take a few
-    /// microseconds (memtable, block cache, an unsynced WAL append), less
-    /// than handing them to tokio's blocking pool and back, which measured
-    /// as the largest cost of a request on 2 cores (futex wake-ups and
-    /// context switches). So they run inline then; with `sync` durability
-    /// (an fsync per write) they go to the blocking pool. Scans (anti-
-    /// entropy, handoff) always go to the blocking pool.
-    pub async fn point_io<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ServiceError> {
-        if self.inline_io {
-            Ok(f())
-        } else {
-            crate::sys::blocking(f)
-                .await
-                .map_err(|e| ServiceError::internal(format!("storage task failed: {e}")))
+    /// Returns once this node's writes so far are durable as the node's
+    /// durability setting asks: at once with periodic fsyncs; after a
+    /// shared fsync with `--durability sync`.
+    ///
+    /// Point storage operations on the request path (a key's read, or its
+    /// read-modify-write) run inline on the async threads: they take a few
+    /// microseconds (memtable, block cache, an unsynced write-ahead-log
+    /// append), less than handing them to tokio's blocking pool and back,
+    /// which measured as the largest cost of a request on 2 cores (futex
+    /// wake-ups and context switches). A write then awaits this instead of
+    /// holding a thread through its fsync. Scans (anti-entropy, handoff)
+    /// run on the blocking pool.
+    pub async fn durable(&self) -> Result<(), ServiceError> {
+        match &self.group {
+            Some(g) => g.wait().await,
+            None => Ok(()),
         }
     }
 
@@ -343,7 +355,7 @@ impl Node {
             hint_for: hint_for.map(ToString::to_string),
             conflict: mode_to_pb(mode),
         };
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let res = tokio::time::timeout(self.timeout, peer.client().replica_put(req)).await;
         if hint_for.is_none() && matches!(res, Ok(Ok(_))) {
             self.observe_rtt(to, "write", started);
@@ -356,14 +368,19 @@ impl Node {
     }
 
     /// Records the round trip of a replica write or read to `peer`.
-    fn observe_rtt(&self, peer: &NodeId, op: &'static str, started: std::time::Instant) {
+    fn observe_rtt(&self, peer: &NodeId, op: &'static str, started: Instant) {
+        let took = started.elapsed();
+        crate::sys::lock(&self.rtt)
+            .entry(peer.clone())
+            .or_default()
+            .observe(took);
         self.metrics
             .replica_rtt
             .get_or_create(&crate::metrics::RttLabels {
                 peer: peer.to_string(),
                 op,
             })
-            .observe(started.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
     }
 
     /// Records an RPC outcome against a peer.
@@ -379,6 +396,48 @@ impl Node {
         res
     }
 
+    /// Asks a remote replica for a key's state; the answer arrives on `tx`.
+    fn ask_replica(
+        self: &Arc<Self>,
+        to: NodeId,
+        table: &str,
+        key: &[u8],
+        mode: ConflictMode,
+        tx: &mpsc::Sender<(NodeId, Result<Option<Object>, ReplicaFailure>)>,
+    ) {
+        let (node, tx, table, key) = (Arc::clone(self), tx.clone(), table.to_owned(), key.to_vec());
+        tokio::spawn(async move {
+            let res = node.replica_get(&to, &table, &key, mode).await;
+            // The reader may have its quorum and be gone: a late reply is
+            // moot.
+            tx.send((to, res)).await.ok();
+        });
+    }
+
+    /// How long a read waits for the replicas it asked before it asks
+    /// `spare`: as long as the slowest of them usually takes (smoothed
+    /// round trip plus four deviations), or as long as the spare usually
+    /// takes, whichever is shorter. The spare's figure matters when an
+    /// asked replica has turned slow: its own estimate has grown with its
+    /// slow answers, while a spare that answers as usual still says what a
+    /// reply should cost. At least 1 ms (loopback round trips of a few
+    /// dozen µs would otherwise bring in spares on every scheduling
+    /// hiccup), at most half the replica timeout; a tenth of the timeout
+    /// for a peer never measured.
+    pub(crate) fn slow_after(&self, asked: &[NodeId], spare: Option<&NodeId>) -> Duration {
+        let rtt = crate::sys::lock(&self.rtt);
+        let usual = |p: &NodeId| {
+            rtt.get(p)
+                .and_then(|e| e.slow_after())
+                .unwrap_or(self.timeout / 10)
+        };
+        let mut wait = asked.iter().map(usual).max().unwrap_or(Duration::ZERO);
+        if let Some(s) = spare {
+            wait = wait.min(usual(s));
+        }
+        wait.clamp(Duration::from_millis(1), self.timeout / 2)
+    }
+
     async fn replica_get(
         self: &Arc<Self>,
         from: &NodeId,
@@ -387,11 +446,9 @@ impl Node {
         mode: ConflictMode,
     ) -> Result<Option<Object>, ReplicaFailure> {
         if from == &self.me {
-            let (r, t, k) = (Arc::clone(&self.replica), table.to_owned(), key.to_vec());
             return self
-                .point_io(move || r.get_with_hints(&t, &k, mode))
-                .await
-                .map_err(|_| ReplicaFailure::Failed)?
+                .replica
+                .get_with_hints(table, key, mode)
                 .map_err(|_| ReplicaFailure::Failed);
         }
         let Some(peer) = self.cluster.peer(from) else {
@@ -402,7 +459,7 @@ impl Node {
             key: key.to_vec(),
             conflict: mode_to_pb(mode),
         };
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let res = tokio::time::timeout(self.timeout, peer.client().replica_get(req)).await;
         if matches!(res, Ok(Ok(_))) {
             self.observe_rtt(from, "read", started);
@@ -419,8 +476,11 @@ impl Node {
         }
     }
 
-    /// Reads a key at quorum `r`. Returns the merged state (`None` when no
-    /// replica knows the key). Stale replicas are repaired in the background.
+    /// Reads a key at quorum `r`: asks `r` replicas (this node's first),
+    /// a spare for each that fails or is slower than its usual round trip
+    /// (see `read_candidates`), and answers after `r` replies. Returns the
+    /// merged state (`None` when no replica knows the key). Stale replicas
+    /// among those that answered are repaired in the background.
     pub async fn get(
         self: &Arc<Self>,
         table: &str,
@@ -434,39 +494,29 @@ impl Node {
         let pl = topology
             .current
             .preference_list_for(key_position(table, key), cfg.n as usize);
-        let mut targets = read_targets(&pl, r, |n| self.is_up(n));
-        if targets.len() < r {
-            // Too few replicas believed up: ask the suspected ones too rather
-            // than refuse outright. A node in back-off may well be back.
-            targets = read_targets(&pl, r, |_| true);
-        }
-        let mut rc = ReadCoordinator::new(&targets, r, mode);
+        let candidates = read_candidates(&pl, &self.me, |n| self.is_up(n));
+        let available = candidates.len();
+        let (mut rc, ask) = ReadCoordinator::start(candidates, r, mode);
         if rc.outcome() == QuorumOutcome::Failed {
             return Err(ServiceError::new(
                 ErrorCode::QuorumNotMet,
-                format!(
-                    "only {} of the {r} replicas needed are reachable",
-                    targets.len()
-                ),
+                format!("only {available} of the {r} replicas needed are known"),
             ));
         }
-        let (tx, mut rx) = mpsc::channel(targets.len().max(1));
+        let (tx, mut rx) = mpsc::channel(available.max(1));
         let mut local = false;
-        for t in targets {
+        let mut remote = Vec::with_capacity(ask.len());
+        for t in ask {
             if t == self.me {
                 local = true;
-                continue;
+            } else {
+                remote.push(t);
             }
-            let (node, tx, table, key) =
-                (Arc::clone(self), tx.clone(), table.to_owned(), key.to_vec());
-            tokio::spawn(async move {
-                let res = node.replica_get(&t, &table, &key, mode).await;
-                // The reader may have its quorum and be gone: a late reply
-                // is moot.
-                tx.send((t, res)).await.ok();
-            });
         }
-        drop(tx);
+        let mut slow_at = Instant::now() + self.slow_after(&remote, rc.next_spare());
+        for t in remote {
+            self.ask_replica(t, table, key, mode, &tx);
+        }
         // The local replica is read here, while the remote ones are asked.
         let mut first = None;
         if local {
@@ -477,15 +527,40 @@ impl Node {
         loop {
             let (from, res) = match first.take() {
                 Some(reply) => reply,
-                None => match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(reply)) => reply,
-                    Ok(None) => break,
-                    Err(_) => return Err(deadline_exceeded()),
-                },
+                None => {
+                    let speculate = rc.has_spares() && slow_at < deadline;
+                    tokio::select! {
+                        biased;
+                        reply = rx.recv() => match reply {
+                            Some(reply) => reply,
+                            None => break,
+                        },
+                        () = tokio::time::sleep_until(slow_at), if speculate => {
+                            match rc.on_slow() {
+                                Some(spare) => {
+                                    self.metrics.speculative_reads.inc();
+                                    slow_at = Instant::now() + self.slow_after(std::slice::from_ref(&spare), rc.next_spare());
+                                    self.ask_replica(spare, table, key, mode, &tx);
+                                }
+                                None => slow_at = deadline,
+                            }
+                            continue;
+                        }
+                        () = tokio::time::sleep_until(deadline) => return Err(deadline_exceeded()),
+                    }
+                }
             };
             let outcome = match res {
                 Ok(state) => rc.on_reply(&from, state),
-                Err(_) => rc.on_failure(&from),
+                Err(_) => {
+                    let (outcome, spare) = rc.on_failure(&from);
+                    if let Some(spare) = spare {
+                        slow_at = Instant::now()
+                            + self.slow_after(std::slice::from_ref(&spare), rc.next_spare());
+                        self.ask_replica(spare, table, key, mode, &tx);
+                    }
+                    outcome
+                }
             };
             match outcome {
                 QuorumOutcome::Pending => continue,
@@ -495,6 +570,7 @@ impl Node {
                 QuorumOutcome::Met => break,
             }
         }
+        drop(tx);
         if rc.outcome() != QuorumOutcome::Met {
             return Err(quorum_not_met(rc.replies(), r));
         }
@@ -690,19 +766,15 @@ impl Node {
                 "coordinator is not among the write targets (as fallback: {as_fallback})"
             )));
         };
-        let (replica, table, key) = (
-            Arc::clone(&self.replica),
-            req.table.clone(),
-            req.key.clone(),
-        );
-        let (context, value, hf) = (
-            req.context.clone(),
+        let (object, warning) = self.replica.coordinate(
+            &req.table,
+            &req.key,
+            &req.context,
             req.value.clone(),
-            local_hint_for.clone(),
-        );
-        let (object, warning) = self
-            .point_io(move || replica.coordinate(&table, &key, &context, value, mode, hf.as_ref()))
-            .await??;
+            mode,
+            local_hint_for.as_ref(),
+        )?;
+        self.durable().await?;
         if let Some(count) = warning {
             tracing::warn!(table = %req.table, siblings = count, "key has many siblings; clients should resolve them");
         }

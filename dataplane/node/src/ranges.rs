@@ -20,9 +20,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dyno_core::codec::decode_object;
-use dyno_core::coordinator::{Coordinator, ReplicaFailure, choose_rmw_coordinator, read_targets};
+use dyno_core::coordinator::{
+    Coordinator, ReadPlan, ReplicaFailure, choose_rmw_coordinator, read_candidates,
+};
 use dyno_core::hash::key_position;
-use dyno_core::{NodeId, Object};
+use dyno_core::{NodeId, Object, QuorumOutcome};
 use dyno_proto::internal as pb;
 use tokio::time::Instant;
 
@@ -184,14 +186,9 @@ impl Node {
         if let Some(obj) = &current {
             // The local write orders after everything it supersedes only if
             // the local replica has seen it (last-writer-wins timestamps).
-            let (r, t, k, o) = (
-                Arc::clone(self.replica()),
-                table.to_owned(),
-                key.to_vec(),
-                obj.clone(),
-            );
-            self.point_io(move || r.merge_item(&t, &k, &o, mode))
-                .await??;
+            if self.replica().merge_item_deferred(table, key, obj, mode)? {
+                self.durable().await?;
+            }
         }
         let decision = handler.decide(table, op, current.as_ref())?;
         if let Some(value) = decision.write {
@@ -225,32 +222,56 @@ impl Node {
         let pl = topology
             .current
             .preference_list_for(req.position, cfg.n as usize);
-        let mut targets = read_targets(&pl, req.r, |n| self.is_up(n));
-        if targets.len() < req.r {
-            targets = read_targets(&pl, req.r, |_| true);
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::channel(targets.len().max(1));
-        for t in targets.clone() {
+        let candidates = read_candidates(&pl, self.me(), |n| self.is_up(n));
+        let available = candidates.len();
+        let (mut plan, ask) = ReadPlan::start(candidates, req.r);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(available.max(1));
+        let spawn_scan = |t: NodeId| {
             let (node, tx, req) = (Arc::clone(self), tx.clone(), req.clone());
             tokio::spawn(async move {
                 let res = node.replica_scan(&t, &req).await;
-                tx.send(res).await.ok();
+                tx.send((t, res)).await.ok();
             });
+        };
+        let asked = ask.clone();
+        for t in ask {
+            spawn_scan(t);
         }
-        drop(tx);
+        // A page takes longer than a point read: a spare is asked only
+        // after the page's replicas took several of their round trips.
+        let slow_page = |t: &[NodeId], plan: &ReadPlan| self.slow_after(t, plan.next_spare()) * 4;
+        let mut slow_at = Instant::now() + slow_page(&asked, &plan);
         let mut pages = Vec::new();
-        let mut failed = 0;
-        while pages.len() < req.r {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(Ok(page))) => pages.push(page),
-                Ok(Some(Err(_))) => {
-                    failed += 1;
-                    if targets.len() - failed < req.r {
-                        break;
+        while plan.outcome() == QuorumOutcome::Pending {
+            let speculate = plan.has_spares() && slow_at < deadline;
+            tokio::select! {
+                biased;
+                reply = rx.recv() => match reply {
+                    Some((from, Ok(page))) => {
+                        if plan.is_outstanding(&from) {
+                            pages.push(page);
+                        }
+                        plan.on_reply(&from);
+                    }
+                    Some((from, Err(_))) => {
+                        if let (_, Some(spare)) = plan.on_failure(&from) {
+                            slow_at = Instant::now() + slow_page(std::slice::from_ref(&spare), &plan);
+                            spawn_scan(spare);
+                        }
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep_until(slow_at), if speculate => {
+                    match plan.on_slow() {
+                        Some(spare) => {
+                            self.metrics().speculative_reads.inc();
+                            slow_at = Instant::now() + slow_page(std::slice::from_ref(&spare), &plan);
+                            spawn_scan(spare);
+                        }
+                        None => slow_at = deadline,
                     }
                 }
-                Ok(None) => break,
-                Err(_) => {
+                () = tokio::time::sleep_until(deadline) => {
                     return Err(ServiceError::new(
                         ErrorCode::DeadlineExceeded,
                         "the request's deadline passed before enough replicas answered",
@@ -258,7 +279,7 @@ impl Node {
                 }
             }
         }
-        if pages.len() < req.r {
+        if plan.outcome() != QuorumOutcome::Met {
             return Err(ServiceError::new(
                 ErrorCode::QuorumNotMet,
                 format!("{} of the {} replies needed arrived", pages.len(), req.r),

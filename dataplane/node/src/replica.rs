@@ -589,13 +589,41 @@ impl Replica {
     }
 
     /// Merges a state into the replica of an item key; true if it changed.
+    /// Durable when it returns.
     pub fn merge_raw(
         &self,
         item_key: &[u8],
         incoming: &Object,
         mode: ConflictMode,
     ) -> Result<bool, ReplicaError> {
-        let changed = self.healing(|| {
+        let changed = self.merge_raw_deferred(item_key, incoming, mode)?;
+        if changed {
+            // Outside the key's lock: writers of one key share fsyncs
+            // instead of queueing for them (`--durability sync`).
+            self.store.wait_durable()?;
+        }
+        Ok(changed)
+    }
+
+    /// [`Replica::merge_item`] without waiting for durability: the caller
+    /// awaits the node's group commit when this returns true.
+    pub fn merge_item_deferred(
+        &self,
+        table: &str,
+        key: &[u8],
+        incoming: &Object,
+        mode: ConflictMode,
+    ) -> Result<bool, ReplicaError> {
+        self.merge_raw_deferred(&encode_item_key(table, key), incoming, mode)
+    }
+
+    fn merge_raw_deferred(
+        &self,
+        item_key: &[u8],
+        incoming: &Object,
+        mode: ConflictMode,
+    ) -> Result<bool, ReplicaError> {
+        self.healing(|| {
             let _g = self.stripe(item_key);
             let old = self.read_item_sized(item_key)?;
             let merged = match &old {
@@ -610,13 +638,7 @@ impl Replica {
             };
             self.write_item_locked(item_key, old.as_ref(), &merged)?;
             Ok(true)
-        })?;
-        if changed {
-            // Outside the key's lock: writers of one key share fsyncs
-            // instead of queueing for them (`--durability sync`).
-            self.store.wait_durable()?;
-        }
-        Ok(changed)
+        })
     }
 
     fn read_item_sized(&self, item_key: &[u8]) -> Result<Option<(Object, usize)>, ReplicaError> {
@@ -759,7 +781,9 @@ impl Replica {
     /// Applies a client write as its coordinator and stores the result: in
     /// the replica when this node is a primary (`hint_for` is `None`), or as
     /// a hint for `hint_for` when it stands in for that node. A stand-in
-    /// writes under a fresh actor id (see `dyno_core::coordinator`).
+    /// writes under a fresh actor id (see `dyno_core::coordinator`). Does
+    /// not wait for durability: the caller awaits the node's group commit
+    /// (`Node::durable`) before it acknowledges the write.
     pub fn coordinate(
         &self,
         table: &str,
@@ -769,12 +793,7 @@ impl Replica {
         mode: ConflictMode,
         hint_for: Option<&NodeId>,
     ) -> Result<(Object, Option<usize>), ReplicaError> {
-        let done = self.healing(|| {
-            self.coordinate_locked(table, key, context, value.clone(), mode, hint_for)
-        })?;
-        // Outside the key's lock (see `merge_raw`).
-        self.store.wait_durable()?;
-        Ok(done)
+        self.healing(|| self.coordinate_locked(table, key, context, value.clone(), mode, hint_for))
     }
 
     /// [`Replica::coordinate`] under the key's lock, up to the deferred write.
@@ -827,13 +846,31 @@ impl Replica {
         obj: &Object,
         mode: ConflictMode,
     ) -> Result<(), ReplicaError> {
+        self.store_hint_deferred(target, table, key, obj, mode)?;
+        self.store.wait_durable()?;
+        Ok(())
+    }
+
+    /// [`Replica::store_hint`] without waiting for durability: the caller
+    /// awaits the node's group commit.
+    pub fn store_hint_deferred(
+        &self,
+        target: &NodeId,
+        table: &str,
+        key: &[u8],
+        obj: &Object,
+        mode: ConflictMode,
+    ) -> Result<(), ReplicaError> {
         let item_key = encode_item_key(table, key);
         self.healing(|| {
             let _g = self.stripe(&item_key);
             self.put_hint_locked(target, &item_key, obj, mode)
-        })?;
-        self.store.wait_durable()?;
-        Ok(())
+        })
+    }
+
+    /// Makes every write so far durable (an fsync of the write-ahead log).
+    pub fn sync(&self) -> Result<(), ReplicaError> {
+        Ok(self.store.sync()?)
     }
 
     fn put_hint_locked(

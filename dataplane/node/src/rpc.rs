@@ -50,16 +50,17 @@ async fn replica_put(
         Some(h) => Some(NodeId::new(h).map_err(|e| Status::invalid_argument(e.to_string()))?),
         None => None,
     };
-    let replica = Arc::clone(node.replica());
-    node.point_io(move || match hint_for {
-        Some(target) => replica.store_hint(&target, &req.table, &req.key, &object, mode),
-        None => replica
-            .merge_item(&req.table, &req.key, &object, mode)
-            .map(|_| ()),
-    })
-    .await
-    .map_err(internal)?
+    let replica = node.replica();
+    let written = match hint_for {
+        Some(target) => replica
+            .store_hint_deferred(&target, &req.table, &req.key, &object, mode)
+            .map(|()| true),
+        None => replica.merge_item_deferred(&req.table, &req.key, &object, mode),
+    }
     .map_err(internal)?;
+    if written {
+        node.durable().await.map_err(internal)?;
+    }
     Ok(pb::ReplicaPutResponse {})
 }
 
@@ -69,11 +70,9 @@ async fn replica_get(
     req: pb::ReplicaGetRequest,
 ) -> Result<pb::ReplicaGetResponse, Status> {
     let mode = mode_from_pb(req.conflict);
-    let replica = Arc::clone(node.replica());
     let state = node
-        .point_io(move || replica.get_with_hints(&req.table, &req.key, mode))
-        .await
-        .map_err(internal)?
+        .replica()
+        .get_with_hints(&req.table, &req.key, mode)
         .map_err(internal)?;
     Ok(pb::ReplicaGetResponse {
         object: state.as_ref().map(|o| encode_object(o).into()),

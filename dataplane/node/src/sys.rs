@@ -108,3 +108,10 @@ where
         tokio::task::spawn_blocking(f)
     }
 }
+
+/// Locks a mutex, taking over a poisoned one: every mutex in the node
+/// guards state that stays consistent between statements (a panicking
+/// holder leaves nothing half-written), so the data is still good.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

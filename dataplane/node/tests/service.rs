@@ -291,6 +291,130 @@ async fn workers_report_their_status_and_stop_at_shutdown() {
     );
 }
 
+/// A read asks R replicas, not N; when one of them turns slow, the read
+/// brings in a spare after about that replica's usual round trip instead
+/// of waiting for it (or for the 2 s replica timeout), and answers right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_replica_costs_a_read_a_spare_not_its_delay() {
+    use base64::Engine;
+    let nodes = cluster_with(&["s1", "s2", "s3"], &["--fault-injection"]).await;
+    let http = admin();
+    let url = nodes[0].url.clone();
+    create_table(
+        &http,
+        &url,
+        "t",
+        serde_json::json!({"n": 3, "r": 2, "w": 3}),
+    )
+    .await;
+    // Keys whose preference list puts s2 before s3: a read through s1 asks
+    // s1 and s2.
+    let mut keys = Vec::new();
+    for i in 0..40 {
+        let k = format!("k{i}");
+        let (status, body) = json(
+            http.get(format!("{url}/admin/v1/tables/t/keys/{k}/preference-list"))
+                .send()
+                .await
+                .expect("preference list"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let order: Vec<&str> = body["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .filter_map(|n| n["id"].as_str())
+            .filter(|id| *id != "s1")
+            .collect();
+        if order.first() == Some(&"s2") {
+            keys.push(k);
+        }
+    }
+    assert!(keys.len() >= 5, "too few keys with s2 first: {keys:?}");
+    // Written to all three (W = 3), so any two replicas answer right; the
+    // writes also teach s1 the round trips of its peers.
+    for k in &keys {
+        let (status, body) = json(
+            http.put(format!("{url}/v1/tables/t/items/{k}"))
+                .body(format!("value of {k}"))
+                .send()
+                .await
+                .expect("put"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let speculative = |m: &str| -> u64 {
+        m.lines()
+            .find(|l| l.starts_with("dyno_speculative_reads_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let metrics = || async {
+        http.get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    let before = speculative(&metrics().await);
+    // Healthy: two replicas asked, no spare needed.
+    for k in &keys {
+        let (status, _) = json(
+            http.get(format!("{url}/v1/tables/t/items/{k}"))
+                .send()
+                .await
+                .expect("get"),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let healthy = speculative(&metrics().await) - before;
+    // s1's calls to s2 now take 1.5 s each.
+    let (status, body) = json(
+        http.put(format!("{url}/admin/v1/faults/links"))
+            .json(&serde_json::json!({"s2": {"delay_ms": 1500}}))
+            .send()
+            .await
+            .expect("faults"),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let mut slowest = Duration::ZERO;
+    for k in &keys {
+        let started = std::time::Instant::now();
+        let (status, body) = json(
+            http.get(format!("{url}/v1/tables/t/items/{k}"))
+                .send()
+                .await
+                .expect("get"),
+        )
+        .await;
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(status, 200, "{body}");
+        let want = base64::engine::general_purpose::STANDARD.encode(format!("value of {k}"));
+        assert_eq!(body["values"], serde_json::json!([want]), "{k}: {body}");
+    }
+    let spares = speculative(&metrics().await) - before - healthy;
+    println!(
+        "{} reads with s2 slow: slowest {slowest:?}, {spares} spares asked ({healthy} while healthy)",
+        keys.len()
+    );
+    assert!(
+        slowest < Duration::from_millis(1000),
+        "a read waited for the slow replica: {slowest:?}"
+    );
+    assert!(
+        spares >= keys.len() as u64,
+        "{spares} spares for {} reads",
+        keys.len()
+    );
+}
+
 /// A write sent to a node that is not the key's primary is forwarded; the
 /// primary's error comes back with its code, status and message intact.
 #[tokio::test]
