@@ -211,13 +211,22 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// A node of the dev cluster on 127.0.0.1, with `extra` arguments after
-/// its id, data directory and addresses.
+/// Worker threads for each of `nodes` nodes sharing this machine: their
+/// share of the cores, at least one.
+fn threads_per_node(nodes: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    (cores / nodes.max(1)).max(1)
+}
+
+/// A node of the dev cluster on 127.0.0.1, one of `sharing` nodes on this
+/// machine, with `extra` arguments after its id, data directory, addresses
+/// and thread count.
 fn dev_node(
     exe: &str,
     dir: &Path,
     id: String,
     (http, rpc): (u16, u16),
+    sharing: usize,
     extra: Vec<String>,
     ca: Option<&dyno_tls::dev::DevCa>,
 ) -> anyhow::Result<DevNode> {
@@ -232,6 +241,8 @@ fn dev_node(
         format!("127.0.0.1:{http}"),
         "--rpc-addr".into(),
         format!("127.0.0.1:{rpc}"),
+        "--worker-threads".into(),
+        threads_per_node(sharing).to_string(),
     ];
     argv.extend(extra);
     let tls = ca.map(|ca| ca.issue(&id, &[])).transpose()?;
@@ -277,7 +288,7 @@ fn plan(
                 .iter()
                 .flat_map(|m| ["--member".to_owned(), m.clone()])
                 .collect();
-            dev_node(exe, dir, format!("n{}", i + 1), ports, members, ca)
+            dev_node(exe, dir, format!("n{}", i + 1), ports, n, members, ca)
         })
         .collect()
 }
@@ -422,6 +433,7 @@ async fn add_node(args: AddNodeArgs) -> anyhow::Result<()> {
         &dir,
         id.clone(),
         (h, r),
+        cluster.nodes.len() + 1,
         vec!["--seed".into(), seed],
         ca.as_ref(),
     )?;
@@ -791,4 +803,40 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     stop_added(&file, &started).await;
     database.stop();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_share_the_cores_and_each_gets_at_least_one_thread() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        assert_eq!(threads_per_node(1), cores);
+        for nodes in 1..=2 * cores + 1 {
+            let t = threads_per_node(nodes);
+            assert!(t >= 1, "{nodes} nodes: {t} threads");
+            assert!(
+                t * nodes <= cores.max(nodes),
+                "{nodes} nodes × {t} threads on {cores} cores"
+            );
+        }
+        // The node command takes what dev gives it.
+        let node = dev_node(
+            "dyno",
+            Path::new("/tmp/x"),
+            "n1".into(),
+            (1, 2),
+            3,
+            vec![],
+            None,
+        )
+        .expect("node");
+        let at = node
+            .argv
+            .iter()
+            .position(|a| a == "--worker-threads")
+            .expect("flag");
+        assert_eq!(node.argv[at + 1], threads_per_node(3).to_string());
+    }
 }

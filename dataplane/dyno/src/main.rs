@@ -73,9 +73,16 @@ fn init_logging() {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    runtime_with(None)
+}
+
+/// A runtime with `threads` worker threads (default: one per core).
+fn runtime_with(threads: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(usize::from(n));
+    }
+    Ok(b.enable_all().build()?)
 }
 
 /// Like [`stop_signal`], but the handlers are in place when this returns
@@ -136,7 +143,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Node(config) => {
             init_logging();
-            runtime()?.block_on(async {
+            runtime_with(config.worker_threads)?.block_on(async {
                 let listeners = dyno_node::Listeners::inherited_or_bind(&config).await?;
                 dyno_node::run(config, listeners, stop_signal()).await
             })?;
