@@ -222,6 +222,8 @@ def main():
     if args.quick:
         args.duration, args.records, args.workloads = 2.0, 1000, "A,C"
     workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+    # Seconds of unrecorded open loop before each open-loop measurement.
+    warmup = 0.5 if args.quick else 2.0
     out_path = Path(args.out)
     charts = Path(args.charts) if args.charts else out_path.parent / "charts"
     charts.mkdir(parents=True, exist_ok=True)
@@ -296,12 +298,28 @@ def main():
         # Open-loop sweep on workload A: p99 at fractions of the peak.
         peak = results["dyno-3"].get("A", {}).get("ops") or next(iter(results["dyno-3"].values()))["ops"]
         rates = [round(peak * f) for f in (0.25, 0.5, 0.75, 0.9)]
+        # Each invocation first runs 2 s at its first rate, unrecorded
+        # (`--warmup`): from idle, the nodes take about half a second to
+        # settle at a new open-loop rate, which is not the steady state.
         res = bench(args, "dyno, 3 nodes, open-loop sweep", "dyno", nodes, "A",
-                    ["--table", "ycsba", "--skip-load", "--clients", "512",
+                    ["--table", "ycsba", "--skip-load", "--clients", "512", "--warmup", str(warmup),
                      "--sweep", ",".join(str(x) for x in rates), "--svg", str(charts / "dyno3-A")])
         commands.append(res["command"])
-        sweep = [(r["target_rate"], r["throughput"], r["overall"]["p99_ms"], r["overall"]["p999_ms"],
-                  r["overall"]["errors"] + r["overall"]["unavailable"]) for r in res["runs"]]
+
+        def open_loop_rows(res):
+            return [(r["target_rate"], r["throughput"], r["overall"]["p99_ms"], r["overall"]["p999_ms"],
+                     r["overall"]["errors"] + r["overall"]["unavailable"]) for r in res["runs"]]
+
+        sweep = open_loop_rows(res)
+        # The goal asks for p99 at half the peak in 3 runs out of 3: two
+        # more separate runs at that rate.
+        half_runs = [row for row in sweep if row[0] == rates[1]]
+        for _ in range(2):
+            res = bench(args, "dyno, 3 nodes, open loop at half the peak", "dyno", nodes, "A",
+                        ["--table", "ycsba", "--skip-load", "--clients", "512", "--warmup", str(warmup),
+                         "--rate", str(rates[1])])
+            commands.append(res["command"])
+            half_runs += open_loop_rows(res)
         procs.stop(["dyno3"])
         os.environ["DYNO_TOKEN"] = "bench-admin-token-0123456789"
 
@@ -316,7 +334,9 @@ def main():
             sync_procs.append(procs.start(f"sync{i + 1}", [
                 args.dyno, "node", "--id", f"s{i + 1}", "--data-dir", str(work / f"sync{i + 1}"),
                 "--http-addr", f"127.0.0.1:{hh}", "--rpc-addr", f"127.0.0.1:{rr}",
-                "--durability", "sync"] + members + auth))
+                "--durability", "sync",
+                # Their share of the cores, as `dyno dev` gives its nodes.
+                "--worker-threads", str(max(1, (os.cpu_count() or 1) // 3))] + members + auth))
         sync_urls = [f"http://127.0.0.1:{hh}" for hh, _ in ports3]
         for u in sync_urls:
             wait_http(u + "/admin/v1/health")
@@ -420,10 +440,13 @@ def main():
                   "| workload | native ops/s | DynamoDB ops/s | DynamoDB ÷ native | native p99 | DynamoDB p99 |",
                   "|---|---|---|---|---|---|"] + ddb_rows + [""]
     lines += ["## Dyno 3 nodes, open loop (workload A)", "",
-              "Latency is measured from each request's intended send time, so queueing shows.", "",
+              "Latency is measured from each request's intended send time, so queueing shows. Each"
+              f" invocation first runs {warmup:g} s at its first rate, unrecorded (`--warmup`).", "",
               "| target rate | achieved ops/s | p99 | p99.9 | errors+503 |", "|---|---|---|---|---|"]
     for rate, ach, p99, p999, errs in sweep:
         lines.append(f"| {rate:,.0f} | {ach:,.0f} | {p99:.2f} | {p999:.2f} | {errs} |")
+    for rate, ach, p99, p999, errs in half_runs[1:]:
+        lines.append(f"| {rate:,.0f} (again, a separate run) | {ach:,.0f} | {p99:.2f} | {p999:.2f} | {errs} |")
     lines += ["", f"Charts: `{charts.name}/dyno3-A-latency.svg` (latency by percentile at the last rate) and"
               f" `{charts.name}/dyno3-A-sweep.svg` (throughput against p99).", ""]
     lines += ["## RocksDB db_bench (storage ceiling)", "",
@@ -452,11 +475,12 @@ def main():
             ratio = three["ops"] / one["ops"]
             goal(f"3 nodes (R=2, W=2), YCSB-{w}: {three['ops']:,.0f} ops/s = {ratio:.0%} of one node"
                  f" ({one['ops']:,.0f}); the goal is 40%", ratio >= 0.4)
-    half = [s for s in sweep if abs(s[0] - round(peak * 0.5)) < 1]
-    if half:
-        rate, ach, p99, _, _ = half[0]
-        goal(f"3 nodes, R=2/W=2, at half the peak ({rate:,.0f} of {peak:,.0f} ops/s): p99 {p99:.2f} ms;"
-             " the goal is ≤ 10 ms (in 3 runs out of 3: this is one run)", p99 <= 10)
+    if half_runs:
+        rate = half_runs[0][0]
+        p99s = [r[2] for r in half_runs]
+        goal(f"3 nodes, R=2/W=2, at half the peak ({rate:,.0f} of {peak:,.0f} ops/s): p99 "
+             + ", ".join(f"{p:.2f}" for p in p99s) + f" ms in {len(p99s)} runs;"
+             " the goal is ≤ 10 ms in 3 runs out of 3", len(p99s) >= 3 and max(p99s) <= 10)
     sy, et = results.get("dyno-3-sync", {}).get("A"), results.get("etcd", {}).get("A")
     if sy and et:
         ratio = sy["ops"] / et["ops"]

@@ -1317,15 +1317,23 @@ async fn dyno_bench_smoke() {
     let chart = std::fs::read_to_string(dir.path().join("chart-latency.svg")).expect("chart");
     assert!(chart.starts_with("<svg") && chart.contains("polyline"));
 
-    // Open loop at a fixed rate, workload D (inserts, latest), no load.
+    // Open loop at a fixed rate, workload D (inserts, latest), no load,
+    // after half a second of warm-up that the report leaves out.
     let mut args = base("d");
-    args.extend(["--rate".to_owned(), "200".into(), "--skip-load".into()]);
+    args.extend([
+        "--rate".to_owned(),
+        "200".into(),
+        "--skip-load".into(),
+        "--warmup".into(),
+        "0.5".into(),
+    ]);
     let out = run(args);
     assert!(out.status.success());
     let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     let run0 = &report["runs"][0];
     assert_eq!(run0["mode"], "open");
     assert_eq!(run0["target_rate"], 200.0);
+    assert_eq!(report["runs"].as_array().map(Vec::len), Some(1));
     let done = run0["overall"]["count"].as_u64().unwrap_or(0);
     assert!(
         (100..=210).contains(&done),

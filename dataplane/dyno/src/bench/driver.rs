@@ -71,6 +71,19 @@ pub enum Target {
     },
 }
 
+impl Target {
+    /// How many servers requests are spread over.
+    pub fn servers(&self) -> usize {
+        match self {
+            Target::DynoHttp { urls, .. }
+            | Target::DynoGrpc { urls, .. }
+            | Target::Etcd { urls }
+            | Target::Dynamo { urls, .. } => urls.len().max(1),
+            Target::Redis { .. } => 1,
+        }
+    }
+}
+
 /// An access key id and secret.
 #[derive(Clone)]
 pub struct AwsCreds {
