@@ -87,6 +87,16 @@ impl RocksStore {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
+        // Flushes and compactions run at the lowest CPU priority (nice
+        // 19): requests come first, and background work takes the cores
+        // they leave. At the default priority a memtable flush took a core
+        // from the requests on a busy 2-core machine and showed as bursts of
+        // requests 30-70 ms late (bench/MICRO.md). Under sustained writes
+        // RocksDB still slows writers down if flushes fall behind.
+        let mut env = rocksdb::Env::new().map_err(|e| open_err(e.into_string()))?;
+        env.lower_thread_pool_cpu_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
+        db_opts.set_env(&env);
         db_opts.set_keep_log_file_num(4);
         let cfs = Keyspace::ALL.map(cf_opts);
         let db = DB::open_cf_descriptors(&db_opts, &config.path, cfs)
