@@ -18,7 +18,7 @@
 //! client throughput when it ran unbounded (basho/riak_kv 421 and 689).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dyno_core::codec::decode_object;
@@ -30,6 +30,7 @@ use tokio::sync::Notify;
 
 use crate::node::Node;
 use crate::peer::PeerClient;
+use crate::sys::lock;
 use crate::sys::wall_ms;
 use crate::wire::{classify, mode_to_pb};
 use crate::worker::{Worker, WorkerError, WorkerState};
@@ -94,10 +95,6 @@ pub struct Repair {
     pub config: AaeConfig,
     state: Mutex<State>,
     wake: Notify,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `GET /admin/v1/repair`.

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use dyno_core::coordinator::ReplicaFailure;
@@ -28,10 +28,7 @@ use tokio::time::Instant;
 
 use crate::meta;
 use crate::peer::{Connector, PeerClient};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sys::lock;
 
 /// Milliseconds since this process started (monotonic, for the detectors).
 fn mono_ms(epoch: Instant) -> u64 {

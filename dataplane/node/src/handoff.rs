@@ -15,7 +15,7 @@
 //!   the items of partitions it does not replicate. A node that left the
 //!   ring then reports itself `left`.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dyno_core::codec::decode_object;
@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use crate::meta;
 use crate::node::Node;
+use crate::sys::lock;
 use crate::worker::{Worker, WorkerError, WorkerState};
 const PAGE_ITEMS: u32 = 512;
 const PAGE_BYTES: u32 = 4 << 20;
@@ -54,10 +55,6 @@ pub struct HandoffReport {
 pub struct Handoff {
     report: Mutex<HandoffReport>,
     done: Mutex<std::collections::BTreeSet<u32>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Handoff {

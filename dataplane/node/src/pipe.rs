@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use dyno_proto::internal as pb;
 use dyno_proto::internal::pipe_frame::Body;
@@ -30,11 +30,9 @@ use tonic::codegen::tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-type Reply = Result<Body, Status>;
+use crate::sys::lock;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+type Reply = Result<Body, Status>;
 
 /// One open stream.
 #[derive(Debug)]

@@ -40,6 +40,7 @@ use dyno_core::{
 use dyno_storage::{Keyspace, Store, StoreError, WriteBatch};
 use thiserror::Error;
 
+use crate::sys::lock;
 use crate::sys::{random_u64, wall_ms};
 use crate::trees::Trees;
 
@@ -185,10 +186,6 @@ pub struct Replica {
     pub trees: Arc<Trees>,
     damaged_items: AtomicU64,
     damaged_hints: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn hint_key(target: &NodeId, item_key: &[u8]) -> Vec<u8> {

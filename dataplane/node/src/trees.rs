@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use dyno_core::codec::decode_object;
 use dyno_core::keys::decode_item_key;
@@ -22,6 +22,7 @@ use dyno_core::{Object, PartitionId};
 use dyno_storage::{Keyspace, Store, StoreError};
 
 use crate::catalog::Catalog;
+use crate::sys::lock;
 
 /// Key of a tree: replication factor and partition.
 pub type TreeKey = (u32, u32);
@@ -59,10 +60,6 @@ pub struct TableLoad {
 struct Running {
     items: i64,
     bytes: i64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One side of an update: an object and its stored size.

@@ -10,13 +10,14 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::sys::lock;
 use crate::sys::wall_ms;
 
 /// What a worker says after a step.
@@ -120,10 +121,6 @@ pub struct Workers {
     stop: watch::Sender<bool>,
     /// Bumped on every status change, for [`Workers::wait_until`].
     changed: watch::Sender<u64>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Default for Workers {
