@@ -232,10 +232,16 @@ pub fn thresholds(
             let j = i + rng.below((nodes - i) as u64) as usize;
             order.swap(i, j);
         }
+        let reader = cr % m.nodes.max(1);
+        // The read coordinator's own copy, when it holds one.
+        let mut own = None;
         for i in 0..n {
             let replica = order[i % nodes] % m.nodes.max(1);
+            if replica == reader && own.is_none() {
+                own = Some(i);
+            }
             let wrt = m.rtt(cw % m.nodes.max(1), replica).write.sample(&mut rng);
-            let rd = m.rtt(cr % m.nodes.max(1), replica).read.sample(&mut rng);
+            let rd = m.rtt(reader, replica).read.sample(&mut rng);
             wi[i] = wrt / 2.0;
             acks[i] = wrt;
             // (time the read reaches the replica, time its answer is back)
@@ -246,7 +252,6 @@ pub fn thresholds(
         let commit = sorted[w - 1];
         // The read asks R replicas: the read coordinator's own copy when
         // it holds one, then the others in preference order.
-        let own = (0..n).find(|&i| order[i % nodes] % m.nodes.max(1) == cr % m.nodes.max(1));
         asked.clear();
         asked.extend(own);
         asked.extend((0..n).filter(|&i| Some(i) != own).take(r - asked.len()));

@@ -378,10 +378,14 @@ impl Node {
     /// Records the round trip of a replica write or read to `peer`.
     fn observe_rtt(&self, peer: &NodeId, op: &'static str, started: Instant) {
         let took = started.elapsed();
-        crate::sys::lock(&self.rtt)
-            .entry(peer.clone())
-            .or_default()
-            .observe(took);
+        let mut rtt = crate::sys::lock(&self.rtt);
+        // Every replica call passes here: no copy of the peer's name
+        // unless it is the first call to it.
+        match rtt.get_mut(peer) {
+            Some(estimate) => estimate.observe(took),
+            None => rtt.entry(peer.clone()).or_default().observe(took),
+        }
+        drop(rtt);
         self.metrics
             .replica_rtt
             .get_or_create(&crate::metrics::RttLabels {

@@ -233,14 +233,13 @@ impl Node {
                 tx.send((t, res)).await.ok();
             });
         };
-        let asked = ask.clone();
-        for t in ask {
-            spawn_scan(t);
-        }
         // A page takes longer than a point read: a spare is asked only
         // after the page's replicas took several of their round trips.
         let slow_page = |t: &[NodeId], plan: &ReadPlan| self.slow_after(t, plan.next_spare()) * 4;
-        let mut slow_at = Instant::now() + slow_page(&asked, &plan);
+        let mut slow_at = Instant::now() + slow_page(&ask, &plan);
+        for t in ask {
+            spawn_scan(t);
+        }
         let mut pages = Vec::new();
         while plan.outcome() == QuorumOutcome::Pending {
             let speculate = plan.has_spares() && slow_at < deadline;
