@@ -634,6 +634,7 @@ impl Sim {
                     rpc: rpc_url(i),
                 },
                 tls: None,
+                link_stats: Default::default(),
             },
         )
         .expect("assemble");

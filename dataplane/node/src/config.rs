@@ -19,8 +19,13 @@ pub enum DurabilityArg {
 /// How replica puts and gets reach other nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReplicaTransport {
-    /// One long-lived stream per peer carrying id-tagged frames.
+    /// One long-lived connection per peer carrying id-tagged frames as
+    /// plain length-prefixed messages (the replica link; peers without it
+    /// get the gRPC stream).
     Pipe,
+    /// The same frames on one long-lived gRPC stream per peer (the
+    /// transport before the link).
+    GrpcStream,
     /// One unary gRPC call per replica operation (the older transport).
     Unary,
 }
@@ -221,9 +226,11 @@ pub struct NodeConfig {
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub replica_timeout_ms: u64,
     /// How replica puts and gets travel to other nodes: `pipe` (one
-    /// long-lived stream per peer) or `unary` (a gRPC call each; for
-    /// comparison, or as a fallback).
-    #[arg(long, value_enum, default_value_t = ReplicaTransport::Pipe)]
+    /// long-lived connection per peer carrying plain length-prefixed
+    /// frames), `grpc-stream` (the same frames on one gRPC stream per
+    /// peer), or `unary` (a gRPC call each). For comparison, or as a
+    /// fallback; peers that lack one get the next.
+    #[arg(long, env = "DYNO_REPLICA_TRANSPORT", value_enum, default_value_t = ReplicaTransport::Pipe)]
     pub replica_transport: ReplicaTransport,
     /// How long a client request may take in all, in milliseconds; past it
     /// the request fails with 503 `DeadlineExceeded`. At least 5 times

@@ -47,6 +47,7 @@ pub mod grpc;
 pub mod handoff;
 pub mod hints;
 pub mod http;
+pub mod link;
 pub mod meta;
 pub mod metrics;
 pub mod node;
@@ -198,6 +199,8 @@ pub struct Edges {
     pub advertise: Addresses,
     /// Its TLS material, when TLS is on.
     pub tls: Option<Arc<dyno_tls::Tls>>,
+    /// The counters its replica links update (shared with `connector`).
+    pub link_stats: link::Stats,
 }
 
 /// A node assembled and working (its workers started), not yet serving:
@@ -222,6 +225,7 @@ pub fn assemble(config: &NodeConfig, edges: Edges) -> Result<Assembled, NodeErro
         connector,
         advertise,
         tls,
+        link_stats,
     } = edges;
     // The scheme of the pinned members' addresses.
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -323,6 +327,7 @@ pub fn assemble(config: &NodeConfig, edges: Edges) -> Result<Assembled, NodeErro
         cluster,
         replica,
         catalog,
+        link_stats,
         timeout: config.replica_timeout(),
         sync_writes: config.durability == config::DurabilityArg::Sync,
     }));
@@ -421,6 +426,56 @@ where
         .await
 }
 
+/// How long a new RPC connection may take to send its first bytes.
+const SNIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Splits the connections accepted on the RPC port: replica links
+/// (`link.rs`) are served here, on a task each, until `stop`; everything
+/// else (gRPC) comes out of the returned stream for tonic, its first bytes
+/// put back.
+fn split_links<S, IO>(
+    incoming: S,
+    node: Arc<node::Node>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio_stream::wrappers::ReceiverStream<Result<link::Rewound<IO>, std::io::Error>>
+where
+    S: tokio_stream::Stream<Item = Result<IO, std::io::Error>> + Send + 'static,
+    IO: link::Io + 'static,
+{
+    use tokio_stream::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut incoming = std::pin::pin!(incoming);
+        loop {
+            let next = tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                n = incoming.next() => n,
+            };
+            let io = match next {
+                None => break,
+                Some(Ok(io)) => io,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "accepting an RPC connection failed");
+                    continue;
+                }
+            };
+            let (node, stop, tx) = (Arc::clone(&node), stop.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(SNIFF_TIMEOUT, link::sniff(io)).await {
+                    Ok(Ok(link::Sniffed::Link(io))) => rpc::serve_link(node, io, stop).await,
+                    Ok(Ok(link::Sniffed::Other(io))) => {
+                        // Gone only when the server has stopped.
+                        tx.send(Ok(io)).await.ok();
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "an RPC connection failed at once"),
+                    Err(_) => tracing::debug!("an RPC connection sent nothing; closed"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
 /// How long background workers get to stop at shutdown.
 const WORKER_SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -460,9 +515,11 @@ pub async fn run(
             config.advertise_rpc_addr.unwrap_or(rpc_addr)
         ),
     };
+    let link_stats = link::Stats::default();
     let connector: Arc<dyn peer::Connector> = Arc::new(peer::TonicConnector {
         timeout: config.replica_timeout(),
-        pipe: config.replica_transport == config::ReplicaTransport::Pipe,
+        transport: config.replica_transport,
+        link_stats: link_stats.clone(),
         tls: tls.clone(),
     });
     let Assembled {
@@ -476,6 +533,7 @@ pub async fn run(
             connector,
             advertise,
             tls: tls.clone(),
+            link_stats,
         },
     )?;
     let node = Arc::clone(service.node());
@@ -489,25 +547,33 @@ pub async fn run(
     let rpc_server = tonic::transport::Server::builder().add_service(rpc_service);
     let rpc_task = match &tls {
         // Mutual TLS: only holders of a certificate of the cluster's CA are
-        // peers.
+        // peers (on gRPC and on the replica link alike).
         Some(tls) => tokio::spawn(serve_rpc(
             rpc_server,
-            dyno_tls::TlsListener::new(
-                listeners.rpc,
-                Arc::clone(tls),
-                dyno_tls::ClientAuth::Required,
-            )
-            .map_err(|source| NodeError::Io {
-                what: "serving the RPC port".into(),
-                source,
-            })?,
+            split_links(
+                dyno_tls::TlsListener::new(
+                    listeners.rpc,
+                    Arc::clone(tls),
+                    dyno_tls::ClientAuth::Required,
+                )
+                .map_err(|source| NodeError::Io {
+                    what: "serving the RPC port".into(),
+                    source,
+                })?,
+                Arc::clone(&node),
+                stop_rx.clone(),
+            ),
             rpc_stop,
         )),
         // Small request/response exchanges: without TCP_NODELAY, Nagle's
         // algorithm and delayed ACKs add ~40 ms stalls to replica RPCs.
         None => tokio::spawn(serve_rpc(
             rpc_server,
-            tonic::transport::server::TcpIncoming::from(listeners.rpc).with_nodelay(Some(true)),
+            split_links(
+                tonic::transport::server::TcpIncoming::from(listeners.rpc).with_nodelay(Some(true)),
+                Arc::clone(&node),
+                stop_rx.clone(),
+            ),
             rpc_stop,
         )),
     };

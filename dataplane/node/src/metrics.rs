@@ -123,6 +123,8 @@ pub struct Metrics {
     table_items: Family<TableLabels, Gauge>,
     /// Their bytes.
     table_bytes: Family<TableLabels, Gauge>,
+    /// The replica links' counters.
+    link: crate::link::Stats,
     /// The tables last set, so that a deleted table's series go away.
     tables_set: std::sync::Mutex<std::collections::HashSet<TableLabels>>,
 }
@@ -130,7 +132,28 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Metrics {
+        Metrics::with_link(crate::link::Stats::default())
+    }
+
+    /// Registers every metric, the replica links' counters being `link`
+    /// (shared with the node's peers and its link server).
+    pub fn with_link(link: crate::link::Stats) -> Metrics {
         let mut registry = Registry::with_prefix("dyno");
+        registry.register(
+            "replica_link_frames",
+            "Replica frames (calls and replies) this node wrote on its replica links",
+            link.frames.clone(),
+        );
+        registry.register(
+            "replica_link_writes",
+            "Socket writes that carried them (frames / writes: calls per system call)",
+            link.writes.clone(),
+        );
+        registry.register(
+            "replica_link_fallbacks",
+            "Peers found without a replica link (an older version), called on the gRPC stream",
+            link.fallbacks.clone(),
+        );
         let requests = Family::<OpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -248,6 +271,7 @@ impl Metrics {
             table_items,
             table_bytes,
             tables_set: Default::default(),
+            link,
             ttl_deleted,
             damaged_items,
             damaged_hints,
@@ -269,6 +293,11 @@ impl Metrics {
             read_repairs,
             speculative_reads,
         }
+    }
+
+    /// The replica links' counters.
+    pub fn link(&self) -> &crate::link::Stats {
+        &self.link
     }
 
     /// Brings the damaged-record counters up to the replica's counts of

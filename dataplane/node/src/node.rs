@@ -81,6 +81,8 @@ pub struct NodeParts {
     pub replica: Arc<Replica>,
     /// The tables.
     pub catalog: Arc<Catalog>,
+    /// The counters of its replica links.
+    pub link_stats: crate::link::Stats,
     /// Per-replica timeout.
     pub timeout: Duration,
     /// Acknowledge writes only once they are on disk (`--durability
@@ -135,7 +137,7 @@ impl Node {
             cluster: p.cluster,
             replica: p.replica,
             catalog: p.catalog,
-            metrics: Metrics::new(),
+            metrics: Metrics::with_link(p.link_stats),
             timeout: p.timeout,
             group,
             key_locks: crate::rmw::KeyLocks::default(),

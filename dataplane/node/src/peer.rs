@@ -21,6 +21,7 @@ use dyno_proto::internal as pb;
 use dyno_proto::internal::replica_client::ReplicaClient;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::config::ReplicaTransport;
 use crate::pipe::Pipe;
 
 /// The future of one internal call.
@@ -73,8 +74,10 @@ pub trait Connector: Send + Sync + fmt::Debug {
 pub struct TonicConnector {
     /// The timeout of each call.
     pub timeout: Duration,
-    /// Replica puts and gets on the pipe (true) or as unary calls.
-    pub pipe: bool,
+    /// How replica puts and gets travel.
+    pub transport: ReplicaTransport,
+    /// The node's link counters.
+    pub link_stats: crate::link::Stats,
     /// This node's TLS material: peers are reached over TLS (whatever the
     /// scheme of their address), must present a certificate of the
     /// cluster's CA, and are shown this node's.
@@ -86,8 +89,9 @@ impl Connector for TonicConnector {
         Arc::new(TonicPeer::new(
             rpc_url,
             self.timeout,
-            self.pipe,
+            self.transport,
             self.tls.clone(),
+            self.link_stats.clone(),
         ))
     }
 }
@@ -103,14 +107,14 @@ pub struct TonicPeer {
 
 impl TonicPeer {
     /// A lazily connecting client for `rpc_url`; replica puts and gets go
-    /// on the pipe when `pipe` is set, else as unary calls; over TLS with
-    /// `tls`. A malformed URL gives a client whose every call fails as
-    /// unreachable.
+    /// over `transport` (counted in `link_stats`); over TLS with `tls`. A malformed URL gives a
+    /// client whose every call fails as unreachable.
     pub fn new(
         rpc_url: &str,
         timeout: Duration,
-        pipe: bool,
+        transport: ReplicaTransport,
         tls: Option<Arc<dyno_tls::Tls>>,
+        link_stats: crate::link::Stats,
     ) -> TonicPeer {
         let channel = Endpoint::from_shared(rpc_url.to_owned())
             .map(|e| {
@@ -130,7 +134,13 @@ impl TonicPeer {
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
         TonicPeer {
-            pipe: Arc::new(Pipe::new(client.clone(), pipe)),
+            pipe: Arc::new(Pipe::new(
+                client.clone(),
+                rpc_url,
+                transport,
+                tls,
+                link_stats,
+            )),
             client,
         }
     }

@@ -1,12 +1,15 @@
-//! The client side of the replica pipe (`Pipe` in `proto/internal.proto`):
-//! one long-lived bidirectional stream per peer that carries replica puts
-//! and gets as id-tagged frames.
+//! The client side of the replica pipe: one long-lived connection per peer
+//! that carries replica puts and gets as id-tagged frames (`PipeFrame` in
+//! `proto/internal.proto`).
 //!
 //! A unary gRPC call opens an HTTP/2 stream, sends and parses headers, goes
 //! through tonic's buffer task and wakes several tasks; on the hot path
 //! (every write fans out to N−1 replicas, every read to R−1) that overhead
-//! dominated. On the pipe a call is one frame on a stream that is already
-//! open; h2 coalesces frames written close together into one socket write.
+//! dominated. On the pipe a call is one frame on a connection that is
+//! already open. The frames travel on the replica link (`link.rs`: plain
+//! length-prefixed frames, `--replica-transport pipe`), or on a gRPC
+//! bidirectional stream (`Pipe` in the proto, `--replica-transport
+//! grpc-stream`, and for peers without the link).
 //!
 //! * Calls are matched to replies by id; replies may come in any order.
 //! * The stream is opened on first use, shared by every call, and reopened
@@ -15,12 +18,14 @@
 //!   classifies it as unreachable, as it would a refused connection).
 //! * A call dropped by its caller (a timeout) forgets its id, so a late
 //!   reply is discarded.
-//! * A peer that does not know `Pipe` (an older version, `Unimplemented`)
-//!   is called with the unary RPCs instead.
+//! * A peer that answers the link's handshake with something else (an
+//!   older version) gets the gRPC stream; each new connection tries the
+//!   link again, so a peer upgraded since gets it. One that does not know
+//!   `Pipe` either (`Unimplemented`) gets the unary RPCs.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use dyno_proto::internal as pb;
 use dyno_proto::internal::pipe_frame::Body;
@@ -30,6 +35,8 @@ use tonic::codegen::tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::config::ReplicaTransport;
+use crate::link;
 use crate::sys::lock;
 
 type Reply = Result<Body, Status>;
@@ -53,6 +60,15 @@ impl Conn {
     }
 }
 
+/// Hands a reply frame to the call waiting for its id (if it still is).
+fn deliver(conn: &Conn, frame: pb::PipeFrame) {
+    let waiter = lock(&conn.pending).remove(&frame.id);
+    if let (Some(w), Some(body)) = (waiter, frame.body) {
+        // The caller may have timed out meanwhile.
+        w.send(Ok(body)).ok();
+    }
+}
+
 /// Forgets a call's id when the call is dropped (answered or not).
 struct Forget {
     conn: Arc<Conn>,
@@ -69,26 +85,55 @@ impl Drop for Forget {
 #[derive(Debug)]
 pub struct Pipe {
     client: ReplicaClient<Channel>,
+    /// The peer's RPC host and port, for the link (`None`: the URL has
+    /// none, and the link is not tried).
+    target: Option<(String, u16)>,
+    /// This node's TLS material: the link runs over TLS too.
+    tls: Option<Arc<dyno_tls::Tls>>,
+    /// This node's link counters.
+    stats: link::Stats,
     /// The open stream, read by every call (a brief std lock, no await).
     current: Mutex<Option<Arc<Conn>>>,
     /// Held only while a stream is being opened, so one caller opens it.
     opening: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
+    /// Frames go on the link (`--replica-transport pipe`); each new
+    /// connection tries it first, so a peer upgraded since gets it.
+    link_wanted: bool,
+    /// The last connection found the peer without a link (logged and
+    /// counted once per change).
+    fell_back: AtomicBool,
     /// Use the unary calls: asked for (`--replica-transport unary`), or the
     /// peer answered `Unimplemented` (an older version without `Pipe`).
     unary: AtomicBool,
 }
 
 impl Pipe {
-    /// A pipe over `client`'s connection (opened on first use); with
-    /// `enabled` false every call is a unary RPC.
-    pub fn new(client: ReplicaClient<Channel>, enabled: bool) -> Pipe {
+    /// A pipe to the peer at `rpc_url` (`client` is a channel to it),
+    /// opened on first use, over `transport` (or a slower one the peer
+    /// has), with TLS when `tls` is given.
+    pub fn new(
+        client: ReplicaClient<Channel>,
+        rpc_url: &str,
+        transport: ReplicaTransport,
+        tls: Option<Arc<dyno_tls::Tls>>,
+        stats: link::Stats,
+    ) -> Pipe {
+        let target = rpc_url
+            .parse::<tonic::transport::Uri>()
+            .ok()
+            .and_then(|u| Some((u.host()?.to_owned(), u.port_u16()?)));
         Pipe {
             client,
+            target,
+            tls,
+            stats,
             current: Mutex::new(None),
             opening: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(1),
-            unary: AtomicBool::new(!enabled),
+            link_wanted: transport == ReplicaTransport::Pipe,
+            fell_back: AtomicBool::new(false),
+            unary: AtomicBool::new(transport == ReplicaTransport::Unary),
         }
     }
 
@@ -109,6 +154,32 @@ impl Pipe {
         if let Some(c) = self.live() {
             return Ok(c); // opened while this caller waited
         }
+        let conn = if self.link_wanted {
+            match self.open_link().await? {
+                Some(conn) => {
+                    self.fell_back.store(false, Ordering::Relaxed);
+                    conn
+                }
+                None => {
+                    if !self.fell_back.swap(true, Ordering::Relaxed) {
+                        tracing::info!(
+                            peer = ?self.target,
+                            "peer has no replica link; using the gRPC stream"
+                        );
+                        self.stats.fallbacks.inc();
+                    }
+                    self.open_stream().await?
+                }
+            }
+        } else {
+            self.open_stream().await?
+        };
+        *lock(&self.current) = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    /// Opens the gRPC stream (`Pipe` in the proto).
+    async fn open_stream(&self) -> Result<Arc<Conn>, Status> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut client = self.client.clone();
         let mut replies = client
@@ -125,11 +196,7 @@ impl Pipe {
             loop {
                 match replies.message().await {
                     Ok(Some(frame)) => {
-                        let waiter = lock(&reader.pending).remove(&frame.id);
-                        if let (Some(w), Some(body)) = (waiter, frame.body) {
-                            // The caller may have timed out meanwhile.
-                            w.send(Ok(body)).ok();
-                        }
+                        deliver(&reader, frame);
                     }
                     Ok(None) => {
                         reader.break_with("the peer closed the replica pipe");
@@ -142,8 +209,91 @@ impl Pipe {
                 }
             }
         });
-        *lock(&self.current) = Some(Arc::clone(&conn));
         Ok(conn)
+    }
+
+    /// Opens the link (`link.rs`): `Ok(None)` when the peer does not speak
+    /// it (an older version), an error when it cannot be reached.
+    async fn open_link(&self) -> Result<Option<Arc<Conn>>, Status> {
+        let Some((host, port)) = &self.target else {
+            return Ok(None);
+        };
+        let unreachable = |e: std::io::Error| Status::unavailable(format!("replica link: {e}"));
+        let mut io: Box<dyn link::Io> = match &self.tls {
+            Some(tls) => Box::new(
+                dyno_tls::TlsConnector::new(Arc::clone(tls))
+                    .connect(host, *port)
+                    .await
+                    .map_err(unreachable)?,
+            ),
+            None => {
+                let tcp = tokio::time::timeout(
+                    link::HANDSHAKE_TIMEOUT,
+                    // An IPv6 host comes bracketed in a URL.
+                    tokio::net::TcpStream::connect((
+                        host.trim_start_matches('[').trim_end_matches(']'),
+                        *port,
+                    )),
+                )
+                .await
+                .map_err(|_| Status::unavailable("replica link: connect timed out"))?
+                .map_err(unreachable)?;
+                // Small frames both ways: Nagle's algorithm would hold them.
+                tcp.set_nodelay(true).map_err(unreachable)?;
+                Box::new(tcp)
+            }
+        };
+        match tokio::time::timeout(link::HANDSHAKE_TIMEOUT, link::handshake(&mut io)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Ok(None),
+            // An older server resets a connection that does not open with
+            // HTTP/2's preface.
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return Ok(None);
+            }
+            Ok(Err(e)) => return Err(unreachable(e)),
+            Err(_) => return Err(Status::unavailable("replica link: handshake timed out")),
+        }
+        let (r, w) = tokio::io::split(io);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = Arc::new(Conn {
+            tx,
+            pending: Mutex::new(HashMap::new()),
+            broken: AtomicBool::new(false),
+        });
+        // The tasks hold the connection weakly: once the pipe lets go of it
+        // (a newer one replaced it, or the peer left), its sender drops, the
+        // writer shuts the socket, the peer closes, and the reader ends.
+        let writer: Weak<Conn> = Arc::downgrade(&conn);
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            if let Err(e) = link::write_frames(w, rx, stats).await
+                && let Some(c) = writer.upgrade()
+            {
+                c.break_with(&format!("replica link broke: {e}"));
+            }
+        });
+        let reader: Weak<Conn> = Arc::downgrade(&conn);
+        tokio::spawn(async move {
+            let ended = link::read_frames(r, |frame| {
+                if let Some(c) = reader.upgrade() {
+                    deliver(&c, frame);
+                }
+            })
+            .await;
+            if let Some(c) = reader.upgrade() {
+                c.break_with(&match ended {
+                    Ok(()) => "the peer closed the replica link".to_owned(),
+                    Err(e) => format!("replica link broke: {e}"),
+                });
+            }
+        });
+        Ok(Some(conn))
     }
 
     /// The open stream, or `None` when the peer has no pipe (it answered

@@ -1,5 +1,6 @@
 //! The internal gRPC service: what peers ask of this node.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use dyno_core::NodeId;
@@ -8,6 +9,7 @@ use dyno_proto::internal as pb;
 use dyno_proto::internal::replica_server::Replica as ReplicaRpc;
 use tonic::{Request, Response, Status};
 
+use crate::link;
 use crate::node::Node;
 use crate::service::Service;
 use crate::wire::{catalog_from_pb, catalog_to_pb, error_to_pb, mode_from_pb, mode_to_pb};
@@ -79,7 +81,8 @@ async fn replica_get(
     })
 }
 
-/// Serves one frame of a replica pipe; the reply carries the frame's id.
+/// Serves one frame of a replica pipe or link; the reply carries the
+/// frame's id.
 async fn serve_frame(node: &Node, frame: pb::PipeFrame) -> pb::PipeFrame {
     use pb::pipe_frame::Body;
     let body = match frame.body {
@@ -97,6 +100,55 @@ async fn serve_frame(node: &Node, frame: pb::PipeFrame) -> pb::PipeFrame {
                 message: s.message().to_owned(),
             })
         })),
+    }
+}
+
+/// Serves one replica link (`link.rs`) whose magic has been read: answers
+/// it, then serves its frames until the peer closes it, it breaks, or this
+/// node stops (replies in flight are still sent).
+///
+/// A frame is served inline on the connection's reader when it completes
+/// without waiting (a read; a write under periodic durability), and on a
+/// task of its own when it must wait (a write awaiting its fsync under
+/// `--durability sync`), so a waiting write never holds up the frames
+/// behind it.
+pub async fn serve_link<IO: link::Io + 'static>(
+    node: Arc<Node>,
+    mut io: IO,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::AsyncWriteExt;
+    if io.write_all(link::MAGIC).await.is_err() {
+        return;
+    }
+    let (r, w) = tokio::io::split(io);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let stats = node.metrics().link().clone();
+    let writer = tokio::spawn(link::write_frames(w, rx, stats));
+    let read = link::read_frames(r, |frame| {
+        let node = Arc::clone(&node);
+        let mut served = Box::pin(async move { serve_frame(&node, frame).await });
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match served.as_mut().poll(&mut cx) {
+            // The peer may be gone; its calls then fail on its side.
+            std::task::Poll::Ready(reply) => drop(tx.send(reply)),
+            std::task::Poll::Pending => {
+                // Polled again on its task, which registers a real waker.
+                let tx = tx.clone();
+                tokio::spawn(async move { tx.send(served.await).ok() });
+            }
+        }
+    });
+    let ended = tokio::select! {
+        r = read => r,
+        _ = stop.wait_for(|s| *s) => Ok(()),
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "replica link from a peer ended");
+    }
+    drop(tx);
+    if let Ok(Err(e)) = writer.await {
+        tracing::debug!(error = %e, "replica link to a peer failed while answering");
     }
 }
 

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+use dyno_node::config::ReplicaTransport;
 use dyno_node::{Listeners, NodeConfig};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -490,7 +491,112 @@ async fn forwarded_errors_keep_their_code_and_message() {
 /// W=2 and R=2 need both nodes, so each call must cross.
 #[tokio::test]
 async fn replica_calls_cross_between_nodes() {
-    replica_calls_cross(cluster(&["p1", "p2"]).await, admin()).await;
+    replica_calls_cross(cluster(&["p1", "p2"]).await, admin(), true).await;
+}
+
+/// The same over the gRPC stream (`--replica-transport grpc-stream`).
+#[tokio::test]
+async fn replica_calls_cross_between_nodes_over_the_grpc_stream() {
+    replica_calls_cross(
+        cluster_with(&["p1", "p2"], &["--replica-transport", "grpc-stream"]).await,
+        admin(),
+        false,
+    )
+    .await;
+}
+
+/// A connection that opens a replica link and then sends a frame over the
+/// size limit, or bytes that are not a frame, is closed; the node goes on
+/// serving its peers and clients.
+#[tokio::test]
+async fn a_bad_link_frame_closes_only_its_connection() {
+    use dyno_node::link;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let nodes = cluster(&["p1", "p2"]).await;
+    let host = nodes[0].rpc.trim_start_matches("http://").to_owned();
+    let oversized = u32::try_from(link::MAX_FRAME + 1)
+        .expect("fits")
+        .to_be_bytes();
+    let garbled = [0, 0, 0, 3, 0xff, 0xff, 0xff];
+    for bad in [&oversized[..], &garbled[..]] {
+        let mut tcp = tokio::net::TcpStream::connect(&host)
+            .await
+            .expect("connect");
+        assert!(
+            link::handshake(&mut tcp).await.expect("handshake"),
+            "no link"
+        );
+        tcp.write_all(bad).await.expect("send");
+        let mut rest = Vec::new();
+        // The node closes the connection (EOF or a reset), sending nothing.
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest))
+            .await
+            .expect("the node kept a bad link open");
+        assert!(
+            rest.is_empty(),
+            "the node answered a bad frame: {rest:?} ({read:?})"
+        );
+    }
+    replica_calls_cross(nodes, admin(), true).await;
+}
+
+/// A peer of an older version has no replica link: it answers the link's
+/// opening with HTTP/2 (here a proxy in front of a node plays that part),
+/// and calls go on the gRPC stream instead, counted as a fallback.
+#[tokio::test]
+async fn a_peer_without_the_link_is_called_on_the_grpc_stream() {
+    use dyno_node::link;
+    use dyno_node::peer::{PeerClient, TonicPeer};
+    use dyno_proto::internal as pb;
+    use tokio::io::AsyncWriteExt;
+
+    let nodes = cluster(&["p1"]).await;
+    let node = nodes[0].rpc.trim_start_matches("http://").to_owned();
+    let old = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let old_url = format!("http://{}", addr(&old));
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = old.accept().await {
+            let node = node.clone();
+            tokio::spawn(async move {
+                match link::sniff(conn).await {
+                    // An HTTP/2 server's SETTINGS frame, then it hangs up.
+                    Ok(link::Sniffed::Link(mut conn)) => {
+                        conn.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.ok();
+                    }
+                    Ok(link::Sniffed::Other(mut conn)) => {
+                        let mut to = tokio::net::TcpStream::connect(&node).await.expect("node");
+                        tokio::io::copy_bidirectional(&mut conn, &mut to).await.ok();
+                    }
+                    Err(_) => {}
+                }
+            });
+        }
+    });
+    let stats = dyno_node::link::Stats::default();
+    let peer = TonicPeer::new(
+        &old_url,
+        Duration::from_secs(2),
+        ReplicaTransport::Pipe,
+        None,
+        stats.clone(),
+    );
+    for _ in 0..3 {
+        let got = peer
+            .replica_get(pb::ReplicaGetRequest {
+                table: "nope".into(),
+                key: b"k".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("answered on the gRPC stream");
+        assert!(got.object.is_none());
+    }
+    // Found once, remembered; nothing went on a link.
+    assert_eq!(stats.fallbacks.get(), 1);
+    assert_eq!(stats.frames.get(), 0);
 }
 
 /// The same over the unary transport (`--replica-transport unary`).
@@ -499,6 +605,7 @@ async fn replica_calls_cross_between_nodes_over_unary_calls() {
     replica_calls_cross(
         cluster_with(&["p1", "p2"], &["--replica-transport", "unary"]).await,
         admin(),
+        false,
     )
     .await;
 }
@@ -535,7 +642,7 @@ async fn nodes_speak_mutual_tls_and_refuse_strangers() {
     let dir = tempfile::tempdir().expect("tmp");
     let ca = dyno_tls::dev::DevCa::create(&dir.path().join("ca")).expect("ca");
     let https = admin_trusting(&ca.ca_file());
-    for transport in ["pipe", "unary"] {
+    for transport in ["pipe", "grpc-stream", "unary"] {
         let nodes = cluster_each(&["t1", "t2"], |id| {
             let mut a = tls_args(&ca, id);
             a.extend(["--replica-transport".into(), transport.into()]);
@@ -543,7 +650,7 @@ async fn nodes_speak_mutual_tls_and_refuse_strangers() {
         })
         .await;
         assert!(nodes[0].url.starts_with("https://"));
-        replica_calls_cross(nodes, https.clone()).await;
+        replica_calls_cross(nodes, https.clone(), transport == "pipe").await;
     }
 
     let nodes = cluster_each(&["t1"], |id| tls_args(&ca, id)).await;
@@ -563,7 +670,13 @@ async fn nodes_speak_mutual_tls_and_refuse_strangers() {
 
     // A peer of the cluster (certificate from the CA) is answered.
     let member = dyno_tls::Tls::load(ca.issue("t9", &[]).expect("issue")).expect("load");
-    let peer = TonicPeer::new(&rpc, timeout, false, Some(member));
+    let peer = TonicPeer::new(
+        &rpc,
+        timeout,
+        ReplicaTransport::Unary,
+        Some(member),
+        Default::default(),
+    );
     assert!(peer.gossip(gossip()).await.is_ok(), "a member was refused");
 
     // A rogue peer trusts the cluster's CA, but its own certificate is
@@ -576,13 +689,37 @@ async fn nodes_speak_mutual_tls_and_refuse_strangers() {
         ..issued
     })
     .expect("load");
-    let peer = TonicPeer::new(&rpc, timeout, false, Some(rogue));
+    let peer = TonicPeer::new(
+        &rpc,
+        timeout,
+        ReplicaTransport::Unary,
+        Some(rogue.clone()),
+        Default::default(),
+    );
     let refused = peer
         .gossip(gossip())
         .await
         .expect_err("a rogue peer was answered");
+    // Nor does it get a replica link.
+    let linked = TonicPeer::new(
+        &rpc,
+        timeout,
+        ReplicaTransport::Pipe,
+        Some(rogue),
+        Default::default(),
+    );
+    linked
+        .replica_get(pb::ReplicaGetRequest::default())
+        .await
+        .expect_err("a rogue peer was answered on the link");
     // A plaintext peer is refused too.
-    let plain = TonicPeer::new(&rpc.replacen("https", "http", 1), timeout, false, None);
+    let plain = TonicPeer::new(
+        &rpc.replacen("https", "http", 1),
+        timeout,
+        ReplicaTransport::Unary,
+        None,
+        Default::default(),
+    );
     plain
         .gossip(gossip())
         .await
@@ -592,7 +729,7 @@ async fn nodes_speak_mutual_tls_and_refuse_strangers() {
         async move {
             let (_, v) = json(https.get(format!("{url}/admin/v1/tls")).send().await.ok()?).await;
             let n = v["handshake_failures"].as_u64()?;
-            (n >= 2).then_some(n)
+            (n >= 3).then_some(n)
         }
     })
     .await;
@@ -667,7 +804,7 @@ async fn nodes_speak_mutual_tls_and_refuse_strangers() {
     }
 }
 
-async fn replica_calls_cross(nodes: Vec<TestNode>, http: reqwest::Client) {
+async fn replica_calls_cross(nodes: Vec<TestNode>, http: reqwest::Client, link: bool) {
     create_table(
         &http,
         &nodes[0].url,
@@ -711,6 +848,37 @@ async fn replica_calls_cross(nodes: Vec<TestNode>, http: reqwest::Client) {
         )
         .await;
         assert_eq!(replica["exists"], true, "k{i} did not reach p2");
+    }
+    // The calls took the transport asked for: frames on the replica link
+    // only with `pipe`, none otherwise (the link never falls back between
+    // two nodes of this version).
+    for node in &nodes {
+        let text = http
+            .get(format!("{}/metrics", node.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let figure = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in the metrics"))
+        };
+        let (frames, writes) = (
+            figure("dyno_replica_link_frames_total "),
+            figure("dyno_replica_link_writes_total "),
+        );
+        assert_eq!(figure("dyno_replica_link_fallbacks_total "), 0);
+        if link {
+            assert!(
+                frames > 0 && writes > 0 && writes <= frames,
+                "{frames} frames in {writes} writes"
+            );
+        } else {
+            assert_eq!((frames, writes), (0, 0), "the link was used");
+        }
     }
     // Both nodes hold open replica pipes to each other; they still stop.
     for node in nodes {
