@@ -23,6 +23,9 @@ pub struct RocksConfig {
     pub block_cache_bytes: usize,
     /// Bloom filter bits per key. Default 10 (about 1% false positives).
     pub bloom_bits_per_key: f64,
+    /// Memtable size per keyspace, in bytes: a full memtable is flushed to
+    /// an SST file. Default 64 MiB.
+    pub write_buffer_bytes: usize,
 }
 
 impl RocksConfig {
@@ -33,6 +36,7 @@ impl RocksConfig {
             durability: Durability::default(),
             block_cache_bytes: 64 << 20,
             bloom_bits_per_key: 10.0,
+            write_buffer_bytes: 64 << 20,
         }
     }
 }
@@ -81,6 +85,7 @@ impl RocksStore {
             let mut o = Options::default();
             o.set_block_based_table_factory(&table);
             o.set_compression_type(DBCompressionType::Lz4);
+            o.set_write_buffer_size(config.write_buffer_bytes);
             ColumnFamilyDescriptor::new(ks.name(), o)
         };
         let mut db_opts = Options::default();
