@@ -215,6 +215,14 @@ pub struct NodeConfig {
     /// When writes are made durable on this node's disk.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Periodic)]
     pub durability: DurabilityArg,
+    /// With `--durability sync`, under load (an fsync of the write-ahead
+    /// log covered at least 4 writes), the next fsync starts no sooner than
+    /// this many microseconds after it, covering every write of the
+    /// interval: far fewer fsyncs, each costing CPU, at up to one interval
+    /// of extra latency. Fewer writers than that are synced back to back
+    /// and never wait for it. 0 never paces.
+    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub group_commit_interval_us: u64,
     /// Threads running requests and background work (default: one per
     /// core). Nodes sharing a machine (`dyno dev` runs several) do better
     /// with their share of the cores: fewer threads contend for them and

@@ -125,6 +125,8 @@ pub struct Metrics {
     table_bytes: Family<TableLabels, Gauge>,
     /// The replica links' counters.
     link: crate::link::Stats,
+    /// The group commit's counters (`--durability sync`).
+    wal: crate::durable::Stats,
     /// The tables last set, so that a deleted table's series go away.
     tables_set: std::sync::Mutex<std::collections::HashSet<TableLabels>>,
 }
@@ -153,6 +155,17 @@ impl Metrics {
             "replica_link_fallbacks",
             "Peers found without a replica link (an older version), called on the gRPC stream",
             link.fallbacks.clone(),
+        );
+        let wal = crate::durable::Stats::default();
+        registry.register(
+            "wal_fsyncs",
+            "Fsyncs of the write-ahead log run by the group commit (--durability sync)",
+            wal.fsyncs.clone(),
+        );
+        registry.register(
+            "wal_fsync_waits",
+            "Writes that waited for a group-commit fsync (waits / fsyncs: writes per fsync)",
+            wal.waits.clone(),
         );
         let requests = Family::<OpLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
@@ -272,6 +285,7 @@ impl Metrics {
             table_bytes,
             tables_set: Default::default(),
             link,
+            wal,
             ttl_deleted,
             damaged_items,
             damaged_hints,
@@ -298,6 +312,11 @@ impl Metrics {
     /// The replica links' counters.
     pub fn link(&self) -> &crate::link::Stats {
         &self.link
+    }
+
+    /// The group commit's counters.
+    pub fn wal(&self) -> &crate::durable::Stats {
+        &self.wal
     }
 
     /// Brings the damaged-record counters up to the replica's counts of

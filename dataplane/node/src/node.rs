@@ -88,6 +88,9 @@ pub struct NodeParts {
     /// Acknowledge writes only once they are on disk (`--durability
     /// sync`), through a group commit.
     pub sync_writes: bool,
+    /// The group commit's pace: back-to-back fsyncs start at least this
+    /// far apart (`--group-commit-interval-us`).
+    pub group_commit_interval: Duration,
 }
 
 /// The shortest wait before a read asks a spare. Spares are for replicas
@@ -128,16 +131,21 @@ pub struct PutResult {
 impl Node {
     /// Assembles a node from its parts.
     pub fn new(p: NodeParts) -> Node {
+        let metrics = Metrics::with_link(p.link_stats);
         let group = p.sync_writes.then(|| {
             let r = Arc::clone(&p.replica);
-            GroupCommit::new(move || r.sync().map_err(|e| e.to_string()))
+            GroupCommit::new(
+                move || r.sync().map_err(|e| e.to_string()),
+                p.group_commit_interval,
+                metrics.wal().clone(),
+            )
         });
         Node {
             me: p.me,
             cluster: p.cluster,
             replica: p.replica,
             catalog: p.catalog,
-            metrics: Metrics::with_link(p.link_stats),
+            metrics,
             timeout: p.timeout,
             group,
             key_locks: crate::rmw::KeyLocks::default(),
