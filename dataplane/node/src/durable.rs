@@ -5,8 +5,8 @@
 //! handles it, takes its key's lock only for that, and then awaits
 //! [`GroupCommit::wait`], which returns once an fsync that *started after
 //! the write* has completed. One task runs the fsyncs, one at a time on a
-//! blocking thread, back to back while writers wait: each covers every
-//! write that arrived while the previous one ran. So concurrent writers,
+//! blocking thread, while writers wait: each covers every write that
+//! arrived before it started (see Pacing below). So concurrent writers,
 //! local and from other coordinators, share fsyncs, and no thread sits
 //! blocked per waiting write (the blocking version, `dyno_storage`'s
 //! `GroupSync`, cost a thread hand-off per write and about three times the
@@ -24,7 +24,7 @@
 //! each, at up to one interval of extra latency. Below that (a lone writer,
 //! a few), fsyncs run back to back as before and no write waits for the
 //! pace. Measured on 3 local nodes under YCSB-A with 64 clients
-//! (bench/MICRO.md): a 4 ms pace cut the fsyncs by half and the CPU per
+//! (bench/MICRO.md): a 4 ms pace cut the fsyncs 2-3 times and the CPU per
 //! operation by about 15%.
 //!
 //! A failed fsync fails every write it was to cover: their callers answer
