@@ -32,7 +32,7 @@ mod history;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,6 +86,12 @@ struct DiskView {
     /// does: item writes whose storage key contains this are dropped
     /// (and reported as done).
     forget: Option<&'static str>,
+    /// Cold caches: one read in three from memory only
+    /// (`Store::get_in_memory`) needs the disk, so the node runs the
+    /// operation again on its blocking path. Counts those reads.
+    cold: Option<Arc<AtomicU64>>,
+    /// Reads from memory only so far.
+    memory_reads: AtomicU64,
 }
 
 /// Writes not yet made durable, oldest first, with what they replaced.
@@ -152,6 +158,16 @@ impl DiskView {
 impl Store for DiskView {
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.check()?;
+        self.disk.get(keyspace, key)
+    }
+    fn get_in_memory(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check()?;
+        if let Some(missed) = &self.cold
+            && self.memory_reads.fetch_add(1, Ordering::Relaxed) % 3 == 2
+        {
+            missed.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::NotInMemory);
+        }
         self.disk.get(keyspace, key)
     }
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -559,10 +575,18 @@ struct Sim {
     /// `--durability periodic` (a crash is a power loss that takes the
     /// last 100 ms of writes) rather than `sync`.
     periodic: bool,
+    /// With cold caches, the reads that needed the disk (see `DiskView`).
+    cold: Option<Arc<AtomicU64>>,
 }
 
 impl Sim {
-    fn new(seed: u64, tracing: bool, forget: Option<&'static str>, periodic: bool) -> Sim {
+    fn new(
+        seed: u64,
+        tracing: bool,
+        forget: Option<&'static str>,
+        periodic: bool,
+        cold: bool,
+    ) -> Sim {
         let net = Arc::new(Net {
             state: Mutex::new(NetState {
                 slots: BTreeMap::new(),
@@ -580,6 +604,7 @@ impl Sim {
             disks,
             forget,
             periodic,
+            cold: cold.then(Default::default),
         };
         for i in 0..NODES {
             sim.net.lock().slots.insert(
@@ -618,6 +643,8 @@ impl Sim {
                 })
             }),
             forget: self.forget,
+            cold: self.cold.clone(),
+            memory_reads: AtomicU64::new(0),
         });
         let connector = Arc::new(SimConnector {
             net: Arc::clone(&self.net),
@@ -1021,6 +1048,8 @@ struct Report {
     converge_ms: Option<u64>,
     /// A digest of everything observable, to compare two runs of a seed.
     digest: u64,
+    /// With cold caches: reads that needed the disk.
+    disk_reads: u64,
 }
 
 /// The values every replica of `key` holds, once they agree.
@@ -1055,10 +1084,10 @@ async fn replica_states(sim: &Sim, table: &str, key: &str) -> Option<BTreeSet<St
 }
 
 fn run_seed(seed: u64, tracing: bool) -> Report {
-    run_seed_with(seed, tracing, None)
+    run_seed_with(seed, tracing, None, false)
 }
 
-fn run_seed_with(seed: u64, tracing: bool, forget: Option<&'static str>) -> Report {
+fn run_seed_with(seed: u64, tracing: bool, forget: Option<&'static str>, cold: bool) -> Report {
     if tracing {
         // The nodes' own logs, beside the simulation's trace.
         let filter = std::env::var("DYNO_LOG").unwrap_or_else(|_| "warn".into());
@@ -1079,7 +1108,7 @@ fn run_seed_with(seed: u64, tracing: bool, forget: Option<&'static str>) -> Repo
         // Odd seeds sync every write; even ones sync every 100 ms, and
         // their crashes lose what was not synced.
         let periodic = seed.is_multiple_of(2);
-        let sim = Arc::new(Sim::new(seed, tracing, forget, periodic));
+        let sim = Arc::new(Sim::new(seed, tracing, forget, periodic, cold));
         let began = sim.net.lock().began;
         for (name, n, conflict) in [("t", 3, "siblings"), ("l", 3, "lww")] {
             let spec: TableSpec = serde_json::from_value(serde_json::json!({
@@ -1258,6 +1287,7 @@ fn run_seed_with(seed: u64, tracing: bool, forget: Option<&'static str>) -> Repo
             ring_changes,
             converge_ms,
             digest,
+            disk_reads: sim.cold.as_ref().map_or(0, |c| c.load(Ordering::Relaxed)),
         }
     });
     // Tasks the nodes left behind die with the runtime.
@@ -1290,7 +1320,29 @@ fn check(report: &Report) {
     );
 }
 
-/// Many seeds, spread over two threads (each its own simulated world).
+/// Runs `count` seeds from `first`, spread over two threads (each its own
+/// simulated world).
+fn run_seeds(first: u64, count: u64, run: impl Fn(u64) -> Report + Sync) -> Vec<Report> {
+    let run = &run;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|t| {
+                scope.spawn(move || {
+                    (first..first + count)
+                        .filter(|s| s % 2 == t)
+                        .map(run)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    })
+}
+
+/// Many seeds (see `run_seeds`).
 #[test]
 fn seeded_runs_lose_nothing_and_converge() {
     if let Some(seed) = env_u64("DYNO_SIM_SEED") {
@@ -1303,27 +1355,12 @@ fn seeded_runs_lose_nothing_and_converge() {
     let first = env_u64("DYNO_SIM_FIRST").unwrap_or(1);
     let started = std::time::Instant::now();
     let threads = 2;
-    let reports: Vec<Report> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    (first..first + seeds)
-                        .filter(|s| s % threads == t)
-                        .map(|s| {
-                            let r = run_seed(s, false);
-                            if !r.violations.is_empty() || r.converge_ms.is_none() {
-                                println!("FAILED {r:?}");
-                            }
-                            r
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("thread"))
-            .collect()
+    let reports = run_seeds(first, seeds, |s| {
+        let r = run_seed(s, false);
+        if !r.violations.is_empty() || r.converge_ms.is_none() {
+            println!("FAILED {r:?}");
+        }
+        r
     });
     let elapsed = started.elapsed();
     let ops: usize = reports.iter().map(|r| r.ops).sum();
@@ -1422,12 +1459,44 @@ fn a_seed_replays_identically() {
     }
 }
 
+/// Reads that miss the caches are run again off the async path: with one
+/// read in three needing the disk, every node's writes and reads take that
+/// path all the time, amid the same crashes, partitions and ring changes,
+/// and still nothing is lost and every replica converges.
+#[test]
+fn cold_caches_lose_nothing_and_converge() {
+    if let Some(seed) = env_u64("DYNO_SIM_COLD_SEED") {
+        let report = run_seed_with(seed, true, None, true);
+        println!("{report:?}");
+        check(&report);
+        return;
+    }
+    let seeds = env_u64("DYNO_SIM_COLD_SEEDS").unwrap_or(200);
+    let reports = run_seeds(1, seeds, |s| run_seed_with(s, false, None, true));
+    let disk_reads: u64 = reports.iter().map(|r| r.disk_reads).sum();
+    let ops: usize = reports.iter().map(|r| r.ops).sum();
+    println!(
+        "{} seeds with cold caches: {ops} operations, {disk_reads} reads needed the disk",
+        reports.len()
+    );
+    for r in &reports {
+        assert!(r.disk_reads > 0, "seed {}: no read needed the disk", r.seed);
+        if !r.violations.is_empty() || r.converge_ms.is_none() {
+            println!(
+                "replay with cold caches: DYNO_SIM_COLD_SEED={} cargo test --test simulate cold_caches -- --nocapture",
+                r.seed
+            );
+        }
+        check(r);
+    }
+}
+
 /// The checkers have teeth here too: a disk that silently drops the writes
 /// of some keys is caught as lost acknowledged writes.
 #[test]
 fn a_disk_that_drops_writes_is_caught() {
     let caught: Vec<Report> = (1..=5)
-        .map(|seed| run_seed_with(seed, false, Some("cold1")))
+        .map(|seed| run_seed_with(seed, false, Some("cold1"), false))
         .collect();
     let lost: usize = caught
         .iter()

@@ -99,6 +99,9 @@ pub struct Metrics {
     pub read_repairs: Counter,
     /// Reads that asked a spare replica because the ones asked were slow.
     pub speculative_reads: Counter,
+    /// Request-path storage operations that needed the disk and ran on the
+    /// blocking pool instead of the async thread.
+    pub disk_reads: Counter,
     /// Anti-entropy: keys compared with a peer.
     pub aae_keys_compared: Counter,
     /// Anti-entropy: keys that differed and were repaired (either side).
@@ -228,6 +231,10 @@ impl Metrics {
             "speculative_reads",
             "Reads that asked a spare replica because the replicas asked were slower than their usual round trip",
         );
+        let disk_reads = counter(
+            "request_disk_reads",
+            "Request-path storage operations whose reads missed memory (memtables and block cache) and ran on the blocking pool",
+        );
         let aae_keys_compared = counter(
             "aae_keys_compared",
             "Keys compared with a peer by anti-entropy",
@@ -306,6 +313,7 @@ impl Metrics {
             hints_dropped,
             read_repairs,
             speculative_reads,
+            disk_reads,
         }
     }
 

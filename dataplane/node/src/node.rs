@@ -32,7 +32,7 @@ use crate::cluster::Cluster;
 use crate::durable::GroupCommit;
 use crate::error::{ErrorCode, ServiceError};
 use crate::metrics::{Metrics, RpcLabels};
-use crate::replica::Replica;
+use crate::replica::{Reads, Replica, ReplicaError};
 use crate::wire::{self, classify, mode_to_pb};
 
 fn deadline_exceeded() -> ServiceError {
@@ -207,7 +207,9 @@ impl Node {
     /// shared fsync with `--durability sync`.
     ///
     /// Point storage operations on the request path (a key's read, or its
-    /// read-modify-write) run inline on the async threads: they take a few
+    /// read-modify-write) run inline on the async threads when all they
+    /// read is in memory ([`Node::local`]; on the blocking pool when a read
+    /// needs the disk): they take a few
     /// microseconds (memtable, block cache, an unsynced write-ahead-log
     /// append), less than handing them to tokio's blocking pool and back,
     /// which measured as the largest cost of a request on 2 cores (futex
@@ -218,6 +220,38 @@ impl Node {
         match &self.group {
             Some(g) => g.wait().await,
             None => Ok(()),
+        }
+    }
+
+    /// Runs a request's local storage operation on this async thread when
+    /// all it reads is in memory, and on the blocking pool when it needs the
+    /// disk: a disk read here would stall every request queued on this
+    /// thread (a node has one per core). `op` runs first with
+    /// [`Reads::Memory`], and stops before writing anything when a read
+    /// misses; only then is `owned` called, for the `'static` form of the
+    /// same operation that the blocking pool runs with [`Reads::Anywhere`].
+    pub(crate) async fn local<T, G>(
+        &self,
+        op: impl FnOnce(Reads) -> Result<T, ReplicaError>,
+        owned: impl FnOnce() -> G,
+    ) -> Result<T, ReplicaError>
+    where
+        T: Send + 'static,
+        G: FnOnce(Reads) -> Result<T, ReplicaError> + Send + 'static,
+    {
+        match op(Reads::Memory) {
+            Err(e) if e.needs_disk() => {
+                self.metrics.disk_reads.inc();
+                let retry = owned();
+                crate::sys::blocking(move || retry(Reads::Anywhere))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ReplicaError::Store(dyno_storage::StoreError::Engine {
+                            message: format!("storage task failed: {e}"),
+                        }))
+                    })
+            }
+            done => done,
         }
     }
 
@@ -466,9 +500,16 @@ impl Node {
         mode: ConflictMode,
     ) -> Result<Option<Object>, ReplicaFailure> {
         if from == &self.me {
+            let r = &self.replica;
             return self
-                .replica
-                .get_with_hints(table, key, mode)
+                .local(
+                    |reads| r.get_with_hints(table, key, mode, reads),
+                    || {
+                        let (r, t, k) = (Arc::clone(r), table.to_owned(), key.to_vec());
+                        move |reads| r.get_with_hints(&t, &k, mode, reads)
+                    },
+                )
+                .await
                 .map_err(|_| ReplicaFailure::Failed);
         }
         let Some(peer) = self.cluster.peer(from) else {
@@ -786,14 +827,36 @@ impl Node {
                 "coordinator is not among the write targets (as fallback: {as_fallback})"
             )));
         };
-        let (object, warning) = self.replica.coordinate(
-            &req.table,
-            &req.key,
-            &req.context,
-            req.value.clone(),
-            mode,
-            local_hint_for.as_ref(),
-        )?;
+        let r = &self.replica;
+        let (object, warning) = self
+            .local(
+                |reads| {
+                    r.coordinate(
+                        &req.table,
+                        &req.key,
+                        &req.context,
+                        req.value.clone(),
+                        mode,
+                        local_hint_for.as_ref(),
+                        reads,
+                    )
+                },
+                || {
+                    let (r, req, hint_for) = (Arc::clone(r), req.clone(), local_hint_for.clone());
+                    move |reads| {
+                        r.coordinate(
+                            &req.table,
+                            &req.key,
+                            &req.context,
+                            req.value,
+                            mode,
+                            hint_for.as_ref(),
+                            reads,
+                        )
+                    }
+                },
+            )
+            .await?;
         self.durable().await?;
         if let Some(count) = warning {
             tracing::warn!(table = %req.table, siblings = count, "key has many siblings; clients should resolve them");

@@ -186,7 +186,18 @@ impl Node {
         if let Some(obj) = &current {
             // The local write orders after everything it supersedes only if
             // the local replica has seen it (last-writer-wins timestamps).
-            if self.replica().merge_item_deferred(table, key, obj, mode)? {
+            let r = self.replica();
+            let merged = self
+                .local(
+                    |reads| r.merge_item_deferred(table, key, obj, mode, reads),
+                    || {
+                        let (r, t, k, o) =
+                            (Arc::clone(r), table.to_owned(), key.to_vec(), obj.clone());
+                        move |reads| r.merge_item_deferred(&t, &k, &o, mode, reads)
+                    },
+                )
+                .await?;
+            if merged {
                 self.durable().await?;
             }
         }

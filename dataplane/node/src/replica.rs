@@ -60,6 +60,18 @@ pub struct TablePage {
     pub resume: Option<Vec<u8>>,
 }
 
+/// Where an operation's reads may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Memory only (memtables, block cache), for async threads: a read
+    /// that needs the disk fails the operation with
+    /// [`ReplicaError::needs_disk`] before it has written anything, and the
+    /// caller runs it again on a blocking thread with [`Reads::Anywhere`].
+    Memory,
+    /// Anywhere, blocking on the disk if need be (blocking threads only).
+    Anywhere,
+}
+
 /// Why a local replica operation failed.
 #[derive(Debug, Error)]
 pub enum ReplicaError {
@@ -104,6 +116,13 @@ impl From<ReplicaError> for crate::error::ServiceError {
 }
 
 impl ReplicaError {
+    /// True when an operation run with [`Reads::Memory`] stopped because a
+    /// read needed the disk (it wrote nothing; run it with
+    /// [`Reads::Anywhere`] on a blocking thread).
+    pub fn needs_disk(&self) -> bool {
+        matches!(self, ReplicaError::Store(StoreError::NotInMemory))
+    }
+
     /// The damaged record this error names, if it is about one.
     fn damaged(&self) -> Option<(Keyspace, &[u8])> {
         match self {
@@ -446,8 +465,21 @@ impl Replica {
         lock(&self.stripes[i])
     }
 
-    fn read_item(&self, item_key: &[u8]) -> Result<Option<Object>, ReplicaError> {
-        match self.store.get(Keyspace::Items, item_key)? {
+    /// A stored value, read where `reads` allows.
+    fn fetch(
+        &self,
+        keyspace: Keyspace,
+        key: &[u8],
+        reads: Reads,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match reads {
+            Reads::Memory => self.store.get_in_memory(keyspace, key),
+            Reads::Anywhere => self.store.get(keyspace, key),
+        }
+    }
+
+    fn read_item(&self, item_key: &[u8], reads: Reads) -> Result<Option<Object>, ReplicaError> {
+        match self.fetch(Keyspace::Items, item_key, reads)? {
             Some(raw) => decode_item(item_key, &raw).map(Some),
             None => Ok(None),
         }
@@ -456,7 +488,7 @@ impl Replica {
     /// What this node stores for a key as a replica (no hints). A damaged
     /// record is set aside and the read fails.
     pub fn get_item(&self, table: &str, key: &[u8]) -> Result<Option<Object>, ReplicaError> {
-        self.reporting(self.read_item(&encode_item_key(table, key)))
+        self.reporting(self.read_item(&encode_item_key(table, key), Reads::Anywhere))
     }
 
     /// Up to `limit` stored entries in the item-key range `[start, end)`
@@ -544,8 +576,9 @@ impl Replica {
         table: &str,
         key: &[u8],
         mode: ConflictMode,
+        reads: Reads,
     ) -> Result<Option<Object>, ReplicaError> {
-        self.reporting(self.get_with_hints_once(table, key, mode))
+        self.reporting(self.get_with_hints_once(table, key, mode, reads))
     }
 
     fn get_with_hints_once(
@@ -553,9 +586,10 @@ impl Replica {
         table: &str,
         key: &[u8],
         mode: ConflictMode,
+        reads: Reads,
     ) -> Result<Option<Object>, ReplicaError> {
         let item_key = encode_item_key(table, key);
-        let mut state = self.read_item(&item_key)?;
+        let mut state = self.read_item(&item_key, reads)?;
         let targets: Vec<NodeId> = lock(&self.backlog)
             .iter()
             .filter(|(_, b)| b.hints > 0)
@@ -563,7 +597,7 @@ impl Replica {
             .collect();
         for m in &targets {
             let hk = hint_key(m, &item_key);
-            if let Some(raw) = self.store.get(Keyspace::Hints, &hk)? {
+            if let Some(raw) = self.fetch(Keyspace::Hints, &hk, reads)? {
                 let (_, _, h) = decode_hint(&hk, &raw)?;
                 state = Some(match state {
                     Some(s) => s.merged(&h, mode),
@@ -593,7 +627,7 @@ impl Replica {
         incoming: &Object,
         mode: ConflictMode,
     ) -> Result<bool, ReplicaError> {
-        let changed = self.merge_raw_deferred(item_key, incoming, mode)?;
+        let changed = self.merge_raw_deferred(item_key, incoming, mode, Reads::Anywhere)?;
         if changed {
             // Outside the key's lock: writers of one key share fsyncs
             // instead of queueing for them (`--durability sync`).
@@ -610,8 +644,9 @@ impl Replica {
         key: &[u8],
         incoming: &Object,
         mode: ConflictMode,
+        reads: Reads,
     ) -> Result<bool, ReplicaError> {
-        self.merge_raw_deferred(&encode_item_key(table, key), incoming, mode)
+        self.merge_raw_deferred(&encode_item_key(table, key), incoming, mode, reads)
     }
 
     fn merge_raw_deferred(
@@ -619,10 +654,11 @@ impl Replica {
         item_key: &[u8],
         incoming: &Object,
         mode: ConflictMode,
+        reads: Reads,
     ) -> Result<bool, ReplicaError> {
         self.healing(|| {
             let _g = self.stripe(item_key);
-            let old = self.read_item_sized(item_key)?;
+            let old = self.read_item_sized(item_key, reads)?;
             let merged = match &old {
                 Some((o, _)) => {
                     let m = o.merged(incoming, mode);
@@ -638,8 +674,12 @@ impl Replica {
         })
     }
 
-    fn read_item_sized(&self, item_key: &[u8]) -> Result<Option<(Object, usize)>, ReplicaError> {
-        match self.store.get(Keyspace::Items, item_key)? {
+    fn read_item_sized(
+        &self,
+        item_key: &[u8],
+        reads: Reads,
+    ) -> Result<Option<(Object, usize)>, ReplicaError> {
+        match self.fetch(Keyspace::Items, item_key, reads)? {
             Some(raw) => decode_item(item_key, &raw).map(|o| Some((o, item_key.len() + raw.len()))),
             None => Ok(None),
         }
@@ -670,7 +710,7 @@ impl Replica {
 
     fn remove_item_once(&self, item_key: &[u8], digest: Option<u64>) -> Result<bool, ReplicaError> {
         let _g = self.stripe(item_key);
-        let Some((old, size)) = self.read_item_sized(item_key)? else {
+        let Some((old, size)) = self.read_item_sized(item_key, Reads::Anywhere)? else {
             return Ok(false);
         };
         if digest.is_some_and(|d| d != old.digest()) {
@@ -753,7 +793,7 @@ impl Replica {
         self.healing(|| {
             let mut out = Vec::new();
             for k in item_keys {
-                if let Some(o) = self.read_item(k)? {
+                if let Some(o) = self.read_item(k, Reads::Anywhere)? {
                     out.push((k.clone(), o.digest()));
                 }
             }
@@ -781,6 +821,9 @@ impl Replica {
     /// writes under a fresh actor id (see `dyno_core::coordinator`). Does
     /// not wait for durability: the caller awaits the node's group commit
     /// (`Node::durable`) before it acknowledges the write.
+    // The write's parts as the request carries them, and where to store
+    // and read: grouping them would only move the list into a struct.
+    #[allow(clippy::too_many_arguments)]
     pub fn coordinate(
         &self,
         table: &str,
@@ -789,11 +832,15 @@ impl Replica {
         value: Option<Bytes>,
         mode: ConflictMode,
         hint_for: Option<&NodeId>,
+        reads: Reads,
     ) -> Result<(Object, Option<usize>), ReplicaError> {
-        self.healing(|| self.coordinate_locked(table, key, context, value.clone(), mode, hint_for))
+        self.healing(|| {
+            self.coordinate_locked(table, key, context, value.clone(), mode, hint_for, reads)
+        })
     }
 
     /// [`Replica::coordinate`] under the key's lock, up to the deferred write.
+    #[allow(clippy::too_many_arguments)]
     fn coordinate_locked(
         &self,
         table: &str,
@@ -802,20 +849,21 @@ impl Replica {
         value: Option<Bytes>,
         mode: ConflictMode,
         hint_for: Option<&NodeId>,
+        reads: Reads,
     ) -> Result<(Object, Option<usize>), ReplicaError> {
         let item_key = &encode_item_key(table, key)[..];
         let _g = self.stripe(item_key);
         let mut old = None;
         let (mut obj, actor) = match hint_for {
             None => {
-                old = self.read_item_sized(item_key)?;
+                old = self.read_item_sized(item_key, reads)?;
                 (
                     old.as_ref().map(|(o, _)| o.clone()).unwrap_or_default(),
                     self.actor,
                 )
             }
             Some(_) => (
-                self.get_with_hints_once(table, key, mode)?
+                self.get_with_hints_once(table, key, mode, reads)?
                     .unwrap_or_default(),
                 ActorId(random_u64()),
             ),
@@ -829,7 +877,7 @@ impl Replica {
         let outcome = obj.update(write, mode, SiblingLimits::default())?;
         match hint_for {
             None => self.write_item_locked(item_key, old.as_ref(), &obj)?,
-            Some(target) => self.put_hint_locked(target, item_key, &obj, mode)?,
+            Some(target) => self.put_hint_locked(target, item_key, &obj, mode, reads)?,
         }
         Ok((obj, outcome.sibling_warning))
     }
@@ -843,7 +891,7 @@ impl Replica {
         obj: &Object,
         mode: ConflictMode,
     ) -> Result<(), ReplicaError> {
-        self.store_hint_deferred(target, table, key, obj, mode)?;
+        self.store_hint_deferred(target, table, key, obj, mode, Reads::Anywhere)?;
         self.store.wait_durable()?;
         Ok(())
     }
@@ -857,11 +905,12 @@ impl Replica {
         key: &[u8],
         obj: &Object,
         mode: ConflictMode,
+        reads: Reads,
     ) -> Result<(), ReplicaError> {
         let item_key = encode_item_key(table, key);
         self.healing(|| {
             let _g = self.stripe(&item_key);
-            self.put_hint_locked(target, &item_key, obj, mode)
+            self.put_hint_locked(target, &item_key, obj, mode, reads)
         })
     }
 
@@ -876,9 +925,10 @@ impl Replica {
         item_key: &[u8],
         obj: &Object,
         mode: ConflictMode,
+        reads: Reads,
     ) -> Result<(), ReplicaError> {
         let hk = hint_key(target, item_key);
-        let (merged, created, old_len) = match self.store.get(Keyspace::Hints, &hk)? {
+        let (merged, created, old_len) = match self.fetch(Keyspace::Hints, &hk, reads)? {
             Some(raw) => {
                 let (_, created, old) = decode_hint(&hk, &raw)?;
                 (old.merged(obj, mode), created, Some(raw.len() + hk.len()))
@@ -1006,6 +1056,61 @@ mod tests {
             .collect()
     }
 
+    /// A write or read that needs the disk stops when it may read only
+    /// memory, and leaves no trace: the stored value and the Merkle trees
+    /// are as before. Allowed the disk, it goes through; the blocks it read
+    /// are then in memory.
+    #[test]
+    fn memory_only_operations_stop_before_writing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rocks = Arc::new(
+            dyno_storage::RocksStore::open(&dyno_storage::RocksConfig::new(dir.path()))
+                .expect("open"),
+        );
+        let store: Arc<dyn Store> = Arc::clone(&rocks) as Arc<dyn Store>;
+        let r = open(&store);
+        let none = VersionVector::new();
+        let write = |r: &Replica, value: &'static str, reads| {
+            r.coordinate(
+                "three",
+                b"k",
+                &none,
+                Some(Bytes::from(value)),
+                ConflictMode::Lww,
+                None,
+                reads,
+            )
+        };
+        write(&r, "old", Reads::Anywhere).expect("write");
+        // Flushed: the value is in a file, none of whose data blocks has
+        // been read into the block cache yet.
+        rocks.flush().expect("flush");
+        let before = roots(&r);
+        let e = write(&r, "new", Reads::Memory).expect_err("needs the disk");
+        assert!(e.needs_disk(), "{e}");
+        let e = r
+            .get_with_hints("three", b"k", ConflictMode::Lww, Reads::Memory)
+            .expect_err("needs the disk");
+        assert!(e.needs_disk(), "{e}");
+        assert_eq!(roots(&r), before, "the trees saw no write");
+        let stored = r.get_item("three", b"k").expect("read").expect("present");
+        assert_eq!(
+            stored.live_values().collect::<Vec<_>>(),
+            [&Bytes::from("old")]
+        );
+        // The read above brought the blocks in: memory is enough now.
+        write(&r, "new", Reads::Memory).expect("in memory now");
+        let stored = r
+            .get_with_hints("three", b"k", ConflictMode::Lww, Reads::Memory)
+            .expect("read")
+            .expect("present");
+        assert_eq!(
+            stored.live_values().collect::<Vec<_>>(),
+            [&Bytes::from("new")]
+        );
+        assert_ne!(roots(&r), before);
+    }
+
     /// Per-table figures count live items and their bytes: an overwrite
     /// changes only the bytes, a delete (a tombstone) removes the item,
     /// tables are apart, and a rebuild from the store finds the same.
@@ -1022,6 +1127,7 @@ mod tests {
                 value.map(|n| Bytes::from(vec![b'v'; n])),
                 ConflictMode::Siblings,
                 None,
+                Reads::Anywhere,
             )
             .expect("write")
             .0
@@ -1076,6 +1182,7 @@ mod tests {
                     Some(Bytes::from(vec![b'v'; size])),
                     ConflictMode::Siblings,
                     None,
+                    Reads::Anywhere,
                 )
                 .expect("write");
             }
@@ -1130,6 +1237,7 @@ mod tests {
                 Some(Bytes::from(vec![b'v'; (i % 7) as usize])),
                 ConflictMode::Siblings,
                 None,
+                Reads::Anywhere,
             )
             .expect("write");
         }
@@ -1179,6 +1287,7 @@ mod tests {
                     Some(Bytes::from(format!("value {i}"))),
                     ConflictMode::Siblings,
                     None,
+                    Reads::Anywhere,
                 )
                 .expect("write");
             states.insert(key, obj);

@@ -3,14 +3,15 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use dyno_core::NodeId;
 use dyno_core::codec::{decode_object, encode_object};
+use dyno_core::{NodeId, Object};
 use dyno_proto::internal as pb;
 use dyno_proto::internal::replica_server::Replica as ReplicaRpc;
 use tonic::{Request, Response, Status};
 
 use crate::link;
 use crate::node::Node;
+use crate::replica::{Reads, Replica, ReplicaError};
 use crate::service::Service;
 use crate::wire::{catalog_from_pb, catalog_to_pb, error_to_pb, mode_from_pb, mode_to_pb};
 
@@ -41,6 +42,25 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
+/// Merges a replica put into the replica, or into the hint it holds for
+/// `hint_for`; true if anything was written.
+fn store_put(
+    r: &Replica,
+    table: &str,
+    key: &[u8],
+    object: &Object,
+    hint_for: Option<&NodeId>,
+    mode: dyno_core::ConflictMode,
+    reads: Reads,
+) -> Result<bool, ReplicaError> {
+    match hint_for {
+        Some(target) => r
+            .store_hint_deferred(target, table, key, object, mode, reads)
+            .map(|()| true),
+        None => r.merge_item_deferred(table, key, object, mode, reads),
+    }
+}
+
 /// Merges a replica put (or stores it as a hint).
 async fn replica_put(
     node: &Node,
@@ -52,14 +72,28 @@ async fn replica_put(
         Some(h) => Some(NodeId::new(h).map_err(|e| Status::invalid_argument(e.to_string()))?),
         None => None,
     };
-    let replica = node.replica();
-    let written = match hint_for {
-        Some(target) => replica
-            .store_hint_deferred(&target, &req.table, &req.key, &object, mode)
-            .map(|()| true),
-        None => replica.merge_item_deferred(&req.table, &req.key, &object, mode),
-    }
-    .map_err(internal)?;
+    let r = node.replica();
+    let written = node
+        .local(
+            |reads| {
+                store_put(
+                    r,
+                    &req.table,
+                    &req.key,
+                    &object,
+                    hint_for.as_ref(),
+                    mode,
+                    reads,
+                )
+            },
+            || {
+                let (r, t, k) = (Arc::clone(r), req.table.clone(), req.key.clone());
+                let (object, hint_for) = (object.clone(), hint_for.clone());
+                move |reads| store_put(&r, &t, &k, &object, hint_for.as_ref(), mode, reads)
+            },
+        )
+        .await
+        .map_err(internal)?;
     if written {
         node.durable().await.map_err(internal)?;
     }
@@ -72,9 +106,16 @@ async fn replica_get(
     req: pb::ReplicaGetRequest,
 ) -> Result<pb::ReplicaGetResponse, Status> {
     let mode = mode_from_pb(req.conflict);
+    let r = node.replica();
     let state = node
-        .replica()
-        .get_with_hints(&req.table, &req.key, mode)
+        .local(
+            |reads| r.get_with_hints(&req.table, &req.key, mode, reads),
+            || {
+                let (r, t, k) = (Arc::clone(r), req.table.clone(), req.key.clone());
+                move |reads| r.get_with_hints(&t, &k, mode, reads)
+            },
+        )
+        .await
         .map_err(internal)?;
     Ok(pb::ReplicaGetResponse {
         object: state.as_ref().map(|o| encode_object(o).into()),

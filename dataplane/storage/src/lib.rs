@@ -150,6 +150,10 @@ pub enum StoreError {
         /// What failed.
         reason: Corruption,
     },
+    /// [`Store::get_in_memory`] cannot answer without reading from disk.
+    /// Nothing failed: ask again with [`Store::get`], off the async threads.
+    #[error("the value is not in memory; reading it needs the disk")]
+    NotInMemory,
     /// Opening the store failed: bad path, locked by another process, or
     /// unreadable files.
     #[error("cannot open the store at {path}: {message}")]
@@ -253,6 +257,18 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// The value of `key`, if any.
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Like [`Store::get`], from memory only (memtables and the block
+    /// cache; a store held in memory always answers):
+    /// `Err(StoreError::NotInMemory)` when the answer may be on disk.
+    ///
+    /// The one method an async thread may call directly: a read that would
+    /// block on the disk returns at once instead, and the caller repeats it
+    /// on a blocking thread. A disk read on one of a node's few async
+    /// threads stalls every request queued behind it.
+    fn get_in_memory(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(keyspace, key)
+    }
 
     /// Applies a batch atomically: after a crash either all of it or none of
     /// it is visible. Durable according to the store's [`Durability`].

@@ -44,6 +44,8 @@ impl RocksConfig {
 /// A store backed by RocksDB.
 pub struct RocksStore {
     db: Arc<DB>,
+    /// For `get_in_memory`: memtables and the block cache only.
+    memory_reads: ReadOptions,
     write_opts: WriteOptions,
     /// For `write_deferred`: never syncs (the group syncer does).
     deferred_opts: WriteOptions,
@@ -115,8 +117,11 @@ impl RocksStore {
             Durability::Sync => None,
             Durability::Periodic { interval } => Some(spawn_syncer(Arc::clone(&db), interval)),
         };
+        let mut memory_reads = ReadOptions::default();
+        memory_reads.set_read_tier(rocksdb::ReadTier::BlockCache);
         Ok(RocksStore {
             db,
+            memory_reads,
             write_opts,
             deferred_opts,
             durability: config.durability,
@@ -257,6 +262,18 @@ impl Store for RocksStore {
         {
             Some(v) => unframe(keyspace, key, &v).map(Some),
             None => Ok(None),
+        }
+    }
+
+    fn get_in_memory(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self
+            .db
+            .get_pinned_cf_opt(self.cf(keyspace)?, key, &self.memory_reads)
+        {
+            Ok(Some(v)) => unframe(keyspace, key, &v).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Err(StoreError::NotInMemory),
+            Err(e) => Err(engine(e)),
         }
     }
 

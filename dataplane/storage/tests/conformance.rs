@@ -24,6 +24,20 @@ fn put_get_overwrite_delete(s: &dyn Store) {
     s.delete(Keyspace::Items, b"k").expect("delete again");
 }
 
+/// What was just written is in memory: `get_in_memory` answers as `get`.
+fn fresh_writes_are_read_from_memory(s: &dyn Store) {
+    s.put(Keyspace::Items, b"k", b"v").expect("put");
+    assert_eq!(
+        s.get_in_memory(Keyspace::Items, b"k").expect("in memory"),
+        Some(b"v".to_vec())
+    );
+    s.delete(Keyspace::Items, b"k").expect("delete");
+    assert_eq!(
+        s.get_in_memory(Keyspace::Items, b"k").expect("in memory"),
+        None
+    );
+}
+
 fn keyspaces_are_separate(s: &dyn Store) {
     s.put(Keyspace::Items, b"k", b"item").expect("put");
     s.put(Keyspace::Hints, b"k", b"hint").expect("put");
@@ -245,6 +259,11 @@ macro_rules! conformance {
                 put_get_overwrite_delete(&*s);
             }
             #[test]
+            fn fresh_writes_in_memory() {
+                let (s, _guard) = $make;
+                fresh_writes_are_read_from_memory(&*s);
+            }
+            #[test]
             fn keyspaces() {
                 let (s, _guard) = $make;
                 keyspaces_are_separate(&*s);
@@ -344,6 +363,36 @@ fn rocksdb_data_survives_reopen() {
     let s = RocksStore::open(&RocksConfig::new(dir.path())).expect("reopen");
     assert_eq!(get(&s, Keyspace::Items, b"k"), Some(b"v".to_vec()));
     assert_eq!(get(&s, Keyspace::Hints, b"h"), Some(b"x".to_vec()));
+}
+
+/// After a restart the block cache is empty: a value in an SST file is not
+/// in memory until a blocking read has brought its blocks in.
+#[test]
+fn rocksdb_reads_from_disk_only_when_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = RocksStore::open(&RocksConfig::new(dir.path())).expect("open");
+        s.put(Keyspace::Items, b"k", b"v").expect("put");
+        s.flush().expect("flush");
+    }
+    let s = RocksStore::open(&RocksConfig::new(dir.path())).expect("reopen");
+    let err = s
+        .get_in_memory(Keyspace::Items, b"k")
+        .expect_err("on disk only");
+    assert!(
+        matches!(err, dyno_storage::StoreError::NotInMemory),
+        "{err}"
+    );
+    assert_eq!(get(&s, Keyspace::Items, b"k"), Some(b"v".to_vec()));
+    assert_eq!(
+        s.get_in_memory(Keyspace::Items, b"k").expect("cached now"),
+        Some(b"v".to_vec())
+    );
+    // A key the file's filter rules out needs no disk either.
+    assert_eq!(
+        s.get_in_memory(Keyspace::Items, b"nope").expect("filtered"),
+        None
+    );
 }
 
 #[test]
