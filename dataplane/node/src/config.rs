@@ -223,6 +223,12 @@ pub struct NodeConfig {
     /// and never wait for it. 0 never paces.
     #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub group_commit_interval_us: u64,
+    /// RocksDB's block cache, in MiB: recently read data, index and
+    /// filter blocks, shared by the keyspaces. Reads it misses go to the
+    /// page cache or the disk; size it to the data that is read often (the
+    /// rest of the machine's memory serves as page cache).
+    #[arg(long, env = "DYNO_BLOCK_CACHE_MIB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(8..=1_048_576))]
+    pub block_cache_mib: u32,
     /// Threads running requests and background work (default: one per
     /// core). Nodes sharing a machine (`dyno dev` runs several) do better
     /// with their share of the cores: fewer threads contend for them and

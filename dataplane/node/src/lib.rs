@@ -505,6 +505,7 @@ pub async fn run(
     let (http_addr, rpc_addr) = listeners.addrs()?;
     let mut rocks = RocksConfig::new(&config.data_dir);
     rocks.write_buffer_bytes = staggered_write_buffer(me.as_str());
+    rocks.block_cache_bytes = (config.block_cache_mib as usize) << 20;
     rocks.durability = match config.durability {
         config::DurabilityArg::Sync => Durability::Sync,
         config::DurabilityArg::Periodic => Durability::default(),
