@@ -229,6 +229,12 @@ pub struct NodeConfig {
     /// rest of the machine's memory serves as page cache).
     #[arg(long, env = "DYNO_BLOCK_CACHE_MIB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(8..=1_048_576))]
     pub block_cache_mib: u32,
+    /// The most RocksDB's flushes and compactions write per second, in
+    /// MiB (auto-tuned below that while there is little to write), so that
+    /// their output reaches the disk as a steady stream instead of bursts
+    /// that stall the requests' log writes. 0: no limit.
+    #[arg(long, env = "DYNO_BACKGROUND_WRITE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub background_write_mib: u32,
     /// Threads running requests and background work (default: one per
     /// core). Nodes sharing a machine (`dyno dev` runs several) do better
     /// with their share of the cores: fewer threads contend for them and

@@ -1063,12 +1063,7 @@ mod tests {
     #[test]
     fn memory_only_operations_stop_before_writing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let rocks = Arc::new(
-            dyno_storage::RocksStore::open(&dyno_storage::RocksConfig::new(dir.path()))
-                .expect("open"),
-        );
-        let store: Arc<dyn Store> = Arc::clone(&rocks) as Arc<dyn Store>;
-        let r = open(&store);
+        let config = dyno_storage::RocksConfig::new(dir.path());
         let none = VersionVector::new();
         let write = |r: &Replica, value: &'static str, reads| {
             r.coordinate(
@@ -1081,10 +1076,14 @@ mod tests {
                 reads,
             )
         };
+        let rocks = Arc::new(dyno_storage::RocksStore::open(&config).expect("open"));
+        let store: Arc<dyn Store> = Arc::clone(&rocks) as Arc<dyn Store>;
+        let r = open(&store);
         write(&r, "old", Reads::Anywhere).expect("write");
-        // Flushed: the value is in a file, none of whose data blocks has
-        // been read into the block cache yet.
-        rocks.flush().expect("flush");
+        // Compacted: the value is in a new file, none of whose data blocks
+        // has been read into the block cache yet (a flush would have left
+        // them there).
+        rocks.compact().expect("compact");
         let before = roots(&r);
         let e = write(&r, "new", Reads::Memory).expect_err("needs the disk");
         assert!(e.needs_disk(), "{e}");

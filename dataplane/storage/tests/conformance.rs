@@ -396,6 +396,33 @@ fn rocksdb_reads_from_disk_only_when_allowed() {
 }
 
 #[test]
+fn rocksdb_flush_leaves_its_blocks_in_memory() {
+    // A flush writes its blocks into the block cache as well, so the
+    // first reads of the new file need no disk (and, on the request path,
+    // no hop to the blocking pool). With or without the background write
+    // limit.
+    for limit in [0, 64 << 20] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = RocksConfig::new(dir.path());
+        config.background_write_bytes_per_sec = limit;
+        let s = RocksStore::open(&config).expect("open");
+        let value = vec![7u8; 1024];
+        for i in 0..2000u32 {
+            s.put(Keyspace::Items, &i.to_be_bytes(), &value)
+                .expect("put");
+        }
+        s.flush().expect("flush");
+        for i in 0..2000u32 {
+            assert_eq!(
+                s.get_in_memory(Keyspace::Items, &i.to_be_bytes())
+                    .unwrap_or_else(|e| panic!("key {i} after the flush (limit {limit}): {e}")),
+                Some(value.clone())
+            );
+        }
+    }
+}
+
+#[test]
 fn rocksdb_open_errors_are_typed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _held = RocksStore::open(&RocksConfig::new(dir.path())).expect("open");
