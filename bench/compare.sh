@@ -5,6 +5,11 @@
 #
 #   bench/compare.sh                 # full run (about 15 minutes on 2 cores)
 #   bench/compare.sh --quick --out /tmp/r.md   # a short run that checks the plumbing
+#   bench/compare.sh --rounds 5      # more interleaved rounds of the paired runs
+#
+# The systems the goals compare run side by side, each paused while another
+# is measured, and their paired runs repeat in interleaved rounds (3 by
+# default); the report gives every round and the goals use the medians.
 #
 # Installs redis-server, etcd-server and rocksdb-tools from Debian's
 # packages when they are missing.
