@@ -102,6 +102,9 @@ pub struct Metrics {
     /// Request-path storage operations that needed the disk and ran on the
     /// blocking pool instead of the async thread.
     pub disk_reads: Counter,
+    /// Request-path operations that found their key's lock stripe busy
+    /// and ran on the blocking pool.
+    pub stripe_waits: Counter,
     /// Anti-entropy: keys compared with a peer.
     pub aae_keys_compared: Counter,
     /// Anti-entropy: keys that differed and were repaired (either side).
@@ -235,6 +238,10 @@ impl Metrics {
             "request_disk_reads",
             "Request-path storage operations whose reads missed memory (memtables and block cache) and ran on the blocking pool",
         );
+        let stripe_waits = counter(
+            "request_stripe_waits",
+            "Request-path storage operations that found their key's lock stripe held and ran on the blocking pool instead of waiting on a request thread",
+        );
         let aae_keys_compared = counter(
             "aae_keys_compared",
             "Keys compared with a peer by anti-entropy",
@@ -314,6 +321,7 @@ impl Metrics {
             read_repairs,
             speculative_reads,
             disk_reads,
+            stripe_waits,
         }
     }
 

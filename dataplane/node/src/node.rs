@@ -240,8 +240,12 @@ impl Node {
         G: FnOnce(Reads) -> Result<T, ReplicaError> + Send + 'static,
     {
         match op(Reads::Memory) {
-            Err(e) if e.needs_disk() => {
-                self.metrics.disk_reads.inc();
+            Err(e) if e.must_block() => {
+                if e.needs_disk() {
+                    self.metrics.disk_reads.inc();
+                } else {
+                    self.metrics.stripe_waits.inc();
+                }
                 let retry = owned();
                 crate::sys::blocking(move || retry(Reads::Anywhere))
                     .await

@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use bytes::Bytes;
 use dyno_core::codec::{decode_object, encode_object};
@@ -95,6 +95,11 @@ pub enum ReplicaError {
     /// The write was refused (too many siblings).
     #[error(transparent)]
     Update(#[from] UpdateError),
+    /// A memory-only operation found its key's lock stripe held (by an
+    /// operation that may be reading the disk on a blocking thread) and
+    /// did not wait: it wrote nothing; run it on a blocking thread.
+    #[error("the key's lock stripe is busy")]
+    Busy,
     /// The hint backlog for a node is full.
     #[error("hint backlog for {target} is full ({bytes} bytes)")]
     HintsFull {
@@ -121,6 +126,15 @@ impl ReplicaError {
     /// [`Reads::Anywhere`] on a blocking thread).
     pub fn needs_disk(&self) -> bool {
         matches!(self, ReplicaError::Store(StoreError::NotInMemory))
+    }
+
+    /// True when an operation run with [`Reads::Memory`] stopped, having
+    /// written nothing, because it would have had to wait: for the disk
+    /// ([`ReplicaError::needs_disk`]) or for its key's lock stripe
+    /// ([`ReplicaError::Busy`]). Run it again with [`Reads::Anywhere`] on
+    /// a blocking thread.
+    pub fn must_block(&self) -> bool {
+        self.needs_disk() || matches!(self, ReplicaError::Busy)
     }
 
     /// The damaged record this error names, if it is about one.
@@ -461,8 +475,32 @@ impl Replica {
     }
 
     fn stripe(&self, item_key: &[u8]) -> MutexGuard<'_, ()> {
-        let i = (dyno_core::hash::digest_bytes(item_key) as usize) % STRIPES;
-        lock(&self.stripes[i])
+        lock(self.stripe_mutex(item_key))
+    }
+
+    fn stripe_mutex(&self, item_key: &[u8]) -> &Mutex<()> {
+        &self.stripes[(dyno_core::hash::digest_bytes(item_key) as usize) % STRIPES]
+    }
+
+    /// The lock stripe of `item_key`, for an operation reading `reads`.
+    /// A memory-only operation runs on an async thread and does not wait:
+    /// the holder may be reading the disk on a blocking thread, and every
+    /// request queued on this thread would wait with it. It fails with
+    /// [`ReplicaError::Busy`] instead, before anything is written.
+    fn stripe_for(
+        &self,
+        item_key: &[u8],
+        reads: Reads,
+    ) -> Result<MutexGuard<'_, ()>, ReplicaError> {
+        let m = self.stripe_mutex(item_key);
+        match reads {
+            Reads::Anywhere => Ok(lock(m)),
+            Reads::Memory => match m.try_lock() {
+                Ok(g) => Ok(g),
+                Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+                Err(TryLockError::WouldBlock) => Err(ReplicaError::Busy),
+            },
+        }
     }
 
     /// A stored value, read where `reads` allows.
@@ -657,7 +695,7 @@ impl Replica {
         reads: Reads,
     ) -> Result<bool, ReplicaError> {
         self.healing(|| {
-            let _g = self.stripe(item_key);
+            let _g = self.stripe_for(item_key, reads)?;
             let old = self.read_item_sized(item_key, reads)?;
             let merged = match &old {
                 Some((o, _)) => {
@@ -852,7 +890,7 @@ impl Replica {
         reads: Reads,
     ) -> Result<(Object, Option<usize>), ReplicaError> {
         let item_key = &encode_item_key(table, key)[..];
-        let _g = self.stripe(item_key);
+        let _g = self.stripe_for(item_key, reads)?;
         let mut old = None;
         let (mut obj, actor) = match hint_for {
             None => {
@@ -909,7 +947,7 @@ impl Replica {
     ) -> Result<(), ReplicaError> {
         let item_key = encode_item_key(table, key);
         self.healing(|| {
-            let _g = self.stripe(&item_key);
+            let _g = self.stripe_for(&item_key, reads)?;
             self.put_hint_locked(target, &item_key, obj, mode, reads)
         })
     }
@@ -1108,6 +1146,48 @@ mod tests {
             [&Bytes::from("new")]
         );
         assert_ne!(roots(&r), before);
+    }
+
+    /// A memory-only operation does not wait for its key's lock stripe
+    /// (the holder may be reading the disk on a blocking thread): it stops,
+    /// wrote nothing, and asks for the blocking pool; once the stripe is
+    /// free it goes through.
+    #[test]
+    fn memory_only_operations_do_not_wait_for_a_busy_stripe() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let r = open(&store);
+        let none = VersionVector::new();
+        let write = |value: &'static str, reads| {
+            r.coordinate(
+                "three",
+                b"k",
+                &none,
+                Some(Bytes::from(value)),
+                ConflictMode::Lww,
+                None,
+                reads,
+            )
+        };
+        write("old", Reads::Memory).expect("stripe free");
+        let before = roots(&r);
+        let item_key = encode_item_key("three", b"k");
+        let held = r.stripe(&item_key);
+        let e = write("new", Reads::Memory).expect_err("stripe held");
+        assert!(matches!(e, ReplicaError::Busy), "{e}");
+        assert!(e.must_block() && !e.needs_disk(), "{e}");
+        let incoming = r.get_item("three", b"k").expect("read").expect("present");
+        let e = r
+            .merge_item_deferred("three", b"k", &incoming, ConflictMode::Lww, Reads::Memory)
+            .expect_err("stripe held");
+        assert!(e.must_block(), "{e}");
+        drop(held);
+        assert_eq!(roots(&r), before, "nothing was written");
+        write("new", Reads::Memory).expect("stripe free again");
+        let stored = r.get_item("three", b"k").expect("read").expect("present");
+        assert_eq!(
+            stored.live_values().collect::<Vec<_>>(),
+            [&Bytes::from("new")]
+        );
     }
 
     /// Per-table figures count live items and their bytes: an overwrite
