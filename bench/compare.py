@@ -36,28 +36,37 @@ def log(msg):
     print(f"==> {msg}", file=sys.stderr, flush=True)
 
 
-def wait_http(url, timeout=60):
+def wait_until(ready, timeout, failure):
+    """Polls `ready()` every 0.1 s until it returns true; an exception counts
+    as not yet. Raises RuntimeError(failure) after `timeout` seconds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status < 300:
-                    return
+            if ready():
+                return
         except Exception:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
+    raise RuntimeError(failure)
+
+
+def http_json(url, headers=None):
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as r:
+        return json.loads(r.read())
+
+
+def wait_http(url, timeout=60):
+    def ready():
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status < 300
+    wait_until(ready, timeout, f"{url} did not answer within {timeout} s")
 
 
 def wait_tcp(port, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} did not open within {timeout} s")
+    def ready():
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    wait_until(ready, timeout, f"port {port} did not open within {timeout} s")
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -131,38 +140,19 @@ class Procs:
 def wait_dyno_peers(urls, token, timeout=60):
     """Waits until every node of a Dyno cluster sees every member up (after
     a pause, failure detectors take a heartbeat or two to agree again)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            ok = True
-            for u in urls:
-                req = urllib.request.Request(u + "/admin/v1/cluster", headers={"Authorization": f"Bearer {token}"})
-                with urllib.request.urlopen(req, timeout=2) as r:
-                    view = json.loads(r.read())
-                members = set(view["ring"]["members"])
-                up = {n["id"] for n in view["nodes"] if n["status"] == "up" and n["liveness"] == "up"}
-                ok = ok and members <= up
-            if ok:
-                return
-        except Exception:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the cluster at {urls[0]} did not see all its members up within {timeout} s")
+    def sees_all(url):
+        view = http_json(url + "/admin/v1/cluster", {"Authorization": f"Bearer {token}"})
+        up = {n["id"] for n in view["nodes"] if n["status"] == "up" and n["liveness"] == "up"}
+        return set(view["ring"]["members"]) <= up
+    wait_until(lambda: all(sees_all(u) for u in urls), timeout,
+               f"the cluster at {urls[0]} did not see all its members up within {timeout} s")
 
 
 def wait_etcd(ports, timeout=60):
+    """Waits until every etcd member reports itself healthy (it has a leader)."""
     for cp in ports:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{cp}/health", timeout=2) as r:
-                    if json.loads(r.read()).get("health") == "true":
-                        break
-            except Exception:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"etcd on port {cp} was not healthy within {timeout} s")
-            time.sleep(0.1)
+        wait_until(lambda: http_json(f"http://127.0.0.1:{cp}/health").get("health") == "true", timeout,
+                   f"etcd on port {cp} was not healthy within {timeout} s")
 
 
 def median_run(runs):
