@@ -1094,6 +1094,24 @@ mod tests {
             .collect()
     }
 
+    /// A blind last-writer-wins write of `value` to key `k` of table
+    /// `three`, reading only where `reads` allows.
+    fn lww_write(
+        r: &Replica,
+        value: &'static str,
+        reads: Reads,
+    ) -> Result<(Object, Option<usize>), ReplicaError> {
+        r.coordinate(
+            "three",
+            b"k",
+            &VersionVector::new(),
+            Some(Bytes::from(value)),
+            ConflictMode::Lww,
+            None,
+            reads,
+        )
+    }
+
     /// A write or read that needs the disk stops when it may read only
     /// memory, and leaves no trace: the stored value and the Merkle trees
     /// are as before. Allowed the disk, it goes through; the blocks it read
@@ -1102,28 +1120,16 @@ mod tests {
     fn memory_only_operations_stop_before_writing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dyno_storage::RocksConfig::new(dir.path());
-        let none = VersionVector::new();
-        let write = |r: &Replica, value: &'static str, reads| {
-            r.coordinate(
-                "three",
-                b"k",
-                &none,
-                Some(Bytes::from(value)),
-                ConflictMode::Lww,
-                None,
-                reads,
-            )
-        };
         let rocks = Arc::new(dyno_storage::RocksStore::open(&config).expect("open"));
         let store: Arc<dyn Store> = Arc::clone(&rocks) as Arc<dyn Store>;
         let r = open(&store);
-        write(&r, "old", Reads::Anywhere).expect("write");
+        lww_write(&r, "old", Reads::Anywhere).expect("write");
         // Compacted: the value is in a new file, none of whose data blocks
         // has been read into the block cache yet (a flush would have left
         // them there).
         rocks.compact().expect("compact");
         let before = roots(&r);
-        let e = write(&r, "new", Reads::Memory).expect_err("needs the disk");
+        let e = lww_write(&r, "new", Reads::Memory).expect_err("needs the disk");
         assert!(e.needs_disk(), "{e}");
         let e = r
             .get_with_hints("three", b"k", ConflictMode::Lww, Reads::Memory)
@@ -1136,7 +1142,7 @@ mod tests {
             [&Bytes::from("old")]
         );
         // The read above brought the blocks in: memory is enough now.
-        write(&r, "new", Reads::Memory).expect("in memory now");
+        lww_write(&r, "new", Reads::Memory).expect("in memory now");
         let stored = r
             .get_with_hints("three", b"k", ConflictMode::Lww, Reads::Memory)
             .expect("read")
@@ -1156,23 +1162,11 @@ mod tests {
     fn memory_only_operations_do_not_wait_for_a_busy_stripe() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let r = open(&store);
-        let none = VersionVector::new();
-        let write = |value: &'static str, reads| {
-            r.coordinate(
-                "three",
-                b"k",
-                &none,
-                Some(Bytes::from(value)),
-                ConflictMode::Lww,
-                None,
-                reads,
-            )
-        };
-        write("old", Reads::Memory).expect("stripe free");
+        lww_write(&r, "old", Reads::Memory).expect("stripe free");
         let before = roots(&r);
         let item_key = encode_item_key("three", b"k");
         let held = r.stripe(&item_key);
-        let e = write("new", Reads::Memory).expect_err("stripe held");
+        let e = lww_write(&r, "new", Reads::Memory).expect_err("stripe held");
         assert!(matches!(e, ReplicaError::Busy), "{e}");
         assert!(e.must_block() && !e.needs_disk(), "{e}");
         let incoming = r.get_item("three", b"k").expect("read").expect("present");
@@ -1182,7 +1176,7 @@ mod tests {
         assert!(e.must_block(), "{e}");
         drop(held);
         assert_eq!(roots(&r), before, "nothing was written");
-        write("new", Reads::Memory).expect("stripe free again");
+        lww_write(&r, "new", Reads::Memory).expect("stripe free again");
         let stored = r.get_item("three", b"k").expect("read").expect("present");
         assert_eq!(
             stored.live_values().collect::<Vec<_>>(),
