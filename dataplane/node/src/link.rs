@@ -105,7 +105,8 @@ pub fn decode(buf: &mut BytesMut) -> io::Result<Option<pb::PipeFrame>> {
 
 /// Writes the frames sent on `rx` to `w` until every sender is gone (then
 /// shuts the connection's write side) or a write fails. Frames queued
-/// meanwhile go out together in one write: under load, one system call
+/// meanwhile, and by the tasks that were ready to run when the first
+/// arrived, go out together in one write: under load, one system call
 /// carries many calls.
 pub async fn write_frames<W: AsyncWrite + Unpin>(
     mut w: W,
@@ -116,6 +117,14 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
     while let Some(frame) = rx.recv().await {
         encode(&frame, &mut buf);
         let mut frames = 1;
+        // Let the tasks already runnable on this thread run first: under
+        // load they queue more frames, which then share this system call
+        // (tokio runs a task woken by a send next, so without this most
+        // writes carried one or two frames). With nothing else runnable it
+        // costs one trip through the scheduler, no waiting. Measured on 3
+        // nodes, YCSB-A: 1.9 → 0.6 sends per operation, CPU per operation
+        // down about a sixth (bench/MICRO.md, seventh pass).
+        tokio::task::yield_now().await;
         while buf.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(frame) => {
@@ -359,6 +368,54 @@ mod tests {
         let mut ids = Vec::new();
         read_frames(server, |f| ids.push(f.id)).await.expect("read");
         assert_eq!(ids, (0..100).collect::<Vec<_>>());
+    }
+
+    /// Counts the writes made to it.
+    #[derive(Default)]
+    struct CountingWriter {
+        writes: usize,
+    }
+
+    impl AsyncWrite for CountingWriter {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes += 1;
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_from_tasks_ready_when_the_writer_wakes_share_its_write() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Stats::default();
+        let writer = tokio::spawn(write_frames(CountingWriter::default(), rx, stats.clone()));
+        tokio::task::yield_now().await; // the writer now waits for a frame
+        // One task sends and, after it, makes two more ready; each of those
+        // sends one frame. The writer is woken by the first send, before
+        // the other two have run.
+        let first = tx.clone();
+        let others: Vec<_> = (1..3).map(|_| tx.clone()).collect();
+        drop(tx);
+        tokio::spawn(async move {
+            first.send(get(0, "k")).expect("send");
+            for (i, tx) in (1..).zip(others) {
+                tokio::spawn(async move { tx.send(get(i, "k")).expect("send") });
+            }
+        });
+        writer.await.expect("join").expect("write");
+        assert_eq!(stats.frames.get(), 3);
+        assert_eq!(stats.writes.get(), 1, "the frames did not share a write");
     }
 
     #[tokio::test]
