@@ -79,9 +79,9 @@ fn now_ms(began: tokio::time::Instant) -> u64 {
 struct DiskView {
     disk: Arc<MemoryStore>,
     alive: AtomicBool,
-    /// With `--durability periodic`: what was overwritten since the last
-    /// (simulated, every 100 ms) fsync, to be undone by a power loss.
-    unsynced: Option<Mutex<Unsynced>>,
+    /// What was overwritten since the last fsync, to be undone by a crash
+    /// (see [`Unsynced`]).
+    unsynced: Mutex<Unsynced>,
     /// A deliberately broken disk, to prove the checkers catch what it
     /// does: item writes whose storage key contains this are dropped
     /// (and reported as done).
@@ -95,28 +95,56 @@ struct DiskView {
 }
 
 /// Writes not yet made durable, oldest first, with what they replaced.
+///
+/// With `--durability periodic` every write is one until the next
+/// (simulated, every 100 ms) fsync, and a crash is a power loss. With
+/// `sync`, as RocksDB runs it (manual WAL flush), a synced write and every
+/// fsync (`sync`, `wait_durable`) make everything before them durable,
+/// while a deferred write stays in the process's WAL buffer until then:
+/// a crash of the process loses it.
 #[derive(Debug)]
 struct Unsynced {
+    periodic: bool,
     /// The last fsync.
     synced_at: tokio::time::Instant,
     undo: Vec<(Keyspace, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Unsynced {
+    /// Forgets what a periodic fsync has covered by now.
+    fn tick(&mut self) {
+        if self.periodic && self.synced_at.elapsed() >= SYNC_INTERVAL {
+            self.undo.clear();
+            self.synced_at = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// The keys a batch writes.
+fn batch_keys(batch: &WriteBatch) -> Vec<(Keyspace, Vec<u8>)> {
+    batch
+        .ops()
+        .iter()
+        .map(|op| match op {
+            dyno_storage::BatchOp::Put { keyspace, key, .. }
+            | dyno_storage::BatchOp::Delete { keyspace, key } => (*keyspace, key.clone()),
+        })
+        .collect()
 }
 
 /// How often `--durability periodic` syncs.
 const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 impl DiskView {
-    /// Remembers what `keys` hold before they are overwritten, unless an
-    /// fsync has happened since the last write.
+    fn unsynced(&self) -> std::sync::MutexGuard<'_, Unsynced> {
+        self.unsynced.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers what `keys` hold before they are overwritten by a write
+    /// that is not yet durable.
     fn before_write(&self, keys: &[(Keyspace, Vec<u8>)]) -> Result<(), StoreError> {
-        let Some(unsynced) = &self.unsynced else {
-            return Ok(());
-        };
-        let mut u = unsynced.lock().unwrap_or_else(|e| e.into_inner());
-        if u.synced_at.elapsed() >= SYNC_INTERVAL {
-            u.undo.clear();
-            u.synced_at = tokio::time::Instant::now();
-        }
+        let mut u = self.unsynced();
+        u.tick();
         for (keyspace, key) in keys {
             let old = self.disk.get_stored(*keyspace, key)?;
             u.undo.push((*keyspace, key.clone(), old));
@@ -124,17 +152,18 @@ impl DiskView {
         Ok(())
     }
 
-    /// A power loss: writes since the last fsync are gone (all of them,
-    /// as if the write-ahead log's unsynced tail were lost).
+    /// An fsync: everything written so far is durable.
+    fn synced(&self) {
+        let mut u = self.unsynced();
+        u.undo.clear();
+        u.synced_at = tokio::time::Instant::now();
+    }
+
+    /// A crash: writes since the last fsync are gone (all of them, as if
+    /// the write-ahead log's unsynced tail were lost).
     fn lose_power(&self) {
-        let Some(unsynced) = &self.unsynced else {
-            return;
-        };
-        let mut u = unsynced.lock().unwrap_or_else(|e| e.into_inner());
-        if u.synced_at.elapsed() >= SYNC_INTERVAL {
-            // The periodic fsync covered all of it.
-            u.undo.clear();
-        }
+        let mut u = self.unsynced();
+        u.tick();
         while let Some((keyspace, key, old)) = u.undo.pop() {
             let restored = match old {
                 Some(stored) => self.disk.put_stored(keyspace, &key, stored),
@@ -142,6 +171,34 @@ impl DiskView {
             };
             restored.expect("the memory store never fails");
         }
+    }
+
+    /// Writes a batch to the disk (less what a forgetful disk drops).
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if let Some(needle) = self.forget {
+            let mut kept = WriteBatch::new();
+            for op in batch.ops() {
+                match op {
+                    dyno_storage::BatchOp::Put {
+                        keyspace: Keyspace::Items,
+                        key,
+                        ..
+                    } if key.windows(needle.len()).any(|w| w == needle.as_bytes()) => {}
+                    dyno_storage::BatchOp::Put {
+                        keyspace,
+                        key,
+                        value,
+                    } => {
+                        kept.put(*keyspace, key.clone(), value.clone());
+                    }
+                    dyno_storage::BatchOp::Delete { keyspace, key } => {
+                        kept.delete(*keyspace, key.clone());
+                    }
+                }
+            }
+            return self.disk.write(kept);
+        }
+        self.disk.write(batch)
     }
 
     fn check(&self) -> Result<(), StoreError> {
@@ -172,39 +229,25 @@ impl Store for DiskView {
     }
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.check()?;
-        let keys: Vec<(Keyspace, Vec<u8>)> = batch
-            .ops()
-            .iter()
-            .map(|op| match op {
-                dyno_storage::BatchOp::Put { keyspace, key, .. }
-                | dyno_storage::BatchOp::Delete { keyspace, key } => (*keyspace, key.clone()),
-            })
-            .collect();
-        self.before_write(&keys)?;
-        if let Some(needle) = self.forget {
-            let mut kept = WriteBatch::new();
-            for op in batch.ops() {
-                match op {
-                    dyno_storage::BatchOp::Put {
-                        keyspace: Keyspace::Items,
-                        key,
-                        ..
-                    } if key.windows(needle.len()).any(|w| w == needle.as_bytes()) => {}
-                    dyno_storage::BatchOp::Put {
-                        keyspace,
-                        key,
-                        value,
-                    } => {
-                        kept.put(*keyspace, key.clone(), value.clone());
-                    }
-                    dyno_storage::BatchOp::Delete { keyspace, key } => {
-                        kept.delete(*keyspace, key.clone());
-                    }
-                }
-            }
-            return self.disk.write(kept);
+        if self.unsynced().periodic {
+            self.before_write(&batch_keys(&batch))?;
+        } else {
+            // A synced write; it flushes the deferred ones before it.
+            self.synced();
         }
-        self.disk.write(batch)
+        self.apply(batch)
+    }
+    fn write_deferred(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.check()?;
+        self.before_write(&batch_keys(&batch))?;
+        self.apply(batch)
+    }
+    fn wait_durable(&self) -> Result<(), StoreError> {
+        if self.unsynced().periodic {
+            // The periodic fsync makes it durable, later.
+            return self.check();
+        }
+        self.sync()
     }
     fn scan(
         &self,
@@ -228,11 +271,7 @@ impl Store for DiskView {
     }
     fn sync(&self) -> Result<(), StoreError> {
         self.check()?;
-        if let Some(unsynced) = &self.unsynced {
-            let mut u = unsynced.lock().unwrap_or_else(|e| e.into_inner());
-            u.undo.clear();
-            u.synced_at = tokio::time::Instant::now();
-        }
+        self.synced();
         Ok(())
     }
     fn get_stored(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -636,11 +675,10 @@ impl Sim {
         let disk = Arc::new(DiskView {
             disk: Arc::clone(&self.disks[i]),
             alive: AtomicBool::new(true),
-            unsynced: self.periodic.then(|| {
-                Mutex::new(Unsynced {
-                    synced_at: tokio::time::Instant::now(),
-                    undo: Vec::new(),
-                })
+            unsynced: Mutex::new(Unsynced {
+                periodic: self.periodic,
+                synced_at: tokio::time::Instant::now(),
+                undo: Vec::new(),
             }),
             forget: self.forget,
             cold: self.cold.clone(),

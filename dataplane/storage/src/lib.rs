@@ -37,7 +37,11 @@
 //! [`Durability::Sync`] fsyncs the write-ahead log before a write returns:
 //! an acknowledged write survives a power failure. It costs one fsync per
 //! write group (RocksDB groups concurrent writers into one fsync, so the
-//! cost shrinks under concurrency). [`Durability::Periodic`] writes the log
+//! cost shrinks under concurrency). Until then the log records of
+//! [`Store::write_deferred`] stay in RocksDB's buffer inside the process
+//! (manual WAL flush): the fsync writes them out, all at once. A crash of
+//! the process loses only deferred writes no one waited for, which were
+//! never acknowledged. [`Durability::Periodic`] writes the log
 //! to the OS before returning and fsyncs it on a timer: an acknowledged write
 //! survives a crash of the process (the OS still has it) but a power failure
 //! or kernel crash can lose the last interval of writes. With N replicas on

@@ -126,6 +126,17 @@ impl RocksStore {
                 10,
             );
         }
+        // Under `Sync` every acknowledged write waits for a WAL fsync
+        // (`write` syncs, `wait_durable` runs a group commit), and an fsync
+        // of the WAL (`FlushWAL(true)`) first writes out what RocksDB has
+        // buffered. So the log records need not reach the OS one write(2)
+        // each: they stay in RocksDB's buffer until the group commit writes
+        // them all at once. Three sync nodes under YCSB-A made 76k WAL
+        // write(2)s in 9 s without this, 11k with it (bench/MICRO.md,
+        // seventh pass).
+        // `Periodic` keeps one write(2) per batch: its acknowledged writes
+        // must survive a crash of the process between two fsyncs.
+        db_opts.set_manual_wal_flush(config.durability == Durability::Sync);
         let cfs = Keyspace::ALL.map(cf_opts);
         let db = DB::open_cf_descriptors(&db_opts, &config.path, cfs)
             .map_err(|e| open_err(e.into_string()))?;

@@ -352,6 +352,32 @@ fn rocksdb_sync_writers_share_fsyncs() {
     );
 }
 
+/// Under `Durability::Sync` a deferred write sits in RocksDB's WAL buffer
+/// until someone waits for durability; closing the store writes it out
+/// (RocksDB's log writer does as it closes).
+#[test]
+fn rocksdb_sync_keeps_unawaited_deferred_writes_on_a_clean_close() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = RocksConfig::new(dir.path());
+    cfg.durability = dyno_storage::Durability::Sync;
+    {
+        let s = RocksStore::open(&cfg).expect("open");
+        for i in 0..100u8 {
+            let mut b = WriteBatch::new();
+            b.put(Keyspace::Items, vec![i], vec![i; 100]);
+            s.write_deferred(b).expect("write");
+        }
+    }
+    let s = RocksStore::open(&cfg).expect("reopen");
+    for i in 0..100u8 {
+        assert_eq!(
+            get(&s, Keyspace::Items, &[i]),
+            Some(vec![i; 100]),
+            "key {i}"
+        );
+    }
+}
+
 #[test]
 fn rocksdb_data_survives_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");

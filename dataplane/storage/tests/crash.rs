@@ -85,6 +85,14 @@ fn acknowledged_writes_survive_sigkill_with_sync_durability() {
     run("sync");
 }
 
+/// The request path's way under `--durability sync`: the write is applied
+/// without a sync (its log record stays in RocksDB's buffer) and the ack
+/// waits for a group commit, which writes the buffer out and fsyncs it.
+#[test]
+fn acknowledged_deferred_writes_survive_sigkill_with_sync_durability() {
+    run("sync-deferred");
+}
+
 /// Periodic durability survives a *process* crash too: the WAL is written to
 /// the OS before the ack; only a machine crash can lose the last interval.
 #[test]
