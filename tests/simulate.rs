@@ -111,11 +111,16 @@ struct Unsynced {
 }
 
 impl Unsynced {
+    /// An fsync: everything written so far is durable.
+    fn synced(&mut self) {
+        self.undo.clear();
+        self.synced_at = tokio::time::Instant::now();
+    }
+
     /// Forgets what a periodic fsync has covered by now.
     fn tick(&mut self) {
         if self.periodic && self.synced_at.elapsed() >= SYNC_INTERVAL {
-            self.undo.clear();
-            self.synced_at = tokio::time::Instant::now();
+            self.synced();
         }
     }
 }
@@ -152,16 +157,22 @@ impl DiskView {
         Ok(())
     }
 
-    /// An fsync: everything written so far is durable.
-    fn synced(&self) {
-        let mut u = self.unsynced();
-        u.undo.clear();
-        u.synced_at = tokio::time::Instant::now();
+    /// Before a write RocksDB makes with its durability setting's write
+    /// options (`write`, `put_stored`): under periodic it is not durable
+    /// until the next fsync; under sync it is synced, and so is every
+    /// deferred write before it.
+    fn before_durable_write(&self, keys: &[(Keyspace, Vec<u8>)]) -> Result<(), StoreError> {
+        if self.unsynced().periodic {
+            self.before_write(keys)
+        } else {
+            self.unsynced().synced();
+            Ok(())
+        }
     }
 
     /// A crash: writes since the last fsync are gone (all of them, as if
     /// the write-ahead log's unsynced tail were lost).
-    fn lose_power(&self) {
+    fn lose_unsynced(&self) {
         let mut u = self.unsynced();
         u.tick();
         while let Some((keyspace, key, old)) = u.undo.pop() {
@@ -229,12 +240,7 @@ impl Store for DiskView {
     }
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.check()?;
-        if self.unsynced().periodic {
-            self.before_write(&batch_keys(&batch))?;
-        } else {
-            // A synced write; it flushes the deferred ones before it.
-            self.synced();
-        }
+        self.before_durable_write(&batch_keys(&batch))?;
         self.apply(batch)
     }
     fn write_deferred(&self, batch: WriteBatch) -> Result<(), StoreError> {
@@ -271,7 +277,7 @@ impl Store for DiskView {
     }
     fn sync(&self) -> Result<(), StoreError> {
         self.check()?;
-        self.synced();
+        self.unsynced().synced();
         Ok(())
     }
     fn get_stored(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -285,7 +291,7 @@ impl Store for DiskView {
         stored: Vec<u8>,
     ) -> Result<(), StoreError> {
         self.check()?;
-        self.before_write(&[(keyspace, key.to_vec())])?;
+        self.before_durable_write(&[(keyspace, key.to_vec())])?;
         self.disk.put_stored(keyspace, key, stored)
     }
 }
@@ -729,7 +735,7 @@ impl Sim {
         };
         if let Some(r) = running {
             r.disk.alive.store(false, Ordering::Release);
-            r.disk.lose_power();
+            r.disk.lose_unsynced();
             r.kill.send_replace(true);
             r.workers.shutdown(Duration::ZERO).await;
         }
