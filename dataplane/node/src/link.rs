@@ -123,7 +123,7 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
         // writes carried one or two frames). With nothing else runnable it
         // costs one trip through the scheduler, no waiting. Measured on 3
         // nodes, YCSB-A: 1.9 → 0.6 sends per operation, CPU per operation
-        // down about a sixth (bench/MICRO.md, seventh pass).
+        // down about 12% (bench/MICRO.md, seventh pass).
         tokio::task::yield_now().await;
         while buf.len() < MAX_BATCH {
             match rx.try_recv() {
