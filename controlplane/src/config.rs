@@ -27,8 +27,10 @@ pub struct ControlPlaneConfig {
     /// Session lifetime in seconds.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub session_ttl_secs: u64,
-    /// Failed logins allowed per email per minute; more get 429.
-    #[arg(long, default_value_t = 10)]
+    /// Failed logins allowed per email per minute: a burst of this many,
+    /// then one every 60/N seconds (a leaky bucket, no window to reset);
+    /// more get 429 with Retry-After.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub login_failures_per_minute: u32,
     /// Milliseconds between reconciliation passes.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]

@@ -234,19 +234,27 @@ impl AppState {
     }
 
     /// Refuses a login for an email with too many recent failures (429
-    /// with the seconds until the window ends).
+    /// with the seconds until one more attempt is allowed).
+    ///
+    /// Failures fill a leaky bucket per email (GCRA): each one adds
+    /// `60 / limit` seconds of debt, paid back as time passes, so an email
+    /// can fail `limit` times at once and then once every `60 / limit`
+    /// seconds, with no window boundary to reset the count.
     pub async fn check_login_limit(&self, email: &str) -> ApiResult<()> {
-        let row = sqlx::query!(
-            "SELECT failures, EXTRACT(EPOCH FROM (window_start + interval '1 minute' - now()))::float8 AS left_secs
-               FROM login_failures WHERE email = $1 AND window_start = date_trunc('minute', now())",
+        let limit = f64::from(self.inner.login_failures_per_minute.max(1));
+        let per_failure = 60.0 / limit;
+        let debt = sqlx::query_scalar!(
+            "SELECT EXTRACT(EPOCH FROM (debt_until - now()))::float8 AS \"debt!\"
+               FROM login_failures WHERE email = $1",
             email
         )
         .fetch_optional(self.db())
         .await?;
-        if let Some(r) = row
-            && r.failures >= self.inner.login_failures_per_minute as i32
-        {
-            let secs = r.left_secs.unwrap_or(60.0).ceil().max(1.0) as u64;
+        // Refused when one more failure would not fit: the debt covers
+        // more than `limit - 1` failures.
+        let wait = debt.map_or(0.0, |d| d - (limit - 1.0) * per_failure);
+        if wait > 0.0 {
+            let secs = wait.ceil().max(1.0) as u64;
             return Err(ApiError {
                 retry_after: Some(secs),
                 ..ApiError::new(
@@ -259,16 +267,23 @@ impl AppState {
         Ok(())
     }
 
-    /// Counts a failed login.
+    /// Counts a failed login: adds one failure's debt to the email's
+    /// bucket, and forgets buckets whose debt is paid.
     pub async fn record_login_failure(&self, email: &str) -> ApiResult<()> {
+        let per_failure = 60.0 / f64::from(self.inner.login_failures_per_minute.max(1));
         sqlx::query!(
-            "INSERT INTO login_failures (email, window_start, failures)
-             VALUES ($1, date_trunc('minute', now()), 1)
-             ON CONFLICT (email, window_start) DO UPDATE SET failures = login_failures.failures + 1",
-            email
+            "INSERT INTO login_failures (email, debt_until)
+             VALUES ($1, now() + make_interval(secs => $2))
+             ON CONFLICT (email) DO UPDATE
+               SET debt_until = greatest(login_failures.debt_until, now()) + make_interval(secs => $2)",
+            email,
+            per_failure
         )
         .execute(self.db())
         .await?;
+        sqlx::query!("DELETE FROM login_failures WHERE debt_until < now()")
+            .execute(self.db())
+            .await?;
         Ok(())
     }
 

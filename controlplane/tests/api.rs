@@ -363,7 +363,9 @@ async fn logins_are_uniform_and_rate_limited() {
         .expect("ascii")
         .parse()
         .expect("secs");
-    assert!((1..=60).contains(&retry));
+    // Three per minute is one every 20 s: the wait is for the oldest
+    // failure's share to drain, not for a wall-clock minute to end.
+    assert!((1..=20).contains(&retry), "retry-after {retry}");
     // Other emails are not limited.
     assert_eq!(try_login("nobody@example.com", "whatever-1").await.0, 401);
     let (s, b) = env
