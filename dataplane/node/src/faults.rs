@@ -8,6 +8,8 @@
 //!   processes on loopback; on one end, the link fails one way.
 //! * Damage: one bit of a stored item is flipped, as a bad disk would
 //!   (`Replica::damage_item`).
+//! * A slow disk: the group commit's fsyncs (`--durability sync`) take at
+//!   least a given time, as on a disk whose flushes stall.
 //!
 //! The wrapper sits between the node and its [`Connector`], so every
 //! caller (coordinator, gossip, hints, anti-entropy, handoff) sees the
@@ -15,8 +17,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dyno_proto::internal as pb;
 use serde::{Deserialize, Serialize};
@@ -35,16 +38,49 @@ pub struct LinkFault {
     pub delay_ms: u64,
 }
 
-/// The faults in force, by the peer's RPC URL.
+/// What happens to this node's disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskFault {
+    /// Each fsync of the group commit takes at least this long (0: as
+    /// fast as the disk).
+    #[serde(default)]
+    pub fsync_delay_ms: u64,
+}
+
+/// The faults in force: link faults by the peer's RPC URL, and the disk's.
 #[derive(Debug, Default)]
 pub struct Faults {
     links: RwLock<BTreeMap<String, LinkFault>>,
+    fsync_delay_ms: AtomicU64,
 }
 
 impl Faults {
     /// Replaces every link fault.
     pub fn set_links(&self, links: BTreeMap<String, LinkFault>) {
         *self.links.write().unwrap_or_else(|e| e.into_inner()) = links;
+    }
+
+    /// Replaces the disk fault.
+    pub fn set_disk(&self, disk: DiskFault) {
+        self.fsync_delay_ms
+            .store(disk.fsync_delay_ms, Ordering::SeqCst);
+    }
+
+    /// Blocks (the calling thread: an fsync's blocking thread) while the
+    /// disk fault delays fsyncs, until the delay has passed since the call
+    /// or the fault is lifted.
+    pub fn delay_fsync(&self) {
+        let started = Instant::now();
+        loop {
+            let delay = Duration::from_millis(self.fsync_delay_ms.load(Ordering::SeqCst));
+            let left = delay.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return;
+            }
+            // In short steps, so that lifting the fault ends the wait.
+            std::thread::sleep(left.min(Duration::from_millis(10)));
+        }
     }
 
     /// The fault on the link to `rpc_url`, if any.

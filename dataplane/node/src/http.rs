@@ -182,6 +182,7 @@ pub fn router(service: Service) -> Router {
         .route("/admin/v1/storage", get(storage))
         .route("/admin/v1/tls", get(tls))
         .route("/admin/v1/faults/links", put(set_link_faults))
+        .route("/admin/v1/faults/disk", put(set_disk_fault))
         .route(
             "/admin/v1/faults/tables/{table}/keys/{key}/damage",
             post(damage_item),
@@ -670,6 +671,15 @@ async fn set_link_faults(
 ) -> Result<Response> {
     let Json(links) = body.map_err(|e| ServiceError::new(ErrorCode::InvalidBody, e.body_text()))?;
     service.set_link_faults(links)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn set_disk_fault(
+    State(service): State<Service>,
+    body: std::result::Result<Json<crate::faults::DiskFault>, JsonRejection>,
+) -> Result<Response> {
+    let Json(disk) = body.map_err(|e| ServiceError::new(ErrorCode::InvalidBody, e.body_text()))?;
+    service.set_disk_fault(disk)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -331,6 +331,7 @@ pub fn assemble(config: &NodeConfig, edges: Edges) -> Result<Assembled, NodeErro
         timeout: config.replica_timeout(),
         sync_writes: config.durability == config::DurabilityArg::Sync,
         group_commit_interval: std::time::Duration::from_micros(config.group_commit_interval_us),
+        faults: faults.clone(),
     }));
     node.set_rmw_handler(Arc::new(service::DdbRmw::new(Arc::clone(node.catalog()))));
 

@@ -91,6 +91,9 @@ pub struct NodeParts {
     /// The group commit's pace: back-to-back fsyncs start at least this
     /// far apart (`--group-commit-interval-us`).
     pub group_commit_interval: Duration,
+    /// Injected faults (`--fault-injection`); the group commit's fsyncs
+    /// obey the disk fault.
+    pub faults: Option<Arc<crate::faults::Faults>>,
 }
 
 /// The shortest wait before a read asks a spare. Spares are for replicas
@@ -134,8 +137,14 @@ impl Node {
         let metrics = Metrics::with_link(p.link_stats);
         let group = p.sync_writes.then(|| {
             let r = Arc::clone(&p.replica);
+            let faults = p.faults.clone();
             GroupCommit::new(
-                move || r.sync().map_err(|e| e.to_string()),
+                move || {
+                    if let Some(f) = &faults {
+                        f.delay_fsync();
+                    }
+                    r.sync().map_err(|e| e.to_string())
+                },
                 p.group_commit_interval,
                 metrics.wal().clone(),
             )
@@ -284,9 +293,12 @@ impl Node {
     }
 }
 
+/// How one copy of a write went.
 enum Reply {
     Ack(NodeId),
     Fail(NodeId, ReplicaFailure),
+    /// The coordinator's own copy was written but its fsync failed.
+    NotDurable(NodeId, ServiceError),
 }
 
 impl Reply {
@@ -298,6 +310,10 @@ impl Reply {
                 Vec::new()
             }
             Reply::Fail(from, why) => machine.on_failure(&from, why),
+            Reply::NotDurable(from, e) => {
+                tracing::error!(error = %e, "write not made durable on this node");
+                machine.on_failure(&from, ReplicaFailure::Failed)
+            }
         }
     }
 }
@@ -861,18 +877,40 @@ impl Node {
                 },
             )
             .await?;
-        self.durable().await?;
         if let Some(count) = warning {
             tracing::warn!(table = %req.table, siblings = count, "key has many siblings; clients should resolve them");
         }
-        machine.on_ack(&self.me);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
+        // The local copy counts once it is durable. Under `--durability
+        // sync` that is the group commit's next fsync, awaited alongside
+        // the replicas' writes rather than before they are sent: waiting
+        // first made every write wait for two group commits in a row (this
+        // node's, then a replica's). Sending a version before its own copy
+        // is durable is safe: a node that crashes with it unsynced starts
+        // again under a new actor id (`meta::actor_for_start`), so its dots
+        // are never issued twice.
+        match &self.group {
+            None => {
+                machine.on_ack(&self.me);
+            }
+            Some(group) => {
+                let (group, me, tx) = (Arc::clone(group), self.me.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let reply = match group.wait().await {
+                        Ok(()) => Reply::Ack(me),
+                        Err(e) => Reply::NotDurable(me, e),
+                    };
+                    tx.send(reply).ok();
+                });
+            }
+        }
 
         let encoded = Bytes::from(encode_object(&object));
         for target in pending {
             self.send_pending(target, &req.table, &req.key, (&object, &encoded), mode);
         }
-        let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
         let mut pending = effects;
+        let mut local_error = None;
         loop {
             for effect in pending.drain(..) {
                 self.carry_out(effect, &req.table, &req.key, (&object, &encoded), mode, &tx);
@@ -884,7 +922,12 @@ impl Node {
             // still due are handled by the background fan-out below.
             let until = deadline.min(Instant::now() + self.timeout * 2);
             match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(reply)) => pending = reply.feed(&mut machine),
+                Ok(Some(reply)) => {
+                    if let Reply::NotDurable(_, e) = &reply {
+                        local_error = Some(e.clone());
+                    }
+                    pending = reply.feed(&mut machine);
+                }
                 Ok(None) | Err(_) => break,
             }
         }
@@ -893,6 +936,10 @@ impl Node {
             Ok(PutResult {
                 context: encode_context(&object.client_context(MAX_CONTEXT_ENTRIES)),
             })
+        } else if let Some(e) = local_error {
+            // The quorum fell short and this node's own fsync failed: that
+            // failure is the news.
+            Err(e)
         } else {
             Err(ServiceError::new(
                 ErrorCode::QuorumNotMet,

@@ -416,6 +416,107 @@ async fn a_slow_replica_costs_a_read_a_spare_not_its_delay() {
     );
 }
 
+/// Under `--durability sync` a coordinator's own copy of a write counts
+/// once its fsync is done, and that fsync runs alongside the replicas'
+/// writes rather than before they are sent: with the coordinator's disk
+/// stalled, a W=2 write is answered by the other two replicas' durable
+/// copies, while a W=3 write waits for the stalled fsync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_write_does_not_wait_for_the_coordinators_fsync_before_sending() {
+    let nodes = cluster_with(
+        &["d1", "d2", "d3"],
+        &["--fault-injection", "--durability", "sync"],
+    )
+    .await;
+    let http = admin();
+    let url = nodes[0].url.clone();
+    create_table(
+        &http,
+        &url,
+        "t",
+        serde_json::json!({"n": 3, "r": 2, "w": 2}),
+    )
+    .await;
+    // Every replica answers (a read at R=3 of a missing key); reads do not
+    // touch the group commit, so no fsync has run yet.
+    eventually(10, "all three replicas answering", || async {
+        let resp = http
+            .get(format!("{url}/v1/tables/t/items/none?r=3"))
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == 404).then_some(())
+    })
+    .await;
+    let fsyncs = |i: usize| {
+        let (http, url) = (&http, nodes[i].url.clone());
+        async move {
+            let text = http
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            text.lines()
+                .find(|l| l.starts_with("dyno_wal_fsyncs_total"))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("dyno_wal_fsyncs_total")
+        }
+    };
+    let disk_fault = |ms: u64| {
+        http.put(format!("{url}/admin/v1/faults/disk"))
+            .json(&serde_json::json!({"fsync_delay_ms": ms}))
+            .send()
+    };
+    // d1's fsyncs now take 60 s (until the fault is lifted).
+    assert_eq!(disk_fault(60_000).await.expect("fault").status(), 204);
+    let before = fsyncs(0).await;
+    let (status, body) = json(
+        http.put(format!("{url}/v1/tables/t/items/k?w=2"))
+            .body("v1")
+            .send()
+            .await
+            .expect("put"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        fsyncs(0).await,
+        before,
+        "d1's fsync is stalled, so the W=2 answer came from d2 and d3"
+    );
+    assert!(fsyncs(1).await >= 1 && fsyncs(2).await >= 1);
+    // At W=3 the coordinator's copy is needed, and it is not durable yet.
+    let w3 = tokio::spawn(
+        http.put(format!("{url}/v1/tables/t/items/k2?w=3"))
+            .body("v2")
+            .send(),
+    );
+    let (d2, d3) = (fsyncs(1).await, fsyncs(2).await);
+    eventually(10, "d2 and d3 to make the W=3 write durable", || async {
+        (fsyncs(1).await > d2 && fsyncs(2).await > d3).then_some(())
+    })
+    .await;
+    assert!(
+        !w3.is_finished(),
+        "a W=3 write was answered while the coordinator's fsync was stalled"
+    );
+    assert_eq!(fsyncs(0).await, before);
+    assert_eq!(disk_fault(0).await.expect("lift").status(), 204);
+    let resp = w3.await.expect("task").expect("put");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        fsyncs(0).await > before,
+        "the W=3 answer waited for d1's fsync"
+    );
+    for n in nodes {
+        stop(n).await;
+    }
+}
+
 /// A write sent to a node that is not the key's primary is forwarded; the
 /// primary's error comes back with its code, status and message intact.
 #[tokio::test]

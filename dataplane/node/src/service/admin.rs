@@ -625,6 +625,14 @@ impl Service {
         Ok(())
     }
 
+    /// Replaces the disk fault (fault injection only).
+    pub fn set_disk_fault(&self, disk: crate::faults::DiskFault) -> Result<(), ServiceError> {
+        let faults = self.faults()?;
+        tracing::warn!(?disk, "fault injection: disk fault set");
+        faults.set_disk(disk);
+        Ok(())
+    }
+
     /// Flips one bit of this node's stored record of an item (fault
     /// injection only). False when this node holds no such item.
     pub async fn damage_item(
