@@ -168,6 +168,94 @@ impl OpStats {
     }
 }
 
+/// The operations of one second of a phase (by the second their intended
+/// start fell in), so that a tail can be traced to the moments it came
+/// from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Second {
+    /// Operations answered (successful, not found, or failed).
+    pub completed: u64,
+    /// Of those, how many took more than [`SLOW_MICROS`].
+    pub slow: u64,
+    /// The longest, in microseconds.
+    pub max_micros: u64,
+}
+
+/// The machine's CPU time taken by the hypervisor (steal) in each second
+/// of a phase, in % of all CPU time (Linux: `/proc/stat`; empty
+/// elsewhere). On a shared VM a burst of steal is a burst of latency that
+/// no system under test can avoid.
+async fn sample_steal(started: Instant, stop: Arc<AtomicBool>) -> Vec<f64> {
+    let mut out = Vec::new();
+    let Some(mut last) = cpu_times() else {
+        return out;
+    };
+    let mut next = started + Duration::from_secs(1);
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep_until(next.into()).await;
+        next += Duration::from_secs(1);
+        let Some(now) = cpu_times() else {
+            break;
+        };
+        let total = now.0.saturating_sub(last.0);
+        let steal = now.1.saturating_sub(last.1);
+        out.push(if total == 0 {
+            0.0
+        } else {
+            100.0 * steal as f64 / total as f64
+        });
+        last = now;
+    }
+    out
+}
+
+/// All CPU time and steal time so far, in clock ticks (`/proc/stat`).
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_cpu_line(stat.lines().next()?)
+}
+
+fn parse_cpu_line(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice],
+    // guest time being counted in user already.
+    let total = v.iter().take(8).sum();
+    Some((total, *v.get(7)?))
+}
+
+/// An operation slower than this counts as slow in the timeline (the
+/// open-loop p99 goal's bound).
+pub const SLOW_MICROS: u64 = 10_000;
+
+/// Adds one operation that started `at` after the phase began and took
+/// `micros`.
+fn note_second(timeline: &mut Vec<Second>, at: Duration, micros: u64) {
+    let i = at.as_secs() as usize;
+    if timeline.len() <= i {
+        timeline.resize(i + 1, Second::default());
+    }
+    let s = &mut timeline[i];
+    s.completed += 1;
+    s.slow += u64::from(micros > SLOW_MICROS);
+    s.max_micros = s.max_micros.max(micros);
+}
+
+/// Merges one client's timeline into the phase's.
+fn merge_timeline(into: &mut Vec<Second>, from: &[Second]) {
+    if into.len() < from.len() {
+        into.resize(from.len(), Second::default());
+    }
+    for (a, b) in into.iter_mut().zip(from) {
+        a.completed += b.completed;
+        a.slow += b.slow;
+        a.max_micros = a.max_micros.max(b.max_micros);
+    }
+}
+
 /// The results of one phase.
 #[derive(Debug, Clone)]
 pub struct PhaseResult {
@@ -179,6 +267,10 @@ pub struct PhaseResult {
     pub elapsed: Duration,
     /// Per operation.
     pub ops: BTreeMap<Op, OpStats>,
+    /// Second by second.
+    pub timeline: Vec<Second>,
+    /// The hypervisor's steal, second by second (see [`sample_steal`]).
+    pub steal: Vec<f64>,
 }
 
 impl PhaseResult {
@@ -405,6 +497,7 @@ async fn run_phase(
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(seed.wrapping_add(c as u64 * 7919));
             let mut stats: BTreeMap<Op, OpStats> = BTreeMap::new();
+            let mut timeline: Vec<Second> = Vec::new();
             loop {
                 if shared.stop.load(Ordering::Relaxed) {
                     break;
@@ -475,6 +568,11 @@ async fn run_phase(
                     }
                 };
                 let micros = intended.elapsed().as_micros() as u64;
+                note_second(
+                    &mut timeline,
+                    intended.saturating_duration_since(started),
+                    micros,
+                );
                 stats
                     .entry(op)
                     .or_insert_with(OpStats::new)
@@ -484,9 +582,11 @@ async fn run_phase(
                     shared.failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            stats
+            (stats, timeline)
         }));
     }
+    let steal_stop = Arc::new(AtomicBool::new(false));
+    let steal = tokio::spawn(sample_steal(started, Arc::clone(&steal_stop)));
     let progress = (!args.quiet).then(|| {
         let shared = Arc::clone(shared);
         let label = if plan.load {
@@ -503,12 +603,17 @@ async fn run_phase(
         ))
     });
     let mut ops: BTreeMap<Op, OpStats> = BTreeMap::new();
+    let mut timeline = Vec::new();
     for t in tasks {
-        for (op, s) in t.await.context("a client task failed")? {
+        let (stats, seconds) = t.await.context("a client task failed")?;
+        for (op, s) in stats {
             ops.entry(op).or_insert_with(OpStats::new).merge(&s);
         }
+        merge_timeline(&mut timeline, &seconds);
     }
     let elapsed = started.elapsed();
+    steal_stop.store(true, Ordering::Relaxed);
+    let steal = steal.await.unwrap_or_default();
     shared.stop.store(true, Ordering::Relaxed);
     if let Some(p) = progress {
         p.abort();
@@ -521,6 +626,8 @@ async fn run_phase(
         rate: plan.rate,
         elapsed,
         ops,
+        timeline,
+        steal,
     })
 }
 
@@ -692,4 +799,51 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("warning: {failed} requests failed or were unavailable (see the table)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timelines_count_slow_operations_by_second_and_merge() {
+        let mut a = Vec::new();
+        note_second(&mut a, Duration::from_millis(200), 500);
+        note_second(&mut a, Duration::from_millis(2_500), 12_000);
+        note_second(&mut a, Duration::from_millis(2_900), 9_000);
+        let mut b = Vec::new();
+        note_second(&mut b, Duration::from_millis(3_100), 40_000);
+        note_second(&mut b, Duration::from_millis(2_001), 15_000);
+        merge_timeline(&mut a, &b);
+        let want = [
+            Second {
+                completed: 1,
+                slow: 0,
+                max_micros: 500,
+            },
+            Second::default(),
+            Second {
+                completed: 3,
+                slow: 2,
+                max_micros: 15_000,
+            },
+            Second {
+                completed: 1,
+                slow: 1,
+                max_micros: 40_000,
+            },
+        ];
+        assert_eq!(a, want);
+    }
+
+    #[test]
+    fn steal_comes_from_the_eighth_field_of_the_cpu_line() {
+        assert_eq!(
+            parse_cpu_line("cpu  100 5 50 800 10 1 2 32 0 0"),
+            Some((1000, 32))
+        );
+        assert_eq!(parse_cpu_line("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(parse_cpu_line("cpu  1 2 3"), None);
+        assert_eq!(parse_cpu_line("cpu  1 x 3 4 5 6 7 8"), None);
+    }
 }

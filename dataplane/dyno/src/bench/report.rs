@@ -128,6 +128,15 @@ fn phase_json(p: &PhaseResult) -> Value {
         "throughput": p.throughput(),
         "overall": stats_json(&p.overall(), p.elapsed),
         "ops": ops,
+        // Per second of the phase: operations, those over 10 ms, the
+        // slowest (ms).
+        "timeline": p.timeline.iter().map(|s| json!({
+            "completed": s.completed,
+            "slow": s.slow,
+            "max_ms": ms(s.max_micros),
+        })).collect::<Vec<_>>(),
+        // The hypervisor's share of the machine's CPU time, % per second.
+        "steal_pct": p.steal.iter().map(|x| (x * 10.0).round() / 10.0).collect::<Vec<_>>(),
     })
 }
 
