@@ -161,6 +161,21 @@ async fn create_table(http: &reqwest::Client, url: &str, name: &str, spec: Value
     assert_eq!(status, 200, "{body}");
 }
 
+/// The value of counter `name` in a node's `/metrics` (0 when absent).
+async fn counter(http: &reqwest::Client, url: &str, name: &str) -> u64 {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Polls `f` every 50 ms until it returns `Some`, for at most `secs`.
 async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
 where
@@ -346,23 +361,8 @@ async fn a_slow_replica_costs_a_read_a_spare_not_its_delay() {
         .await;
         assert_eq!(status, 200, "{body}");
     }
-    let speculative = |m: &str| -> u64 {
-        m.lines()
-            .find(|l| l.starts_with("dyno_speculative_reads_total"))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let metrics = || async {
-        http.get(format!("{url}/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
-    };
-    let before = speculative(&metrics().await);
+    let speculative = || counter(&http, &url, "dyno_speculative_reads_total");
+    let before = speculative().await;
     // Healthy: two replicas asked, no spare needed.
     for k in &keys {
         let (status, _) = json(
@@ -374,7 +374,7 @@ async fn a_slow_replica_costs_a_read_a_spare_not_its_delay() {
         .await;
         assert_eq!(status, 200);
     }
-    let healthy = speculative(&metrics().await) - before;
+    let healthy = speculative().await - before;
     // s1's calls to s2 now take 1.5 s each.
     let (status, body) = json(
         http.put(format!("{url}/admin/v1/faults/links"))
@@ -400,7 +400,7 @@ async fn a_slow_replica_costs_a_read_a_spare_not_its_delay() {
         let want = base64::engine::general_purpose::STANDARD.encode(format!("value of {k}"));
         assert_eq!(body["values"], serde_json::json!([want]), "{k}: {body}");
     }
-    let spares = speculative(&metrics().await) - before - healthy;
+    let spares = speculative().await - before - healthy;
     println!(
         "{} reads with s2 slow: slowest {slowest:?}, {spares} spares asked ({healthy} while healthy)",
         keys.len()
@@ -448,24 +448,7 @@ async fn a_sync_write_does_not_wait_for_the_coordinators_fsync_before_sending() 
         (resp.status() == 404).then_some(())
     })
     .await;
-    let fsyncs = |i: usize| {
-        let (http, url) = (&http, nodes[i].url.clone());
-        async move {
-            let text = http
-                .get(format!("{url}/metrics"))
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("text");
-            text.lines()
-                .find(|l| l.starts_with("dyno_wal_fsyncs_total"))
-                .and_then(|l| l.split_whitespace().last())
-                .and_then(|v| v.parse::<u64>().ok())
-                .expect("dyno_wal_fsyncs_total")
-        }
-    };
+    let fsyncs = |i: usize| counter(&http, &nodes[i].url, "dyno_wal_fsyncs_total");
     let disk_fault = |ms: u64| {
         http.put(format!("{url}/admin/v1/faults/disk"))
             .json(&serde_json::json!({"fsync_delay_ms": ms}))
