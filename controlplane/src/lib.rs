@@ -233,6 +233,11 @@ impl AppState {
         })
     }
 
+    /// Seconds of debt one failed login adds to its email's bucket.
+    fn login_debt_per_failure(&self) -> f64 {
+        60.0 / f64::from(self.inner.login_failures_per_minute.max(1))
+    }
+
     /// Refuses a login for an email with too many recent failures (429
     /// with the seconds until one more attempt is allowed).
     ///
@@ -241,8 +246,7 @@ impl AppState {
     /// can fail `limit` times at once and then once every `60 / limit`
     /// seconds, with no window boundary to reset the count.
     pub async fn check_login_limit(&self, email: &str) -> ApiResult<()> {
-        let limit = f64::from(self.inner.login_failures_per_minute.max(1));
-        let per_failure = 60.0 / limit;
+        let per_failure = self.login_debt_per_failure();
         let debt = sqlx::query_scalar!(
             "SELECT EXTRACT(EPOCH FROM (debt_until - now()))::float8 AS \"debt!\"
                FROM login_failures WHERE email = $1",
@@ -250,9 +254,9 @@ impl AppState {
         )
         .fetch_optional(self.db())
         .await?;
-        // Refused when one more failure would not fit: the debt covers
-        // more than `limit - 1` failures.
-        let wait = debt.map_or(0.0, |d| d - (limit - 1.0) * per_failure);
+        // Refused when one more failure would not fit: it would take the
+        // debt past a minute (`limit` failures' worth).
+        let wait = debt.map_or(0.0, |d| d + per_failure - 60.0);
         if wait > 0.0 {
             let secs = wait.ceil().max(1.0) as u64;
             return Err(ApiError {
@@ -270,7 +274,7 @@ impl AppState {
     /// Counts a failed login: adds one failure's debt to the email's
     /// bucket, and forgets buckets whose debt is paid.
     pub async fn record_login_failure(&self, email: &str) -> ApiResult<()> {
-        let per_failure = 60.0 / f64::from(self.inner.login_failures_per_minute.max(1));
+        let per_failure = self.login_debt_per_failure();
         sqlx::query!(
             "INSERT INTO login_failures (email, debt_until)
              VALUES ($1, now() + make_interval(secs => $2))

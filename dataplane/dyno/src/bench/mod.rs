@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use tokio::sync::oneshot;
 
 use driver::{Conn, Outcome, Target};
 use workload::{Distribution, KeyChooser, Op, Rng, Workload, key_name, pick};
@@ -185,14 +186,20 @@ pub struct Second {
 /// of a phase, in % of all CPU time (Linux: `/proc/stat`; empty
 /// elsewhere). On a shared VM a burst of steal is a burst of latency that
 /// no system under test can avoid.
-async fn sample_steal(started: Instant, stop: Arc<AtomicBool>) -> Vec<f64> {
+///
+/// Samples until `stop` fires (or is dropped), which ends it at once
+/// rather than at the next whole second.
+async fn sample_steal(started: Instant, mut stop: oneshot::Receiver<()>) -> Vec<f64> {
     let mut out = Vec::new();
     let Some(mut last) = cpu_times() else {
         return out;
     };
     let mut next = started + Duration::from_secs(1);
-    while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep_until(next.into()).await;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next.into()) => {}
+            _ = &mut stop => break,
+        }
         next += Duration::from_secs(1);
         let Some(now) = cpu_times() else {
             break;
@@ -231,6 +238,15 @@ fn parse_cpu_line(line: &str) -> Option<(u64, u64)> {
 /// open-loop p99 goal's bound).
 pub const SLOW_MICROS: u64 = 10_000;
 
+impl Second {
+    /// Adds `other`'s operations to these.
+    fn merge(&mut self, other: &Second) {
+        self.completed += other.completed;
+        self.slow += other.slow;
+        self.max_micros = self.max_micros.max(other.max_micros);
+    }
+}
+
 /// Adds one operation that started `at` after the phase began and took
 /// `micros`.
 fn note_second(timeline: &mut Vec<Second>, at: Duration, micros: u64) {
@@ -238,10 +254,11 @@ fn note_second(timeline: &mut Vec<Second>, at: Duration, micros: u64) {
     if timeline.len() <= i {
         timeline.resize(i + 1, Second::default());
     }
-    let s = &mut timeline[i];
-    s.completed += 1;
-    s.slow += u64::from(micros > SLOW_MICROS);
-    s.max_micros = s.max_micros.max(micros);
+    timeline[i].merge(&Second {
+        completed: 1,
+        slow: u64::from(micros > SLOW_MICROS),
+        max_micros: micros,
+    });
 }
 
 /// Merges one client's timeline into the phase's.
@@ -250,9 +267,7 @@ fn merge_timeline(into: &mut Vec<Second>, from: &[Second]) {
         into.resize(from.len(), Second::default());
     }
     for (a, b) in into.iter_mut().zip(from) {
-        a.completed += b.completed;
-        a.slow += b.slow;
-        a.max_micros = a.max_micros.max(b.max_micros);
+        a.merge(b);
     }
 }
 
@@ -585,8 +600,8 @@ async fn run_phase(
             (stats, timeline)
         }));
     }
-    let steal_stop = Arc::new(AtomicBool::new(false));
-    let steal = tokio::spawn(sample_steal(started, Arc::clone(&steal_stop)));
+    let (steal_stop, steal_stopped) = oneshot::channel();
+    let steal = tokio::spawn(sample_steal(started, steal_stopped));
     let progress = (!args.quiet).then(|| {
         let shared = Arc::clone(shared);
         let label = if plan.load {
@@ -612,7 +627,7 @@ async fn run_phase(
         merge_timeline(&mut timeline, &seconds);
     }
     let elapsed = started.elapsed();
-    steal_stop.store(true, Ordering::Relaxed);
+    steal_stop.send(()).ok();
     let steal = steal.await.unwrap_or_default();
     shared.stop.store(true, Ordering::Relaxed);
     if let Some(p) = progress {
