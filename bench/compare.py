@@ -26,10 +26,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port no one listens on now and that this run has not handed out
+    before: the kernel may offer a closed socket's port again at once, and
+    the systems bind theirs only later, so two of them could otherwise be
+    given one port (a CI run lost a sync node that way)."""
+    held = []
+    try:
+        for _ in range(64):
+            s = socket.socket()
+            held.append(s)  # refused ones stay bound until one is found
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if port not in HANDED_OUT:
+                HANDED_OUT.add(port)
+                return port
+        raise RuntimeError("no free port on 127.0.0.1 after 64 tries")
+    finally:
+        for s in held:
+            s.close()
 
 
 def log(msg):
@@ -41,6 +59,8 @@ def wait_until(ready, timeout, failure):
     as not yet. Raises RuntimeError(failure) after `timeout` seconds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
+        if Procs.current is not None:
+            Procs.current.check()
         try:
             if ready():
                 return
@@ -93,9 +113,24 @@ def session_cpu_seconds(sid):
 class Procs:
     """Processes started for the run; all stopped at the end."""
 
+    current = None  # the run's, checked by wait_until
+
     def __init__(self, work):
         self.work = work
         self.procs = []
+        Procs.current = self
+
+    def check(self):
+        """Raises if a system this run started has exited before it was
+        stopped, with the end of its log: waiting for it is pointless."""
+        for name, p in self.procs:
+            if p.poll() is not None:
+                log_path = self.work / f"{name}.log"
+                try:
+                    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[:20])
+                except OSError:
+                    tail = "(no log)"
+                raise RuntimeError(f"{name} exited with status {p.returncode}; {log_path} begins:\n{tail}")
 
     def start(self, name, argv, env=None):
         logf = open(self.work / f"{name}.log", "w")

@@ -205,10 +205,29 @@ fn write_aws_credentials(path: &Path, token: &str) -> anyhow::Result<()> {
     )
 }
 
+/// A port on 127.0.0.1 that no one listens on now and that this process
+/// has not handed out before. The kernel may give the same port to two
+/// `bind(0)` calls in a row once the first socket is closed, and our
+/// nodes bind theirs only later, so without the second condition two
+/// nodes could be given one port (one of them then fails to start).
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Hold every refused listener until one is found, so that the kernel
+    // cannot offer the same port again.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return Ok(port);
+        }
+        held.push(listener);
+    }
+    bail!("no free port on 127.0.0.1 after 64 tries")
 }
 
 /// Worker threads for each of `nodes` nodes sharing this machine: their
@@ -807,6 +826,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let mut ports: Vec<u16> = (0..2000).map(|_| super::free_port().unwrap()).collect();
+        ports.sort_unstable();
+        let before = ports.len();
+        ports.dedup();
+        assert_eq!(ports.len(), before, "a port was handed out twice");
+    }
+
     use super::*;
 
     #[test]
