@@ -265,6 +265,27 @@ class Protocol(unittest.TestCase):
 
 
 class Tables(unittest.TestCase):
+    def test_describe_table_estimates_items_and_size(self):
+        c = make_table("counted", range_key=None)
+        described = lambda node: client(node).describe_table(TableName="counted")["Table"]
+        self.assertEqual((described(0)["ItemCount"], described(0)["TableSizeBytes"]), (0, 0))
+        for i in range(25):
+            c.put_item(TableName="counted", Item={"pk": {"S": f"k{i}"}, "v": {"S": "x" * 200}})
+        for i in range(5):
+            c.delete_item(TableName="counted", Key={"pk": {"S": f"k{i}"}})
+        # Three nodes at N=3: each holds every item, so each node's
+        # estimate is exact once the last replica has the writes.
+        for node in range(len(CLUSTER["nodes"])):
+            eventually(f"node {node} to count 20 items",
+                       lambda: described(node)["ItemCount"] == 20)
+        small = described(0)["TableSizeBytes"]
+        self.assertGreater(small, 20 * 200)
+        for i in range(5, 25):
+            c.put_item(TableName="counted", Item={"pk": {"S": f"k{i}"}, "v": {"S": "x" * 2000}})
+        eventually("the size to grow with the values",
+                   lambda: described(0)["TableSizeBytes"] > small + 20 * 1500)
+        self.assertEqual(described(0)["ItemCount"], 20)
+
     def test_lifecycle_listing_and_tags(self):
         c = client()
         names = [f"life{i}" for i in range(3)]

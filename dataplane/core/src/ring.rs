@@ -260,6 +260,14 @@ impl Ring {
             .collect()
     }
 
+    /// How many partitions `id` is a primary replica of at replication
+    /// factor `n` (one of the first `n` members of their preference list).
+    pub fn partitions_replicated_by(&self, id: &NodeId, n: usize) -> usize {
+        (0..self.partition_count() as u32)
+            .filter(|&p| self.preference_list(PartitionId(p), n).is_primary(id))
+            .count()
+    }
+
     /// The preference list for partition `p` with replication factor `n`.
     pub fn preference_list(&self, p: PartitionId, n: usize) -> PreferenceList<'_> {
         let walk = self.walks.get(p.0 as usize).map_or(&[][..], Vec::as_slice);
@@ -456,6 +464,31 @@ mod tests {
             ids.dedup();
             assert_eq!(ids.len(), 5, "partition {p} repeats a node");
         }
+    }
+
+    #[test]
+    fn replicated_partitions_add_up_to_n_copies_of_the_ring() {
+        for (k, n) in [(1, 3), (3, 3), (5, 3), (5, 1), (7, 2)] {
+            let r = Ring::new(8, 3, members(k)).expect("ring");
+            let each: Vec<usize> = r
+                .members()
+                .iter()
+                .map(|m| r.partitions_replicated_by(&m.id, n))
+                .collect();
+            assert_eq!(
+                each.iter().sum::<usize>(),
+                r.partition_count() * n.min(k),
+                "{k} members, n = {n}: {each:?}"
+            );
+            if n == 1 {
+                for (m, &c) in r.members().iter().zip(&each) {
+                    assert_eq!(c, r.partitions_owned_by(&m.id).len());
+                }
+            }
+        }
+        let r = Ring::new(8, 3, members(3)).expect("ring");
+        let stranger = NodeId::new("elsewhere").expect("valid");
+        assert_eq!(r.partitions_replicated_by(&stranger, 3), 0);
     }
 
     #[test]

@@ -62,6 +62,15 @@ struct Running {
     bytes: i64,
 }
 
+impl Running {
+    fn load(&self) -> TableLoad {
+        TableLoad {
+            items: self.items.max(0) as u64,
+            bytes: self.bytes.max(0) as u64,
+        }
+    }
+}
+
 /// One side of an update: an object and its stored size.
 pub type Version<'a> = Option<(&'a Object, usize)>;
 
@@ -261,19 +270,22 @@ impl Trees {
         )
     }
 
+    /// Live items and their bytes of one table (by storage name), as this
+    /// node holds them.
+    pub fn table_load(&self, name: &str) -> TableLoad {
+        lock(&self.inner)
+            .tables
+            .get(name)
+            .map_or_else(TableLoad::default, Running::load)
+    }
+
     /// Live items and their bytes per table (by storage name), as this
     /// node holds them.
     pub fn table_loads(&self) -> HashMap<String, TableLoad> {
         lock(&self.inner)
             .tables
             .iter()
-            .map(|(name, t)| {
-                let load = TableLoad {
-                    items: t.items.max(0) as u64,
-                    bytes: t.bytes.max(0) as u64,
-                };
-                (name.clone(), load)
-            })
+            .map(|(name, t)| (name.clone(), t.load()))
             .collect()
     }
 }

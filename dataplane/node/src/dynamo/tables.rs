@@ -67,8 +67,9 @@ fn description(
     d
 }
 
-/// The `TableDescription` of a catalog entry.
-fn describe(entry: &TableEntry, status: &str) -> Json {
+/// The `TableDescription` of a catalog entry, with this node's estimate
+/// of its items and bytes ([`Service::table_estimate`]).
+fn describe(service: &Service, entry: &TableEntry, status: &str) -> Json {
     let mut d = description(
         &entry.tenant,
         entry.display_name(),
@@ -77,6 +78,9 @@ fn describe(entry: &TableEntry, status: &str) -> Json {
         status,
     );
     d["TableId"] = json!(entry.name.trim_start_matches('#'));
+    let load = service.table_estimate(entry);
+    d["ItemCount"] = json!(load.items);
+    d["TableSizeBytes"] = json!(load.bytes);
     d
 }
 
@@ -266,7 +270,7 @@ pub fn describe_table(service: &Service, ctx: &RequestCtx, input: &Json) -> ApiR
     let r = Req(input);
     let name = r.table_name()?;
     let e = entry(service, ctx, name, Access::Read)?;
-    Ok(json!({"Table": describe(&e, "ACTIVE")}))
+    Ok(json!({"Table": describe(service, &e, "ACTIVE")}))
 }
 
 /// ListTables.
@@ -322,7 +326,7 @@ pub async fn delete_table(service: &Service, ctx: &RequestCtx, input: &Json) -> 
         }
     })?;
     let d = match known {
-        Some(e) => describe(&e, "DELETING"),
+        Some(e) => describe(service, &e, "DELETING"),
         None => json!({"TableName": name, "TableStatus": "DELETING"}),
     };
     Ok(json!({"TableDescription": d}))
@@ -361,7 +365,7 @@ pub async fn update_table(service: &Service, ctx: &RequestCtx, input: &Json) -> 
         json!({"billing_mode": billing_mode, "read_capacity": rc, "write_capacity": wc}),
     )
     .await?;
-    let mut d = describe(&e, "ACTIVE");
+    let mut d = describe(service, &e, "ACTIVE");
     d["BillingModeSummary"] = json!({"BillingMode": billing_mode});
     d["ProvisionedThroughput"] =
         json!({"ReadCapacityUnits": rc, "WriteCapacityUnits": wc, "NumberOfDecreasesToday": 0});

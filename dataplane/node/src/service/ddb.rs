@@ -320,6 +320,28 @@ impl Service {
         Ok(entry)
     }
 
+    /// This node's estimate of a table's live items and their bytes in the
+    /// whole cluster, for DescribeTable's `ItemCount` and `TableSizeBytes`
+    /// (DynamoDB's are estimates too): what this node holds, scaled by
+    /// the share of the ring's partitions it replicates at the table's N
+    /// (keys spread evenly over partitions). It runs high while a ring
+    /// change copies partitions here and low while this node misses
+    /// writes that hinted handoff or anti-entropy have yet to bring.
+    pub fn table_estimate(&self, entry: &TableEntry) -> crate::trees::TableLoad {
+        let node = &self.inner.node;
+        let local = node.replica().trees.table_load(&entry.name);
+        let Ok(topology) = node.serving_topology() else {
+            return local;
+        };
+        let ring = &topology.current;
+        let here = ring.partitions_replicated_by(node.me(), entry.config.n as usize);
+        let scale = |x: u64| scale_share(x, ring.partition_count(), here);
+        crate::trees::TableLoad {
+            items: scale(local.items),
+            bytes: scale(local.bytes),
+        }
+    }
+
     /// The request tenant's DynamoDB tables, by name.
     pub fn ddb_tables(&self, ctx: &RequestCtx) -> Vec<Arc<TableEntry>> {
         self.inner
@@ -629,6 +651,16 @@ impl Service {
     }
 }
 
+/// `local`, held on `here` of `total` partitions, scaled to all of them
+/// (nothing when this node replicates none).
+fn scale_share(local: u64, total: usize, here: usize) -> u64 {
+    if here == 0 {
+        return 0;
+    }
+    let scaled = u128::from(local) * total as u128 / here as u128;
+    u64::try_from(scaled).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,5 +670,13 @@ mod tests {
         assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
         assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_end(b"\xff\xff"), None);
+    }
+
+    #[test]
+    fn a_share_scales_to_the_whole_ring() {
+        assert_eq!(scale_share(300, 1024, 1024), 300);
+        assert_eq!(scale_share(300, 1024, 512), 600);
+        assert_eq!(scale_share(7, 1024, 0), 0);
+        assert_eq!(scale_share(u64::MAX, 1024, 1), u64::MAX);
     }
 }
