@@ -122,15 +122,16 @@ class Procs:
 
     def check(self):
         """Raises if a system this run started has exited before it was
-        stopped, with the end of its log: waiting for it is pointless."""
+        stopped, with the start of its log (where a start-up error is):
+        waiting for it is pointless."""
         for name, p in self.procs:
             if p.poll() is not None:
                 log_path = self.work / f"{name}.log"
                 try:
-                    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[:20])
+                    head = "\n".join(log_path.read_text(errors="replace").splitlines()[:20])
                 except OSError:
-                    tail = "(no log)"
-                raise RuntimeError(f"{name} exited with status {p.returncode}; {log_path} begins:\n{tail}")
+                    head = "(no log)"
+                raise RuntimeError(f"{name} exited with status {p.returncode}; {log_path} begins:\n{head}")
 
     def start(self, name, argv, env=None):
         logf = open(self.work / f"{name}.log", "w")

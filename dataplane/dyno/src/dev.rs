@@ -826,16 +826,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn free_ports_are_never_handed_out_twice() {
-        let mut ports: Vec<u16> = (0..2000).map(|_| super::free_port().unwrap()).collect();
+        let mut ports: Vec<u16> = (0..2000).map(|_| free_port().unwrap()).collect();
         ports.sort_unstable();
         let before = ports.len();
         ports.dedup();
         assert_eq!(ports.len(), before, "a port was handed out twice");
     }
-
-    use super::*;
 
     #[test]
     fn nodes_share_the_cores_and_each_gets_at_least_one_thread() {

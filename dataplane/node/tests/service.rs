@@ -161,17 +161,22 @@ async fn create_table(http: &reqwest::Client, url: &str, name: &str, spec: Value
     assert_eq!(status, 200, "{body}");
 }
 
-/// The value of counter `name` in a node's `/metrics` (0 when absent).
-async fn counter(http: &reqwest::Client, url: &str, name: &str) -> u64 {
-    let text = http
-        .get(format!("{url}/metrics"))
+/// A node's `/metrics` exposition.
+async fn metrics_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(format!("{url}/metrics"))
         .send()
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("text");
-    text.lines()
+        .expect("text")
+}
+
+/// The value of counter `name` in a node's `/metrics` (0 when absent).
+async fn counter(http: &reqwest::Client, url: &str, name: &str) -> u64 {
+    metrics_text(http, url)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0)
 }
@@ -226,14 +231,7 @@ async fn unknown_tables_share_one_metric_series() {
     )
     .await;
     assert_eq!(status, 404);
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&http, url).await;
     assert!(
         !metrics.contains("nope"),
         "a client-chosen name became a label"
@@ -1292,14 +1290,7 @@ async fn keys_scopes_and_tenant_isolation() {
     assert!(throttled >= 20, "only {throttled} of 30 throttled");
 
     // Per-tenant metrics, with bounded labels.
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&http, &url).await;
     assert!(metrics.contains("tenant=\"acme\""), "{metrics}");
     assert!(metrics.contains("outcome=\"ThrottlingException\""));
     assert!(!metrics.contains("beta%2Forders") && !metrics.contains("ORDERS"));
