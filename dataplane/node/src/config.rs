@@ -229,6 +229,12 @@ pub struct NodeConfig {
     /// rest of the machine's memory serves as page cache).
     #[arg(long, env = "DYNO_BLOCK_CACHE_MIB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(8..=1_048_576))]
     pub block_cache_mib: u32,
+    /// The item cache, in MiB: the items written and read most recently,
+    /// decoded from RocksDB's frames and kept in a hash map, so that the
+    /// read before each write (and a read of a hot key) skips RocksDB's
+    /// memtable search. 0 turns it off.
+    #[arg(long, env = "DYNO_ITEM_CACHE_MIB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub item_cache_mib: u32,
     /// The most RocksDB's flushes and compactions write per second, in
     /// MiB (auto-tuned below that while there is little to write), so that
     /// their output reaches the disk as a steady stream instead of bursts

@@ -507,6 +507,7 @@ pub async fn run(
     let mut rocks = RocksConfig::new(&config.data_dir);
     rocks.write_buffer_bytes = staggered_write_buffer(me.as_str());
     rocks.block_cache_bytes = (config.block_cache_mib as usize) << 20;
+    rocks.item_cache_bytes = (config.item_cache_mib as usize) << 20;
     rocks.background_write_bytes_per_sec = u64::from(config.background_write_mib) << 20;
     rocks.durability = match config.durability {
         config::DurabilityArg::Sync => Durability::Sync,

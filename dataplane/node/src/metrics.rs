@@ -8,6 +8,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// Raises a counter that mirrors a count kept elsewhere up to `to`.
+fn catch_up(c: &Counter, to: u64) {
+    let now = c.get();
+    if to > now {
+        c.inc_by(to - now);
+    }
+}
+
+/// A count as a gauge's value.
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// Labels of a request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
@@ -125,6 +138,12 @@ pub struct Metrics {
     damaged_items: Counter,
     /// Damaged stored hints found and set aside.
     damaged_hints: Counter,
+    /// Item cache: reads it answered.
+    item_cache_hits: Counter,
+    /// Item cache: reads it sent to RocksDB.
+    item_cache_misses: Counter,
+    /// Item cache: bytes held.
+    item_cache_bytes: Gauge,
     /// Live items per table held on this node (replica copies).
     table_items: Family<TableLabels, Gauge>,
     /// Their bytes.
@@ -282,6 +301,20 @@ impl Metrics {
             "damaged_hints",
             "Stored hints that failed their checksum or decoding, set aside",
         );
+        let item_cache_hits = counter(
+            "item_cache_hits",
+            "Item reads (a request's read, or the read before a write) answered by the item cache (`--item-cache-mib`)",
+        );
+        let item_cache_misses = counter(
+            "item_cache_misses",
+            "Item reads the item cache sent to RocksDB",
+        );
+        let item_cache_bytes = Gauge::default();
+        registry.register(
+            "item_cache_bytes",
+            "Bytes held by the item cache (keys, values and per-entry overhead)",
+            item_cache_bytes.clone(),
+        );
         let table_items = Family::default();
         registry.register(
             "table_items",
@@ -303,6 +336,9 @@ impl Metrics {
             ttl_deleted,
             damaged_items,
             damaged_hints,
+            item_cache_hits,
+            item_cache_misses,
+            item_cache_bytes,
             aae_keys_compared,
             aae_keys_repaired,
             aae_bytes_sent,
@@ -338,14 +374,15 @@ impl Metrics {
     /// Brings the damaged-record counters up to the replica's counts of
     /// items and hints (which only grow).
     pub fn set_damaged(&self, items: u64, hints: u64) {
-        let catch_up = |c: &Counter, to: u64| {
-            let now = c.get();
-            if to > now {
-                c.inc_by(to - now);
-            }
-        };
         catch_up(&self.damaged_items, items);
         catch_up(&self.damaged_hints, hints);
+    }
+
+    /// Brings the item cache's figures up to its counters.
+    pub fn set_item_cache(&self, stats: dyno_storage::cache::CacheStats) {
+        catch_up(&self.item_cache_hits, stats.hits);
+        catch_up(&self.item_cache_misses, stats.misses);
+        self.item_cache_bytes.set(clamp(stats.bytes));
     }
 
     /// Sets the per-table figures to `loads` (every live table: its live
@@ -355,7 +392,6 @@ impl Metrics {
         let mut set = self.tables_set.lock().unwrap_or_else(|e| e.into_inner());
         let mut now = std::collections::HashSet::new();
         for (labels, items, bytes) in loads {
-            let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
             self.table_items.get_or_create(&labels).set(clamp(items));
             self.table_bytes.get_or_create(&labels).set(clamp(bytes));
             now.insert(labels);

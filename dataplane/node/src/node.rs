@@ -363,6 +363,9 @@ impl Node {
         self.metrics.set_table_loads(rows);
         let damaged = self.replica.damaged();
         self.metrics.set_damaged(damaged.items, damaged.hints);
+        if let Some(stats) = self.replica.store().cache_stats() {
+            self.metrics.set_item_cache(stats);
+        }
     }
 
     fn note_failure(&self, peer: &NodeId, why: ReplicaFailure) {

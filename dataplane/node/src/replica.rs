@@ -1119,7 +1119,9 @@ mod tests {
     #[test]
     fn memory_only_operations_stop_before_writing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = dyno_storage::RocksConfig::new(dir.path());
+        let mut config = dyno_storage::RocksConfig::new(dir.path());
+        // Without the item cache, which would answer from memory.
+        config.item_cache_bytes = 0;
         let rocks = Arc::new(dyno_storage::RocksStore::open(&config).expect("open"));
         let store: Arc<dyn Store> = Arc::clone(&rocks) as Arc<dyn Store>;
         let r = open(&store);

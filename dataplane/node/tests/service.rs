@@ -240,6 +240,79 @@ async fn unknown_tables_share_one_metric_series() {
     assert!(metrics.contains("table=\"known\""), "{metrics}");
 }
 
+/// The item cache answers the read before a write and the reads of a key
+/// just written, always with the latest value, and `/metrics` counts it;
+/// `--item-cache-mib 0` turns it off.
+#[tokio::test]
+async fn the_item_cache_answers_reads_of_recent_items() {
+    for (id, cache_mib) in [("cached", "32"), ("uncached", "0")] {
+        let nodes = cluster_with(&[id], &["--item-cache-mib", cache_mib]).await;
+        let http = admin();
+        let url = nodes[0].url.clone();
+        create_table(
+            &http,
+            &url,
+            "t",
+            serde_json::json!({"n": 1, "r": 1, "w": 1, "conflict": "lww"}),
+        )
+        .await;
+        let hits = || counter(&http, &url, "dyno_item_cache_hits_total");
+        let before = hits().await;
+        for round in 0..5 {
+            let value = format!("value {round}");
+            let put = http
+                .put(format!("{url}/v1/tables/t/items/k"))
+                .body(value.clone())
+                .send()
+                .await
+                .expect("put");
+            assert_eq!(put.status().as_u16(), 200);
+            let got = http
+                .get(format!("{url}/v1/tables/t/items/k"))
+                .header("accept", "application/octet-stream")
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(got.status().as_u16(), 200);
+            assert_eq!(got.text().await.expect("body"), value, "{id}");
+        }
+        let deleted = http
+            .delete(format!("{url}/v1/tables/t/items/k"))
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(deleted.status().as_u16(), 200);
+        let gone = http
+            .get(format!("{url}/v1/tables/t/items/k"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(gone.status().as_u16(), 404, "{id}: a deleted item is gone");
+        let hits = hits().await - before;
+        let text = metrics_text(&http, &url).await;
+        let bytes: u64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("dyno_item_cache_bytes ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0);
+        if cache_mib == "0" {
+            assert_eq!(hits, 0, "no cache, no hits");
+            assert_eq!(bytes, 0);
+        } else {
+            // Four reads before writes, five reads and the delete's read.
+            assert!(hits >= 10, "{hits} hits");
+            assert!(bytes > 0, "{text}");
+        }
+        for n in nodes {
+            stop(n).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn workers_report_their_status_and_stop_at_shutdown() {
     let mut nodes = cluster(&["w1"]).await;
@@ -471,12 +544,13 @@ async fn a_sync_write_does_not_wait_for_the_coordinators_fsync_before_sending() 
     );
     assert!(fsyncs(1).await >= 1 && fsyncs(2).await >= 1);
     // At W=3 the coordinator's copy is needed, and it is not durable yet.
+    // (Counted before the write starts: d2 and d3 may sync it at once.)
+    let (d2, d3) = (fsyncs(1).await, fsyncs(2).await);
     let w3 = tokio::spawn(
         http.put(format!("{url}/v1/tables/t/items/k2?w=3"))
             .body("v2")
             .send(),
     );
-    let (d2, d3) = (fsyncs(1).await, fsyncs(2).await);
     eventually(10, "d2 and d3 to make the W=3 write durable", || async {
         (fsyncs(1).await > d2 && fsyncs(2).await > d3).then_some(())
     })

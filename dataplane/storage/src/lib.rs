@@ -61,6 +61,7 @@
 //! assert_eq!(store.get(Keyspace::Items, b"k").unwrap(), Some(b"v".to_vec()));
 //! ```
 
+pub mod cache;
 mod group;
 mod memory;
 mod rocks;
@@ -354,6 +355,11 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
         stored[bit / 8] ^= 1 << (bit % 8);
         self.put_stored(keyspace, key, stored)?;
         Ok(true)
+    }
+
+    /// The counters of the store's item cache ([`cache`]), if it has one.
+    fn cache_stats(&self) -> Option<cache::CacheStats> {
+        None
     }
 
     /// Sets one key.

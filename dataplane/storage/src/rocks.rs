@@ -10,6 +10,7 @@ use rocksdb::{
     Direction, IteratorMode, Options, ReadOptions, WriteOptions,
 };
 
+use crate::cache::{Lookup, ValueCache};
 use crate::{BatchOp, Durability, Entry, Keyspace, Store, StoreError, WriteBatch, frame, unframe};
 
 /// Settings of a [`RocksStore`].
@@ -30,6 +31,9 @@ pub struct RocksConfig {
     /// auto-tuned limit: lower while there is little to write). 0: no
     /// limit. Default 64 MiB/s.
     pub background_write_bytes_per_sec: u64,
+    /// Size of the item cache in front of point reads of the items
+    /// keyspace ([`crate::cache`]), in bytes. 0: none. Default 32 MiB.
+    pub item_cache_bytes: usize,
 }
 
 impl RocksConfig {
@@ -42,6 +46,7 @@ impl RocksConfig {
             bloom_bits_per_key: 10.0,
             write_buffer_bytes: 64 << 20,
             background_write_bytes_per_sec: 64 << 20,
+            item_cache_bytes: 32 << 20,
         }
     }
 }
@@ -60,6 +65,8 @@ pub struct RocksStore {
     group: crate::group::GroupSync,
     syncer: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
     path: PathBuf,
+    /// Recent items, in front of the engine's point reads.
+    items: Option<ValueCache>,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -179,12 +186,34 @@ impl RocksStore {
             group: crate::group::GroupSync::default(),
             syncer: Mutex::new(syncer),
             path: config.path.clone(),
+            items: (config.item_cache_bytes > 0).then(|| ValueCache::new(config.item_cache_bytes)),
         })
     }
 
     /// A point read with `options`; `Incomplete` (only a memory-only read
     /// returns it) means the value may be on the disk.
     fn read(
+        &self,
+        keyspace: Keyspace,
+        key: &[u8],
+        options: &ReadOptions,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let cache = self.items.as_ref().filter(|_| keyspace == Keyspace::Items);
+        let Some(cache) = cache else {
+            return self.read_engine(keyspace, key, options);
+        };
+        match cache.get(key) {
+            Lookup::Hit(v) => Ok(v),
+            Lookup::Miss(ticket) => {
+                let v = self.read_engine(keyspace, key, options)?;
+                cache.fill(key, ticket, v.as_deref());
+                Ok(v)
+            }
+        }
+    }
+
+    /// [`RocksStore::read`] from the engine itself.
+    fn read_engine(
         &self,
         keyspace: Keyspace,
         key: &[u8],
@@ -198,22 +227,51 @@ impl RocksStore {
         }
     }
 
-    fn batch(&self, batch: WriteBatch) -> Result<rocksdb::WriteBatch, StoreError> {
+    /// Applies `batch` with `options`, then tells the item cache what it
+    /// wrote (or, if the engine failed, forgets the keys: the batch may or
+    /// may not be applied).
+    fn apply(&self, batch: WriteBatch, options: &WriteOptions) -> Result<(), StoreError> {
         let mut b = rocksdb::WriteBatch::default();
-        for op in batch.ops {
+        for op in &batch.ops {
             match op {
                 BatchOp::Put {
                     keyspace,
                     key,
                     value,
-                } => {
-                    let framed = frame(&key, &value);
-                    b.put_cf(self.cf(keyspace)?, key, framed)
-                }
-                BatchOp::Delete { keyspace, key } => b.delete_cf(self.cf(keyspace)?, key),
+                } => b.put_cf(self.cf(*keyspace)?, key, frame(key, value)),
+                BatchOp::Delete { keyspace, key } => b.delete_cf(self.cf(*keyspace)?, key),
             }
         }
-        Ok(b)
+        let done = self.db.write_opt(b, options).map_err(engine);
+        if let Some(cache) = &self.items {
+            for op in &batch.ops {
+                match (op, &done) {
+                    (BatchOp::Put { keyspace, key, .. }, Err(_))
+                    | (BatchOp::Delete { keyspace, key }, Err(_))
+                        if *keyspace == Keyspace::Items =>
+                    {
+                        cache.forget(key)
+                    }
+                    (
+                        BatchOp::Put {
+                            keyspace: Keyspace::Items,
+                            key,
+                            value,
+                        },
+                        Ok(()),
+                    ) => cache.wrote(key, Some(value)),
+                    (
+                        BatchOp::Delete {
+                            keyspace: Keyspace::Items,
+                            key,
+                        },
+                        Ok(()),
+                    ) => cache.wrote(key, None),
+                    _ => {}
+                }
+            }
+        }
+        done
     }
 
     /// Fsyncs run by group commit so far (`Durability::Sync`).
@@ -344,13 +402,11 @@ impl Store for RocksStore {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let b = self.batch(batch)?;
-        self.db.write_opt(b, &self.write_opts).map_err(engine)
+        self.apply(batch, &self.write_opts)
     }
 
     fn write_deferred(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let b = self.batch(batch)?;
-        self.db.write_opt(b, &self.deferred_opts).map_err(engine)
+        self.apply(batch, &self.deferred_opts)
     }
 
     fn wait_durable(&self) -> Result<(), StoreError> {
@@ -386,6 +442,10 @@ impl Store for RocksStore {
         self.db.flush_wal(true).map_err(engine)
     }
 
+    fn cache_stats(&self) -> Option<crate::cache::CacheStats> {
+        self.items.as_ref().map(ValueCache::stats)
+    }
+
     fn get_stored(&self, keyspace: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.db.get_cf(self.cf(keyspace)?, key).map_err(engine)
     }
@@ -396,8 +456,14 @@ impl Store for RocksStore {
         key: &[u8],
         stored: Vec<u8>,
     ) -> Result<(), StoreError> {
-        self.db
+        let done = self
+            .db
             .put_cf_opt(self.cf(keyspace)?, key, stored, &self.write_opts)
-            .map_err(engine)
+            .map_err(engine);
+        // The bytes may not even be a frame: the next read must see them.
+        if let (Some(cache), Keyspace::Items) = (&self.items, keyspace) {
+            cache.forget(key);
+        }
+        done
     }
 }

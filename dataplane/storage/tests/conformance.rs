@@ -148,6 +148,60 @@ fn concurrent_writers_all_land(s: Arc<dyn Store>) {
     s.sync().expect("sync");
 }
 
+/// Readers racing writers of the same keys never make a writer read an
+/// older value than its own last write, and once the writers stop every key
+/// reads its last value (`RocksStore`'s item cache must follow every write;
+/// the suite also runs with a cache too small to hold these keys, so reads
+/// miss, fill and evict all the time). That a slow reader's fill never
+/// overwrites a newer write is shown deterministically in `cache.rs`.
+fn readers_racing_writers_leave_the_last_value(s: Arc<dyn Store>) {
+    const WRITERS: u8 = 4;
+    const KEYS_EACH: u8 = 16;
+    const ROUNDS: u32 = 300;
+    let read = |s: &dyn Store, k: &[u8]| {
+        get(s, Keyspace::Items, k).map(|v| u32::from_be_bytes(v[..4].try_into().expect("u32")))
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for k in 0..WRITERS * KEYS_EACH {
+                        s.get(Keyspace::Items, &[k]).expect("get");
+                    }
+                }
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                for i in 1..=ROUNDS {
+                    for k in w * KEYS_EACH..(w + 1) * KEYS_EACH {
+                        s.put(Keyspace::Items, &[k], &i.to_be_bytes()).expect("put");
+                        let seen = read(&*s, &[k]);
+                        assert_eq!(seen, Some(i), "key {k} read {seen:?} after writing {i}");
+                    }
+                }
+            })
+        })
+        .collect();
+    let outcome: Vec<_> = writers.into_iter().map(|w| w.join()).collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.join().expect("reader");
+    }
+    for o in outcome {
+        o.expect("writer");
+    }
+    for k in 0..WRITERS * KEYS_EACH {
+        assert_eq!(read(&*s, &[k]), Some(ROUNDS), "key {k}");
+    }
+}
+
 /// Deferred writes are visible at once and survive `wait_durable`, from
 /// many threads at a time (the group-commit path).
 fn deferred_writes_land_and_become_durable(s: Arc<dyn Store>) {
@@ -294,6 +348,11 @@ macro_rules! conformance {
                 corruption_is_caught_and_quarantined(&*s);
             }
             #[test]
+            fn racing_readers() {
+                let (s, _guard) = $make;
+                readers_racing_writers_leave_the_last_value(s);
+            }
+            #[test]
             fn deferred() {
                 let (s, _guard) = $make;
                 deferred_writes_land_and_become_durable(s);
@@ -308,6 +367,16 @@ fn rocks() -> (Arc<dyn Store>, tempfile::TempDir) {
     (Arc::new(s), dir)
 }
 
+/// An item cache of one small entry per shard: most reads miss and fill it,
+/// and writes evict.
+fn rocks_tiny_cache() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = RocksConfig::new(dir.path());
+    cfg.item_cache_bytes = 64 * 80;
+    let s = RocksStore::open(&cfg).expect("open");
+    (Arc::new(s), dir)
+}
+
 fn rocks_sync() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = RocksConfig::new(dir.path());
@@ -319,6 +388,7 @@ fn rocks_sync() -> (Arc<dyn Store>, tempfile::TempDir) {
 conformance!(memory, (Arc::new(MemoryStore::new()) as Arc<dyn Store>, ()));
 conformance!(rocksdb, rocks());
 conformance!(rocksdb_sync, rocks_sync());
+conformance!(rocksdb_tiny_cache, rocks_tiny_cache());
 
 /// Under `Durability::Sync`, concurrent deferred writers share fsyncs.
 #[test]
