@@ -245,28 +245,17 @@ impl RocksStore {
         let done = self.db.write_opt(b, options).map_err(engine);
         if let Some(cache) = &self.items {
             for op in &batch.ops {
-                match (op, &done) {
-                    (BatchOp::Put { keyspace, key, .. }, Err(_))
-                    | (BatchOp::Delete { keyspace, key }, Err(_))
-                        if *keyspace == Keyspace::Items =>
-                    {
-                        cache.forget(key)
-                    }
-                    (
-                        BatchOp::Put {
-                            keyspace: Keyspace::Items,
-                            key,
-                            value,
-                        },
-                        Ok(()),
-                    ) => cache.wrote(key, Some(value)),
-                    (
-                        BatchOp::Delete {
-                            keyspace: Keyspace::Items,
-                            key,
-                        },
-                        Ok(()),
-                    ) => cache.wrote(key, None),
+                let (keyspace, key, value) = match op {
+                    BatchOp::Put {
+                        keyspace,
+                        key,
+                        value,
+                    } => (*keyspace, key, Some(&value[..])),
+                    BatchOp::Delete { keyspace, key } => (*keyspace, key, None),
+                };
+                match (keyspace, &done) {
+                    (Keyspace::Items, Ok(())) => cache.wrote(key, value),
+                    (Keyspace::Items, Err(_)) => cache.forget(key),
                     _ => {}
                 }
             }
